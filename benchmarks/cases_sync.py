@@ -1,0 +1,120 @@
+"""Benchmarks for issue 2: synchronization primitives and shared memory.
+
+Each function takes the module under test (multiprocessing or cproc) and a
+size, and returns the seconds spent in the measured loop only.
+"""
+
+from time import perf_counter
+
+from harness import Peer, case, fork_children
+
+ORDER = 10
+
+
+@case("Lock acquire()+release(), uncontended", target=0.6,
+      size=200_000, quick=50_000, work="{size:,} iterations")
+def lock_acquire_release(mod, n):
+    lock = mod.Lock()
+    t0 = perf_counter()
+    for _ in range(n):
+        lock.acquire()
+        lock.release()
+    return perf_counter() - t0
+
+
+@case("Lock `with lock:`, uncontended", target=0.6,
+      size=200_000, quick=50_000, work="{size:,} iterations")
+def lock_with(mod, n):
+    lock = mod.Lock()
+    t0 = perf_counter()
+    for _ in range(n):
+        with lock:
+            pass
+    return perf_counter() - t0
+
+
+@case("Semaphore acquire()+release(), uncontended", target=0.6,
+      size=200_000, quick=50_000, work="{size:,} iterations")
+def semaphore_acquire_release(mod, n):
+    sem = mod.Semaphore(1)
+    t0 = perf_counter()
+    for _ in range(n):
+        sem.acquire()
+        sem.release()
+    return perf_counter() - t0
+
+
+@case("2 processes increment a RawValue under one Lock", target=0.3,
+      size=50_000, quick=10_000, work="2 forked × {size:,} increments")
+def two_process_counter(mod, n):
+    lock = mod.Lock()
+    counter = mod.RawValue("i", 0)
+
+    def prepare():
+        with lock:
+            counter.value  # touch both objects before the clock starts
+
+    def work():
+        for _ in range(n):
+            with lock:
+                counter.value += 1
+
+    elapsed = fork_children(2, prepare, work)
+    if counter.value != 2 * n:
+        raise AssertionError(f"counter is {counter.value}, expected {2 * n}")
+    return elapsed
+
+
+@case("`with v.get_lock(): v.value += 1`, Value('i')", target=0.15,
+      size=200_000, quick=50_000, work="{size:,} iterations")
+def value_get_lock_increment(mod, n):
+    v = mod.Value("i", 0)
+    t0 = perf_counter()
+    for _ in range(n):
+        with v.get_lock():
+            v.value += 1
+    elapsed = perf_counter() - t0
+    if v.value != n:
+        raise AssertionError(f"value is {v.value}, expected {n}")
+    return elapsed
+
+
+ARRAY_READS = 5
+
+
+def array_read_floor(mod, n):
+    """The least time any `arr[:]` returning a list of floats can take here:
+    memoryview(...).tolist() on the same shared buffer, all in C, no lock."""
+    arr = mod.Array("d", n)
+    arr[n - 1] = 1.5
+    with memoryview(arr.get_obj()).cast("B").cast("d") as view:
+        t0 = perf_counter()
+        for _ in range(ARRAY_READS):
+            data = view.tolist()
+            del data
+        elapsed = perf_counter() - t0
+        if view.tolist()[n - 1] != 1.5:
+            raise AssertionError("tolist() returned wrong contents")
+    return elapsed
+
+
+@case("Read Array('d') with `arr[:]`", target=0.3,
+      size=1_000_000, quick=250_000,
+      work=f"{ARRAY_READS} × arr[:] of {{size:,}} doubles",
+      peers=[Peer("C floor", "multiprocessing", run=array_read_floor)],
+      note="`arr[:]` must build a list of Python floats, and allocating them "
+           "(page faults included) is most of the time: the “C floor” row "
+           "times memoryview(arr.get_obj()).tolist() on the same buffer, the "
+           "least any implementation returning a list can take.")
+def array_read_slice(mod, n):
+    arr = mod.Array("d", n)
+    arr[n - 1] = 1.5
+    t0 = perf_counter()
+    for _ in range(ARRAY_READS):
+        data = arr[:]
+        del data
+    elapsed = perf_counter() - t0
+    data = arr[:]
+    if len(data) != n or data[n - 1] != 1.5:
+        raise AssertionError("arr[:] returned wrong contents")
+    return elapsed

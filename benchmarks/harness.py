@@ -1,0 +1,212 @@
+"""Case registry and helpers for the cproc benchmarks.
+
+A benchmark *case* is a function ``run(mod, size) -> seconds`` that receives
+the implementation under test (the ``multiprocessing`` module, the ``cproc``
+module, or a peer library) and returns the elapsed time, measured with
+``time.perf_counter`` around ONLY the measured work. Setup (creating objects,
+starting helper processes, filling buffers) and teardown happen outside the
+timed region. A run raises if the work gave a wrong result.
+
+Cases live in ``benchmarks/cases_*.py`` modules, which ``run.py`` imports in
+order of their ``ORDER`` constant (then name). A module registers its cases
+with the ``@case`` decorator::
+
+    from harness import case, Peer
+
+    @case("Lock acquire+release, uncontended", target=0.6,
+          size=200_000, quick=50_000, work="{size:,} iterations")
+    def lock_acquire_release(mod, n):
+        lock = mod.Lock()
+        t0 = perf_counter()
+        for _ in range(n):
+            lock.acquire()
+            lock.release()
+        return perf_counter() - t0
+
+``target`` is the goal for ``cproc time / multiprocessing time`` (lower is
+faster; ``None`` means report only). ``peers`` lists extra implementations
+timed in the same alternating rounds, e.g.::
+
+    peers=[Peer("faster-fifo", "faster_fifo", run=ff_small_messages, target=0.7)]
+
+A peer's ``run(peer_module, size)`` defaults to the case's own ``run``; its
+``target`` bounds ``cproc time / peer time``. A peer that is not importable is
+skipped with a note. To register one function several times (e.g. once per
+start method), call ``register(Case(...))`` with a ``functools.partial``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import sys
+import traceback
+from typing import Callable, List, Optional
+
+__all__ = ["Case", "Peer", "case", "register", "CASES", "fork_children",
+           "BenchTimeout"]
+
+RunFn = Callable[[object, int], float]
+
+
+@dataclasses.dataclass
+class Peer:
+    """Another implementation measured alongside multiprocessing and cproc."""
+
+    label: str                      # shown in the table, e.g. "faster-fifo"
+    module: str                     # import name, e.g. "faster_fifo"
+    run: Optional[RunFn] = None     # defaults to the case's run
+    target: Optional[float] = None  # goal for cproc time / peer time
+
+
+@dataclasses.dataclass
+class Case:
+    name: str
+    run: RunFn
+    target: Optional[float]
+    size: int
+    quick: Optional[int] = None     # size under --quick (default: size // 4)
+    work: str = "{size:,}"          # describes one round's work; {size} fills in
+    peers: List[Peer] = dataclasses.field(default_factory=list)
+    group: str = ""                 # the cases_* module it came from
+    note: str = ""                  # printed under the table (e.g. what bounds it)
+
+    def size_for(self, quick: bool) -> int:
+        if not quick:
+            return self.size
+        return self.quick if self.quick is not None else max(1, self.size // 4)
+
+    def describe(self, size: int) -> str:
+        return self.work.format(size=size)
+
+
+CASES: List[Case] = []
+
+
+def register(c: Case) -> Case:
+    if not c.group:  # the cases_* module that called register()
+        c.group = sys._getframe(1).f_globals.get("__name__", "")
+    if any(existing.name == c.name for existing in CASES):
+        raise ValueError(f"duplicate benchmark case name: {c.name!r}")
+    CASES.append(c)
+    return c
+
+
+def case(name: str, *, target: Optional[float], size: int,
+         quick: Optional[int] = None, work: str = "{size:,}",
+         peers: Optional[List[Peer]] = None, note: str = ""):
+    """Decorator: register ``fn(mod, size) -> seconds`` as a benchmark case."""
+
+    def deco(fn: RunFn) -> RunFn:
+        register(Case(name=name, run=fn, target=target, size=size,
+                      quick=quick, work=work, peers=list(peers or []),
+                      group=fn.__module__, note=note))
+        return fn
+
+    return deco
+
+
+# --------------------------------------------------------------------------
+# Timeouts: run.py arms an interval timer around every run; a run that hangs
+# raises BenchTimeout (where the interpreter gets control back) instead of
+# stalling the whole benchmark.
+
+
+class BenchTimeout(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------
+# Forked workers that share machinery between implementations.
+
+
+def _read_exactly(fd: int, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = os.read(fd, n - len(buf))
+        if not chunk:
+            raise RuntimeError("benchmark child exited before signalling ready")
+        buf += chunk
+    return buf
+
+
+def fork_children(count: int, prepare: Callable[[], None],
+                  work: Callable[[], None]) -> float:
+    """Fork ``count`` children and time them doing ``work()`` together.
+
+    Each child calls ``prepare()`` (untimed: e.g. touch the shared objects),
+    writes one byte to a "ready" pipe, then blocks reading a "go" pipe. Once
+    every child is ready the parent takes the start time, closes the go pipe
+    (EOF wakes all children at once) and waits with ``os.waitpid`` until all of
+    them have exited. Returns that elapsed time. Raises if a child fails.
+
+    Using ``os.fork`` directly means multiprocessing and cproc are measured
+    with the same process machinery, so only the shared objects differ.
+    Children leave with ``os._exit`` (no atexit, no buffered output flushed).
+    """
+    from time import perf_counter
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    pids: List[int] = []
+    try:
+        for _ in range(count):
+            pid = os.fork()
+            if pid == 0:  # child
+                code = 1
+                try:
+                    os.close(ready_r)
+                    os.close(go_w)
+                    prepare()
+                    os.write(ready_w, b"r")
+                    os.close(ready_w)
+                    os.read(go_r, 1)  # returns b"" when the parent closes go_w
+                    work()
+                    code = 0
+                except BaseException:
+                    try:
+                        traceback.print_exc()
+                        sys.stderr.flush()
+                    except BaseException:
+                        pass
+                finally:
+                    os._exit(code)
+            pids.append(pid)
+        os.close(ready_w)
+        ready_w = -1
+        os.close(go_r)
+        go_r = -1
+        _read_exactly(ready_r, count)
+
+        t0 = perf_counter()
+        os.close(go_w)
+        go_w = -1
+        statuses = []
+        for pid in list(pids):
+            _, status = os.waitpid(pid, 0)
+            pids.remove(pid)
+            statuses.append(status)
+        elapsed = perf_counter() - t0
+    finally:
+        for fd in (ready_r, ready_w, go_r, go_w):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        for pid in pids:  # only on error/timeout: do not leave children behind
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+    bad = [s for s in statuses if not (os.WIFEXITED(s) and os.WEXITSTATUS(s) == 0)]
+    if bad:
+        raise RuntimeError(f"benchmark child failed (wait status {bad[0]:#x})")
+    return elapsed

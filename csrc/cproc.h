@@ -1,0 +1,139 @@
+/* cproc.h — declarations shared by the C core: the module state, the cached
+ * process identity, shared-memory blocks (shm.c), the futex wait loop
+ * (futex.c) and the lock primitive that sync.c and sharedctypes.c share.
+ *
+ * Naming: cproc_* is visible across files, static helpers are file-local.
+ * Every function that can fail sets a Python exception and returns -1/NULL.
+ */
+#ifndef CPROC_H
+#define CPROC_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* ---- process identity (futex.c) --------------------------------------- */
+
+/* getpid() is a system call on modern glibc; the hot paths use this copy,
+ * refreshed in the child after every fork (pthread_atfork). */
+extern pid_t cproc_pid;
+int cproc_identity_init(void);
+static inline uint64_t cproc_thread_id(void) { return (uint64_t)PyThread_get_thread_ident(); }
+
+/* 1 when process `pid` has exited (gone, or a zombie nobody reaped yet). */
+int cproc_pid_is_dead(pid_t pid);
+
+/* ---- time and waiting (futex.c) ---------------------------------------- */
+
+#define CPROC_FOREVER ((int64_t)-1)
+
+int64_t cproc_monotonic_ns(void);
+/* timeout (None or seconds) -> absolute deadline on the monotonic clock.
+ * None -> CPROC_FOREVER; negative -> now (multiprocessing treats it as 0). */
+int cproc_deadline_from_timeout(PyObject *timeout, int64_t *deadline);
+
+enum { CPROC_WAIT_ERROR = -1, CPROC_WAIT_OK = 0, CPROC_WAIT_TIMEOUT = 1 };
+
+/* try_fn: 1 when the caller got what it waits for; 0 otherwise, with *seen
+ * set to the futex word's value that made it fail (we sleep until it changes).
+ * poll_fn (optional) runs about every 100 ms while sleeping, and once more at
+ * the deadline: 1 ends the wait successfully (dead-holder recovery). */
+typedef int (*cproc_try_fn)(void *ctx, uint32_t *seen);
+typedef int (*cproc_poll_fn)(void *ctx);
+
+/* The one wait loop of the C core: spin briefly, then sleep on `word`
+ * counting ourselves in `waiters`, with the GIL released. Returns
+ * CPROC_WAIT_OK, CPROC_WAIT_TIMEOUT, or CPROC_WAIT_ERROR with an exception
+ * set (a signal handler raised, e.g. KeyboardInterrupt). GIL held on entry. */
+int cproc_wait(_Atomic uint32_t *word, _Atomic uint32_t *waiters,
+               cproc_try_fn try_fn, cproc_poll_fn poll_fn, void *ctx,
+               int64_t deadline);
+void cproc_futex_wake(_Atomic uint32_t *word, int n);
+/* Wake `n` sleepers only if someone sleeps (no system call otherwise). */
+static inline void cproc_wake_waiters(_Atomic uint32_t *word, _Atomic uint32_t *waiters, int n)
+{
+    if (atomic_load(waiters) != 0)
+        cproc_futex_wake(word, n);
+}
+
+/* ---- shared memory (shm.c) --------------------------------------------- */
+
+typedef struct SegmentObject SegmentObject;
+
+/* A block of shared memory owned by one Python object. */
+typedef struct {
+    SegmentObject *seg;   /* strong reference; NULL when not initialised */
+    size_t offset;        /* of the block header inside the segment */
+    void *data;           /* the payload */
+    size_t size;          /* payload bytes */
+} cproc_block;
+
+/* Kinds of block, recorded in the block header and in handles. */
+enum {
+    CPROC_KIND_BUFFER = 1, CPROC_KIND_SEMLOCK, CPROC_KIND_EVENT,
+    CPROC_KIND_CONDITION, CPROC_KIND_BARRIER,
+};
+
+int cproc_block_new(cproc_block *b, uint32_t kind, size_t size);
+void cproc_block_release(cproc_block *b);
+/* The picklable handle of a block: a tuple of ints, see shm.c. */
+PyObject *cproc_block_handle(const cproc_block *b);
+int cproc_block_attach(cproc_block *b, PyObject *handle, uint32_t kind);
+
+extern PyTypeObject cproc_SegmentType;
+extern PyTypeObject cproc_SharedBlockType;
+PyObject *cproc_segments_info(PyObject *module, PyObject *unused);
+
+/* ---- locks (sync.c) ----------------------------------------------------- */
+
+enum { CPROC_LOCK = 0, CPROC_RLOCK = 1, CPROC_SEMAPHORE = 2 };
+
+/* The shared state of Lock, RLock, Semaphore and BoundedSemaphore.
+ * LOCK/RLOCK: word = pid of the holder, 0 when free.
+ * SEMAPHORE:  word = the counter. */
+typedef struct {
+    _Atomic uint32_t word;        /* futex word */
+    _Atomic uint32_t waiters;     /* sleeping in cproc_wait on word */
+    _Atomic uint64_t owner_tid;   /* holder's thread ident (LOCK/RLOCK) */
+    uint32_t count;               /* RLOCK recursion depth; touched by the holder only */
+    uint32_t kind;
+    uint32_t maxvalue;
+    uint32_t _pad;
+} cproc_semlock_t;
+
+typedef struct {
+    PyObject_HEAD
+    cproc_block blk;
+    cproc_semlock_t *s;
+} SemLockObject;
+
+extern PyTypeObject cproc_SemLockType;
+extern PyObject *cproc_OwnerDiedWarning;
+
+/* 1 acquired, 0 timed out / would block, -1 error. Blocking when deadline != 0 ... */
+int cproc_semlock_acquire(SemLockObject *self, int blocking, int64_t deadline);
+int cproc_semlock_release(SemLockObject *self);
+int cproc_semlock_is_mine(const cproc_semlock_t *s);
+
+extern PyTypeObject cproc_EventType;
+extern PyTypeObject cproc_ConditionType;
+extern PyTypeObject cproc_BarrierType;
+
+/* ---- sharedctypes.c ----------------------------------------------------- */
+
+extern PyTypeObject cproc_SynchronizedBaseType;
+extern PyTypeObject cproc_SynchronizedType;
+extern PyTypeObject cproc_SynchronizedArrayType;
+extern PyTypeObject cproc_SynchronizedStringType;
+int cproc_sharedctypes_init(PyObject *module);
+int cproc_sync_init(PyObject *module);
+
+/* ---- small helpers ------------------------------------------------------ */
+
+/* Parse (block=True, timeout=None) from a vectorcall, as SemLock.acquire does. */
+int cproc_parse_block_timeout(const char *fname, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames, int *blocking, int64_t *deadline);
+
+#endif /* CPROC_H */

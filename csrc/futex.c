@@ -1,0 +1,223 @@
+/* futex.c — waiting and waking on 32-bit words in shared memory.
+ *
+ * Owns: the futex system calls, deadlines on the monotonic clock, the single
+ * spin-then-sleep wait loop every primitive uses, the cached process identity
+ * and the "is that process dead?" check used to recover locks.
+ * Never blocks with the GIL held; on EINTR runs the signal handlers so that
+ * Ctrl+C raises KeyboardInterrupt at once.
+ */
+#include "cproc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SPIN_COUNT 100
+#define POLL_FIRST_NS (10 * 1000000LL)   /* first dead-holder check after 10 ms */
+#define POLL_EVERY_NS (100 * 1000000LL)  /* then every 100 ms */
+
+pid_t cproc_pid;
+
+static void refresh_pid(void) { cproc_pid = getpid(); }
+
+int cproc_identity_init(void)
+{
+    refresh_pid();
+    int err = pthread_atfork(NULL, NULL, refresh_pid);
+    if (err != 0) {
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    return 0;
+}
+
+int cproc_pid_is_dead(pid_t pid)
+{
+    if (pid <= 0)
+        return 0;
+    if (kill(pid, 0) == -1)
+        return errno == ESRCH;     /* EPERM: alive, another user's */
+    /* kill() succeeds on zombies: look at the state in /proc/<pid>/stat. */
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    const char *paren = strrchr(buf, ')');  /* the command name may hold spaces */
+    if (paren == NULL || paren[1] != ' ')
+        return 0;
+    return paren[2] == 'Z' || paren[2] == 'X';
+}
+
+int64_t cproc_monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);  /* cannot fail for this clock */
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+int cproc_deadline_from_timeout(PyObject *timeout, int64_t *deadline)
+{
+    if (timeout == NULL || timeout == Py_None) {
+        *deadline = CPROC_FOREVER;
+        return 0;
+    }
+    double t = PyFloat_AsDouble(timeout);
+    if (t == -1.0 && PyErr_Occurred())
+        return -1;
+    if (isnan(t)) {
+        PyErr_SetString(PyExc_ValueError, "timeout must not be NaN");
+        return -1;
+    }
+    if (t < 0)
+        t = 0;
+    if (t > 1e9) {                 /* ~31 years: as good as forever */
+        *deadline = CPROC_FOREVER;
+        return 0;
+    }
+    *deadline = cproc_monotonic_ns() + (int64_t)(t * 1e9);
+    return 0;
+}
+
+/* 0: woken or the word changed; ETIMEDOUT; EINTR; another errno on failure. */
+static int futex_wait_until(_Atomic uint32_t *word, uint32_t expected, int64_t deadline)
+{
+    struct timespec ts, *tsp = NULL;
+    if (deadline != CPROC_FOREVER) {
+        ts.tv_sec = deadline / 1000000000LL;
+        ts.tv_nsec = deadline % 1000000000LL;
+        tsp = &ts;
+    }
+    /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time; not
+     * FUTEX_PRIVATE: the word is shared between processes. */
+    if (syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_BITSET, expected, tsp,
+                NULL, FUTEX_BITSET_MATCH_ANY) == 0)
+        return 0;
+    return errno == EAGAIN ? 0 : errno;
+}
+
+void cproc_futex_wake(_Atomic uint32_t *word, int n)
+{
+    /* Cannot fail on a valid mapped address; nothing useful to do if it did. */
+    (void)syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, n, NULL, NULL, 0);
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+int cproc_wait(_Atomic uint32_t *word, _Atomic uint32_t *waiters,
+               cproc_try_fn try_fn, cproc_poll_fn poll_fn, void *ctx,
+               int64_t deadline)
+{
+    uint32_t seen;
+    for (int i = 0; i < SPIN_COUNT; i++) {
+        if (try_fn(ctx, &seen))
+            return CPROC_WAIT_OK;
+        cpu_relax();
+    }
+    int64_t next_poll = poll_fn ? cproc_monotonic_ns() + POLL_FIRST_NS : CPROC_FOREVER;
+    int result;
+    for (;;) {
+        if (try_fn(ctx, &seen))
+            return CPROC_WAIT_OK;
+        int64_t now = cproc_monotonic_ns();
+        if (poll_fn && (now >= next_poll || (deadline != CPROC_FOREVER && now >= deadline))) {
+            if (poll_fn(ctx))
+                return CPROC_WAIT_OK;
+            next_poll = now + POLL_EVERY_NS;
+        }
+        if (deadline != CPROC_FOREVER && now >= deadline) {
+            result = CPROC_WAIT_TIMEOUT;
+            break;
+        }
+        int64_t until = deadline;
+        if (next_poll != CPROC_FOREVER && (until == CPROC_FOREVER || next_poll < until))
+            until = next_poll;
+
+        int err;
+        atomic_fetch_add(waiters, 1);
+        Py_BEGIN_ALLOW_THREADS
+        err = futex_wait_until(word, seen, until);
+        Py_END_ALLOW_THREADS
+        atomic_fetch_sub(waiters, 1);
+
+        if (err == EINTR) {
+            if (PyErr_CheckSignals() < 0) {
+                result = CPROC_WAIT_ERROR;
+                break;
+            }
+        } else if (err != 0 && err != ETIMEDOUT) {
+            errno = err;
+            PyErr_SetFromErrno(PyExc_OSError);
+            result = CPROC_WAIT_ERROR;
+            break;
+        }
+    }
+    /* We may have consumed a wake-up meant for a sleeper that stays asleep:
+     * pass it on (a spurious wake-up costs nothing, a lost one hangs). */
+    cproc_wake_waiters(word, waiters, 1);
+    return result;
+}
+
+/* ---- argument parsing shared by acquire() and friends ------------------- */
+
+int cproc_parse_block_timeout(const char *fname, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames, int *blocking, int64_t *deadline)
+{
+    PyObject *block = NULL, *timeout = NULL;
+    if (nargs > 2) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most 2 arguments (%zd given)", fname, nargs);
+        return -1;
+    }
+    if (nargs > 0) block = args[0];
+    if (nargs > 1) timeout = args[1];
+    if (kwnames != NULL) {
+        Py_ssize_t nk = PyTuple_GET_SIZE(kwnames);
+        for (Py_ssize_t i = 0; i < nk; i++) {
+            PyObject *name = PyTuple_GET_ITEM(kwnames, i);
+            PyObject **slot;
+            if (PyUnicode_CompareWithASCIIString(name, "block") == 0)
+                slot = &block;
+            else if (PyUnicode_CompareWithASCIIString(name, "timeout") == 0)
+                slot = &timeout;
+            else {
+                PyErr_Format(PyExc_TypeError, "'%U' is an invalid keyword argument for %s()", name, fname);
+                return -1;
+            }
+            if (*slot != NULL) {
+                PyErr_Format(PyExc_TypeError, "argument for %s() given by name ('%U') and position",
+                             fname, name);
+                return -1;
+            }
+            *slot = args[nargs + i];
+        }
+    }
+    *blocking = 1;
+    if (block != NULL) {
+        *blocking = PyObject_IsTrue(block);
+        if (*blocking < 0)
+            return -1;
+    }
+    return cproc_deadline_from_timeout(timeout, deadline);
+}

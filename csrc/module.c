@@ -1,0 +1,58 @@
+/* module.c — PyInit__cproc: registers the types of the C core, nothing else. */
+#include "cproc.h"
+
+static PyMethodDef module_methods[] = {
+    {"_segments", cproc_segments_info, METH_NOARGS,
+     "_segments() -> list of dict\n\nThe shared-memory segments mapped in this process "
+     "(diagnostics and leak tests)."},
+    {NULL}
+};
+
+static struct PyModuleDef cproc_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "cproc._cproc",
+    .m_doc = "The C core of cproc: shared memory, futexes and the synchronization primitives.",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+static int add_type(PyObject *m, PyTypeObject *type, const char *name)
+{
+    if (PyType_Ready(type) < 0)
+        return -1;
+    Py_INCREF(type);
+    if (PyModule_AddObject(m, name, (PyObject *)type) < 0) {
+        Py_DECREF(type);
+        return -1;
+    }
+    return 0;
+}
+
+PyMODINIT_FUNC PyInit__cproc(void)
+{
+    PyObject *m = PyModule_Create(&cproc_module);
+    if (m == NULL)
+        return NULL;
+    if (cproc_identity_init() < 0 || cproc_sync_init(m) < 0 || cproc_sharedctypes_init(m) < 0)
+        goto fail;
+    if (add_type(m, &cproc_SegmentType, "Segment") < 0 ||
+        add_type(m, &cproc_SharedBlockType, "SharedBlock") < 0 ||
+        add_type(m, &cproc_SemLockType, "SemLock") < 0 ||
+        add_type(m, &cproc_EventType, "Event") < 0 ||
+        add_type(m, &cproc_ConditionType, "Condition") < 0 ||
+        add_type(m, &cproc_BarrierType, "Barrier") < 0 ||
+        add_type(m, &cproc_SynchronizedBaseType, "SynchronizedBase") < 0 ||
+        add_type(m, &cproc_SynchronizedType, "Synchronized") < 0 ||
+        add_type(m, &cproc_SynchronizedArrayType, "SynchronizedArray") < 0 ||
+        add_type(m, &cproc_SynchronizedStringType, "SynchronizedString") < 0)
+        goto fail;
+    if (PyModule_AddIntConstant(m, "LOCK", CPROC_LOCK) < 0 ||
+        PyModule_AddIntConstant(m, "RLOCK", CPROC_RLOCK) < 0 ||
+        PyModule_AddIntConstant(m, "SEMAPHORE", CPROC_SEMAPHORE) < 0 ||
+        PyModule_AddIntConstant(m, "SEM_VALUE_MAX", 2147483647) < 0)
+        goto fail;
+    return m;
+fail:
+    Py_DECREF(m);
+    return NULL;
+}

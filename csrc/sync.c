@@ -1,0 +1,1228 @@
+/* sync.c — Lock, RLock, Semaphore, BoundedSemaphore (one SemLock type, as in
+ * CPython's _multiprocessing), Event, Condition and Barrier.
+ *
+ * Owns: the shared state of each primitive (a block in shared memory, see
+ * shm.c) and its atomic fast paths. Every wait goes through cproc_wait()
+ * (futex.c), which releases the GIL and answers Ctrl+C. Lock and RLock record
+ * the holder's pid in their futex word, so a waiter that finds the holder
+ * dead takes the lock over (with an OwnerDiedWarning) instead of hanging.
+ * Never calls into Python while holding a primitive's internal lock.
+ */
+#include "cproc.h"
+
+#include <limits.h>
+#include <structmember.h>
+
+PyObject *cproc_OwnerDiedWarning;
+
+/* Build "(Type._from_handle, (handle, *extra))" for __reduce__. */
+static PyObject *reduce_with_handle(PyObject *self, const cproc_block *blk, PyObject *extra)
+{
+    PyObject *handle = cproc_block_handle(blk);
+    if (handle == NULL)
+        return NULL;
+    PyObject *ctor = PyObject_GetAttrString((PyObject *)Py_TYPE(self), "_from_handle");
+    if (ctor == NULL) {
+        Py_DECREF(handle);
+        return NULL;
+    }
+    PyObject *args = extra ? PySequence_Tuple(extra) : PyTuple_New(0);
+    PyObject *full = NULL;
+    if (args != NULL) {
+        PyObject *h1 = PyTuple_Pack(1, handle);
+        if (h1 != NULL)
+            full = PySequence_Concat(h1, args);
+        Py_XDECREF(h1);
+    }
+    Py_DECREF(handle);
+    Py_XDECREF(args);
+    if (full == NULL) {
+        Py_DECREF(ctor);
+        return NULL;
+    }
+    return Py_BuildValue("(NN)", ctor, full);
+}
+
+static int check_ready(const cproc_block *blk)
+{
+    if (blk->seg == NULL) {
+        PyErr_SetString(PyExc_ValueError, "cproc object is not initialised (was __init__ called?)");
+        return -1;
+    }
+    return 0;
+}
+
+/* ======================================================================== */
+/* SemLock: the lock/semaphore core                                         */
+/* ======================================================================== */
+
+typedef struct {
+    cproc_semlock_t *s;
+    pid_t dead_owner;     /* set when we took the lock over from a dead process */
+} take_ctx;
+
+static int semlock_try(void *arg, uint32_t *seen)
+{
+    take_ctx *ctx = arg;
+    cproc_semlock_t *s = ctx->s;
+    if (s->kind == CPROC_SEMAPHORE) {
+        uint32_t v = atomic_load(&s->word);
+        while (v > 0)
+            if (atomic_compare_exchange_weak(&s->word, &v, v - 1))
+                return 1;
+        *seen = 0;
+        return 0;
+    }
+    uint32_t expected = 0;
+    if (atomic_compare_exchange_strong(&s->word, &expected, (uint32_t)cproc_pid)) {
+        atomic_store_explicit(&s->owner_tid, cproc_thread_id(), memory_order_relaxed);
+        s->count = 1;
+        return 1;
+    }
+    *seen = expected;
+    return 0;
+}
+
+/* While sleeping on a Lock/RLock: if its holder process died, take it over. */
+static int semlock_poll_owner(void *arg)
+{
+    take_ctx *ctx = arg;
+    cproc_semlock_t *s = ctx->s;
+    uint32_t owner = atomic_load(&s->word);
+    if (owner == 0 || owner == (uint32_t)cproc_pid || !cproc_pid_is_dead((pid_t)owner))
+        return 0;
+    if (!atomic_compare_exchange_strong(&s->word, &owner, (uint32_t)cproc_pid))
+        return 0;
+    atomic_store_explicit(&s->owner_tid, cproc_thread_id(), memory_order_relaxed);
+    s->count = 1;
+    ctx->dead_owner = (pid_t)owner;
+    return 1;
+}
+
+int cproc_semlock_is_mine(const cproc_semlock_t *s)
+{
+    return s->kind != CPROC_SEMAPHORE
+        && atomic_load_explicit(&s->word, memory_order_relaxed) == (uint32_t)cproc_pid
+        && atomic_load_explicit(&s->owner_tid, memory_order_relaxed) == cproc_thread_id();
+}
+
+/* The raw lock operations on a cproc_semlock_t, also used for Barrier's
+ * internal lock. 1 acquired, 0 not (timeout / non-blocking), -1 error. */
+static int lock_acquire(cproc_semlock_t *s, int blocking, int64_t deadline, pid_t *dead_owner)
+{
+    take_ctx ctx = {s, 0};
+    uint32_t seen;
+    if (semlock_try(&ctx, &seen))
+        return 1;
+    if (!blocking)
+        return 0;
+    int r = cproc_wait(&s->word, &s->waiters, semlock_try,
+                       s->kind == CPROC_SEMAPHORE ? NULL : semlock_poll_owner, &ctx, deadline);
+    if (r == CPROC_WAIT_ERROR)
+        return -1;
+    *dead_owner = ctx.dead_owner;
+    return r == CPROC_WAIT_OK;
+}
+
+/* Give a held mutex back (no ownership checks). */
+static void mutex_unlock(cproc_semlock_t *s)
+{
+    s->count = 0;
+    atomic_store_explicit(&s->owner_tid, 0, memory_order_relaxed);
+    atomic_store(&s->word, 0);
+    cproc_wake_waiters(&s->word, &s->waiters, 1);
+}
+
+static const char *kind_name(uint32_t kind)
+{
+    return kind == CPROC_LOCK ? "Lock" : kind == CPROC_RLOCK ? "RLock" : "Semaphore";
+}
+
+int cproc_semlock_acquire(SemLockObject *self, int blocking, int64_t deadline)
+{
+    cproc_semlock_t *s = self->s;
+    if (s->kind == CPROC_RLOCK && cproc_semlock_is_mine(s)) {
+        if (s->count == UINT32_MAX) {
+            PyErr_SetString(PyExc_OverflowError, "maximum recursion depth of RLock exceeded");
+            return -1;
+        }
+        s->count++;
+        return 1;
+    }
+    pid_t dead_owner = 0;
+    int r = lock_acquire(s, blocking, deadline, &dead_owner);
+    if (r == 1 && dead_owner != 0) {
+        if (PyErr_WarnFormat(cproc_OwnerDiedWarning, 1,
+                             "cproc %s: its holder, process %d, died without releasing it; "
+                             "this process now holds it (the data it guards may be inconsistent)",
+                             kind_name(s->kind), (int)dead_owner) < 0) {
+            mutex_unlock(s);   /* the warning was turned into an error: do not keep the lock */
+            return -1;
+        }
+    }
+    return r;
+}
+
+int cproc_semlock_release(SemLockObject *self)
+{
+    cproc_semlock_t *s = self->s;
+    if (s->kind == CPROC_SEMAPHORE) {
+        uint32_t v = atomic_load(&s->word);
+        do {
+            if (v >= s->maxvalue) {
+                PyErr_SetString(PyExc_ValueError, "semaphore or lock released too many times");
+                return -1;
+            }
+        } while (!atomic_compare_exchange_weak(&s->word, &v, v + 1));
+        cproc_wake_waiters(&s->word, &s->waiters, 1);
+        return 0;
+    }
+    if (s->kind == CPROC_RLOCK) {
+        if (!cproc_semlock_is_mine(s)) {
+            PyErr_SetString(PyExc_AssertionError, "attempt to release recursive lock not owned by thread");
+            return -1;
+        }
+        if (--s->count > 0)
+            return 0;
+        mutex_unlock(s);
+        return 0;
+    }
+    /* Lock: any thread of any process may release it, as in multiprocessing. */
+    if (atomic_load(&s->word) == 0) {
+        PyErr_SetString(PyExc_ValueError, "semaphore or lock released too many times");
+        return -1;
+    }
+    s->count = 0;
+    atomic_store_explicit(&s->owner_tid, 0, memory_order_relaxed);
+    if (atomic_exchange(&s->word, 0) == 0) {   /* lost a race with another releaser */
+        PyErr_SetString(PyExc_ValueError, "semaphore or lock released too many times");
+        return -1;
+    }
+    cproc_wake_waiters(&s->word, &s->waiters, 1);
+    return 0;
+}
+
+static int semlock_init(SemLockObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"kind", "value", "maxvalue", NULL};
+    int kind;
+    long long value, maxvalue;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iLL:SemLock", kwlist, &kind, &value, &maxvalue))
+        return -1;
+    if (kind != CPROC_LOCK && kind != CPROC_RLOCK && kind != CPROC_SEMAPHORE) {
+        PyErr_SetString(PyExc_ValueError, "unrecognized kind");
+        return -1;
+    }
+    if (value < 0) {
+        PyErr_SetString(PyExc_ValueError, "semaphore initial value must be >= 0");
+        return -1;
+    }
+    if (maxvalue <= 0 || maxvalue > INT_MAX || value > maxvalue) {
+        PyErr_SetString(PyExc_ValueError, value > INT_MAX ? "semaphore initial value is too large"
+                                                          : "invalid maxvalue");
+        return -1;
+    }
+    if (self->blk.seg != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "SemLock already initialised");
+        return -1;
+    }
+    if (cproc_block_new(&self->blk, CPROC_KIND_SEMLOCK, sizeof(cproc_semlock_t)) < 0)
+        return -1;
+    cproc_semlock_t *s = self->blk.data;
+    s->kind = (uint32_t)kind;
+    s->maxvalue = (uint32_t)maxvalue;
+    atomic_store(&s->word, kind == CPROC_SEMAPHORE ? (uint32_t)value : 0);
+    self->s = s;
+    return 0;
+}
+
+static PyObject *semlock_from_handle(PyTypeObject *type, PyObject *handle)
+{
+    SemLockObject *self = (SemLockObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    if (cproc_block_attach(&self->blk, handle, CPROC_KIND_SEMLOCK) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->s = self->blk.data;
+    return (PyObject *)self;
+}
+
+static void semlock_dealloc(SemLockObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    cproc_block_release(&self->blk);
+    tp->tp_free((PyObject *)self);
+}
+
+#define SEMLOCK_READY(self) do { if (check_ready(&(self)->blk) < 0) return NULL; } while (0)
+
+static PyObject *semlock_acquire(SemLockObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    SEMLOCK_READY(self);
+    int blocking;
+    int64_t deadline;
+    if (cproc_parse_block_timeout("acquire", args, nargs, kwnames, &blocking, &deadline) < 0)
+        return NULL;
+    int r = cproc_semlock_acquire(self, blocking, deadline);
+    if (r < 0)
+        return NULL;
+    return PyBool_FromLong(r);
+}
+
+static PyObject *semlock_release(SemLockObject *self, PyObject *unused)
+{
+    (void)unused;
+    SEMLOCK_READY(self);
+    if (cproc_semlock_release(self) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *semlock_enter(SemLockObject *self, PyObject *unused)
+{
+    (void)unused;
+    SEMLOCK_READY(self);
+    int r = cproc_semlock_acquire(self, 1, CPROC_FOREVER);
+    if (r < 0)
+        return NULL;
+    return PyBool_FromLong(r);
+}
+
+static PyObject *semlock_exit(SemLockObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)args; (void)nargs;
+    SEMLOCK_READY(self);
+    if (cproc_semlock_release(self) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *semlock_count(SemLockObject *self, PyObject *unused)
+{
+    (void)unused;
+    SEMLOCK_READY(self);
+    cproc_semlock_t *s = self->s;
+    if (s->kind == CPROC_SEMAPHORE || atomic_load(&s->word) != (uint32_t)cproc_pid)
+        return PyLong_FromLong(0);
+    return PyLong_FromUnsignedLong(s->count);
+}
+
+static PyObject *semlock_is_mine(SemLockObject *self, PyObject *unused)
+{
+    (void)unused;
+    SEMLOCK_READY(self);
+    return PyBool_FromLong(cproc_semlock_is_mine(self->s));
+}
+
+static long semlock_value(const cproc_semlock_t *s)
+{
+    uint32_t w = atomic_load(&s->word);
+    return s->kind == CPROC_SEMAPHORE ? (long)w : (w == 0);
+}
+
+static PyObject *semlock_get_value(SemLockObject *self, PyObject *unused)
+{
+    (void)unused;
+    SEMLOCK_READY(self);
+    return PyLong_FromLong(semlock_value(self->s));
+}
+
+static PyObject *semlock_is_zero(SemLockObject *self, PyObject *unused)
+{
+    (void)unused;
+    SEMLOCK_READY(self);
+    return PyBool_FromLong(semlock_value(self->s) == 0);
+}
+
+static PyObject *semlock_owner_pid(SemLockObject *self, void *closure)
+{
+    (void)closure;
+    SEMLOCK_READY(self);
+    if (self->s->kind == CPROC_SEMAPHORE)
+        Py_RETURN_NONE;
+    uint32_t w = atomic_load(&self->s->word);
+    if (w == 0)
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLong(w);
+}
+
+static PyObject *semlock_get_kind(SemLockObject *self, void *closure)
+{
+    (void)closure;
+    SEMLOCK_READY(self);
+    return PyLong_FromUnsignedLong(self->s->kind);
+}
+
+static PyObject *semlock_get_maxvalue(SemLockObject *self, void *closure)
+{
+    (void)closure;
+    SEMLOCK_READY(self);
+    return PyLong_FromUnsignedLong(self->s->maxvalue);
+}
+
+static PyObject *semlock_reduce(SemLockObject *self, PyObject *unused)
+{
+    (void)unused;
+    return reduce_with_handle((PyObject *)self, &self->blk, NULL);
+}
+
+static PyMethodDef semlock_methods[] = {
+    {"acquire", (PyCFunction)(void (*)(void))semlock_acquire, METH_FASTCALL | METH_KEYWORDS,
+     "acquire(block=True, timeout=None) -> bool\n\nAcquire the lock or semaphore; with a timeout "
+     "(seconds), give up after it and return False."},
+    {"release", (PyCFunction)semlock_release, METH_NOARGS, "Release the lock or semaphore."},
+    {"__enter__", (PyCFunction)semlock_enter, METH_NOARGS, "Acquire, blocking."},
+    {"__exit__", (PyCFunction)(void (*)(void))semlock_exit, METH_FASTCALL, "Release."},
+    {"_count", (PyCFunction)semlock_count, METH_NOARGS, "Recursion depth held by this process."},
+    {"_is_mine", (PyCFunction)semlock_is_mine, METH_NOARGS, "Whether the calling thread holds it."},
+    {"_get_value", (PyCFunction)semlock_get_value, METH_NOARGS, "Current value (1 = free for locks)."},
+    {"_is_zero", (PyCFunction)semlock_is_zero, METH_NOARGS, "Whether the value is 0."},
+    {"_from_handle", (PyCFunction)semlock_from_handle, METH_O | METH_CLASS, "Attach by handle."},
+    {"__reduce__", (PyCFunction)semlock_reduce, METH_NOARGS, NULL},
+    {NULL}
+};
+
+static PyGetSetDef semlock_getset[] = {
+    {"kind", (getter)semlock_get_kind, NULL, "0 Lock, 1 RLock, 2 Semaphore", NULL},
+    {"maxvalue", (getter)semlock_get_maxvalue, NULL, "the largest value", NULL},
+    {"owner_pid", (getter)semlock_owner_pid, NULL, "pid of the process holding the lock, or None", NULL},
+    {NULL}
+};
+
+PyTypeObject cproc_SemLockType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "cproc._cproc.SemLock",
+    .tp_basicsize = sizeof(SemLockObject),
+    .tp_dealloc = (destructor)semlock_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "SemLock(kind, value, maxvalue)\n\nA lock or semaphore in shared memory.",
+    .tp_methods = semlock_methods,
+    .tp_getset = semlock_getset,
+    .tp_init = (initproc)semlock_init,
+    .tp_new = PyType_GenericNew,
+};
+
+/* ======================================================================== */
+/* Event                                                                     */
+/* ======================================================================== */
+
+typedef struct {
+    _Atomic uint32_t flag;
+    _Atomic uint32_t waiters;
+} cproc_event_t;
+
+typedef struct {
+    PyObject_HEAD
+    cproc_block blk;
+    cproc_event_t *e;
+} EventObject;
+
+static int event_init(EventObject *self, PyObject *args, PyObject *kwds)
+{
+    if (PyTuple_GET_SIZE(args) != 0 || (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "Event() takes no arguments");
+        return -1;
+    }
+    if (self->blk.seg != NULL)
+        return 0;
+    if (cproc_block_new(&self->blk, CPROC_KIND_EVENT, sizeof(cproc_event_t)) < 0)
+        return -1;
+    self->e = self->blk.data;
+    return 0;
+}
+
+static PyObject *event_from_handle(PyTypeObject *type, PyObject *handle)
+{
+    EventObject *self = (EventObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    if (cproc_block_attach(&self->blk, handle, CPROC_KIND_EVENT) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->e = self->blk.data;
+    return (PyObject *)self;
+}
+
+static void event_dealloc(EventObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    cproc_block_release(&self->blk);
+    tp->tp_free((PyObject *)self);
+}
+
+static int event_try(void *arg, uint32_t *seen)
+{
+    cproc_event_t *e = arg;
+    *seen = 0;
+    return atomic_load(&e->flag) != 0;
+}
+
+static PyObject *event_is_set(EventObject *self, PyObject *unused)
+{
+    (void)unused;
+    SEMLOCK_READY(self);
+    return PyBool_FromLong(atomic_load(&self->e->flag) != 0);
+}
+
+static PyObject *event_set(EventObject *self, PyObject *unused)
+{
+    (void)unused;
+    SEMLOCK_READY(self);
+    atomic_store(&self->e->flag, 1);
+    cproc_wake_waiters(&self->e->flag, &self->e->waiters, INT_MAX);
+    Py_RETURN_NONE;
+}
+
+static PyObject *event_clear(EventObject *self, PyObject *unused)
+{
+    (void)unused;
+    SEMLOCK_READY(self);
+    atomic_store(&self->e->flag, 0);
+    Py_RETURN_NONE;
+}
+
+static PyObject *event_wait(EventObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    SEMLOCK_READY(self);
+    PyObject *timeout = Py_None;
+    static const char *const names[] = {"timeout"};
+    if (nargs > 1 || (kwnames && PyTuple_GET_SIZE(kwnames) + nargs > 1)) {
+        PyErr_SetString(PyExc_TypeError, "wait() takes at most 1 argument");
+        return NULL;
+    }
+    if (nargs == 1)
+        timeout = args[0];
+    else if (kwnames && PyTuple_GET_SIZE(kwnames) == 1) {
+        if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), names[0]) != 0) {
+            PyErr_Format(PyExc_TypeError, "wait() got an unexpected keyword argument '%U'",
+                         PyTuple_GET_ITEM(kwnames, 0));
+            return NULL;
+        }
+        timeout = args[0];
+    }
+    if (atomic_load(&self->e->flag))
+        Py_RETURN_TRUE;
+    int64_t deadline;
+    if (cproc_deadline_from_timeout(timeout, &deadline) < 0)
+        return NULL;
+    int r = cproc_wait(&self->e->flag, &self->e->waiters, event_try, NULL, self->e, deadline);
+    if (r == CPROC_WAIT_ERROR)
+        return NULL;
+    return PyBool_FromLong(atomic_load(&self->e->flag) != 0);
+}
+
+static PyObject *event_reduce(EventObject *self, PyObject *unused)
+{
+    (void)unused;
+    return reduce_with_handle((PyObject *)self, &self->blk, NULL);
+}
+
+static PyMethodDef event_methods[] = {
+    {"is_set", (PyCFunction)event_is_set, METH_NOARGS, "Return True if the flag is set."},
+    {"set", (PyCFunction)event_set, METH_NOARGS, "Set the flag and wake every waiter."},
+    {"clear", (PyCFunction)event_clear, METH_NOARGS, "Reset the flag."},
+    {"wait", (PyCFunction)(void (*)(void))event_wait, METH_FASTCALL | METH_KEYWORDS,
+     "wait(timeout=None) -> bool\n\nBlock until the flag is set or the timeout passes; return the flag."},
+    {"_from_handle", (PyCFunction)event_from_handle, METH_O | METH_CLASS, "Attach by handle."},
+    {"__reduce__", (PyCFunction)event_reduce, METH_NOARGS, NULL},
+    {NULL}
+};
+
+PyTypeObject cproc_EventType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "cproc._cproc.Event",
+    .tp_basicsize = sizeof(EventObject),
+    .tp_dealloc = (destructor)event_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "Event()\n\nA flag in shared memory that processes can wait for.",
+    .tp_methods = event_methods,
+    .tp_init = (initproc)event_init,
+    .tp_new = PyType_GenericNew,
+};
+
+/* ======================================================================== */
+/* Condition                                                                 */
+/* ======================================================================== */
+
+/* state packs (registered waiters << 32 | notifications not yet taken) in
+ * one word so both change together: notify() hands out at most one token
+ * per waiter that has none, a waiter leaves by taking a token or by
+ * unregistering, atomically. seq is the futex word sleepers wait on. */
+typedef struct {
+    _Atomic uint32_t seq;
+    _Atomic uint32_t sleepers;
+    _Atomic uint64_t state;
+} cproc_cond_t;
+
+#define COND_WAITER ((uint64_t)1 << 32)
+#define COND_WAITERS(st) ((uint32_t)((st) >> 32))
+#define COND_TOKENS(st) ((uint32_t)(st))
+
+typedef struct {
+    PyObject_HEAD
+    cproc_block blk;
+    cproc_cond_t *c;
+    SemLockObject *lock;
+} ConditionObject;
+
+static int condition_set_lock(ConditionObject *self, PyObject *lock)
+{
+    if (!PyObject_TypeCheck(lock, &cproc_SemLockType) ||
+        ((SemLockObject *)lock)->blk.seg == NULL ||
+        ((SemLockObject *)lock)->s->kind == CPROC_SEMAPHORE) {
+        PyErr_Format(PyExc_TypeError, "Condition() needs a cproc Lock or RLock, not %.100s",
+                     Py_TYPE(lock)->tp_name);
+        return -1;
+    }
+    Py_INCREF(lock);
+    Py_XSETREF(self->lock, (SemLockObject *)lock);
+    return 0;
+}
+
+static int condition_init(ConditionObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"lock", NULL};
+    PyObject *lock;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O:Condition", kwlist, &lock))
+        return -1;
+    if (condition_set_lock(self, lock) < 0)
+        return -1;
+    if (self->blk.seg != NULL)
+        return 0;
+    if (cproc_block_new(&self->blk, CPROC_KIND_CONDITION, sizeof(cproc_cond_t)) < 0)
+        return -1;
+    self->c = self->blk.data;
+    return 0;
+}
+
+static PyObject *condition_from_handle(PyTypeObject *type, PyObject *args)
+{
+    PyObject *handle, *lock;
+    if (!PyArg_ParseTuple(args, "OO:_from_handle", &handle, &lock))
+        return NULL;
+    ConditionObject *self = (ConditionObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    if (condition_set_lock(self, lock) < 0 ||
+        cproc_block_attach(&self->blk, handle, CPROC_KIND_CONDITION) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->c = self->blk.data;
+    return (PyObject *)self;
+}
+
+static void condition_dealloc(ConditionObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    cproc_block_release(&self->blk);
+    Py_CLEAR(self->lock);
+    tp->tp_free((PyObject *)self);
+}
+
+#define COND_READY(self) do { if (check_ready(&(self)->blk) < 0 || (self)->lock == NULL) { \
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "Condition is not initialised"); \
+    return NULL; } } while (0)
+
+static int cond_take_token(void *arg, uint32_t *seen)
+{
+    cproc_cond_t *c = arg;
+    *seen = atomic_load(&c->seq);   /* read before the tokens: a notify after this changes seq */
+    uint64_t st = atomic_load(&c->state);
+    while (COND_TOKENS(st) > 0)
+        if (atomic_compare_exchange_weak(&c->state, &st, st - COND_WAITER - 1))
+            return 1;
+    return 0;
+}
+
+/* Leave the waiter set without a notification. On timeout a notification
+ * that raced with us is taken (wait() returns True); on an error it is left
+ * for the others unless every remaining waiter already has one. */
+static int cond_unregister(cproc_cond_t *c, int prefer_token)
+{
+    uint64_t st = atomic_load(&c->state);
+    for (;;) {
+        int take = COND_TOKENS(st) > 0 &&
+                   (prefer_token || COND_TOKENS(st) >= COND_WAITERS(st));
+        uint64_t next = st - COND_WAITER - (take ? 1 : 0);
+        if (atomic_compare_exchange_weak(&c->state, &st, next))
+            return take;
+    }
+}
+
+/* Reacquire the condition's lock after waiting. Interruptions are held back
+ * until we hold it again: wait() always returns with the lock held. */
+static int cond_reacquire(SemLockObject *lock, uint32_t saved_count)
+{
+    PyObject *et = NULL, *ev = NULL, *tb = NULL;
+    for (;;) {
+        int r = cproc_semlock_acquire(lock, 1, CPROC_FOREVER);
+        if (r == 1)
+            break;
+        if (et == NULL)
+            PyErr_Fetch(&et, &ev, &tb);
+        else
+            PyErr_Clear();
+    }
+    lock->s->count = saved_count;
+    if (et != NULL) {
+        PyErr_Restore(et, ev, tb);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *condition_wait(ConditionObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    COND_READY(self);
+    PyObject *timeout = Py_None;
+    if (nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0) > 1) {
+        PyErr_SetString(PyExc_TypeError, "wait() takes at most 1 argument");
+        return NULL;
+    }
+    if (nargs == 1)
+        timeout = args[0];
+    else if (kwnames && PyTuple_GET_SIZE(kwnames) == 1) {
+        if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "timeout") != 0) {
+            PyErr_Format(PyExc_TypeError, "wait() got an unexpected keyword argument '%U'",
+                         PyTuple_GET_ITEM(kwnames, 0));
+            return NULL;
+        }
+        timeout = args[0];
+    }
+    cproc_semlock_t *ls = self->lock->s;
+    if (!cproc_semlock_is_mine(ls)) {
+        PyErr_SetString(PyExc_AssertionError, "must acquire() condition before using wait()");
+        return NULL;
+    }
+    int64_t deadline;
+    if (cproc_deadline_from_timeout(timeout, &deadline) < 0)
+        return NULL;
+    cproc_cond_t *c = self->c;
+    atomic_fetch_add(&c->state, COND_WAITER);
+    uint32_t saved_count = ls->count;
+    mutex_unlock(ls);   /* releases an RLock completely, whatever its depth */
+
+    int r = cproc_wait(&c->seq, &c->sleepers, cond_take_token, NULL, c, deadline);
+    int notified = r == CPROC_WAIT_OK;
+    if (r != CPROC_WAIT_OK)
+        notified = cond_unregister(c, r == CPROC_WAIT_TIMEOUT);
+    if (r == CPROC_WAIT_ERROR) {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        int rr = cond_reacquire(self->lock, saved_count);
+        if (rr < 0)
+            PyErr_Clear();
+        PyErr_Restore(et, ev, tb);
+        return NULL;
+    }
+    if (cond_reacquire(self->lock, saved_count) < 0)
+        return NULL;
+    return PyBool_FromLong(notified);
+}
+
+static PyObject *cond_notify_n(ConditionObject *self, uint32_t n)
+{
+    COND_READY(self);
+    if (!cproc_semlock_is_mine(self->lock->s)) {
+        PyErr_SetString(PyExc_AssertionError, "lock is not owned");
+        return NULL;
+    }
+    cproc_cond_t *c = self->c;
+    uint64_t st = atomic_load(&c->state);
+    uint32_t k;
+    do {
+        uint32_t waiting = COND_WAITERS(st) - COND_TOKENS(st);
+        k = waiting < n ? waiting : n;
+        if (k == 0)
+            Py_RETURN_NONE;
+    } while (!atomic_compare_exchange_weak(&c->state, &st, st + k));
+    atomic_fetch_add(&c->seq, 1);
+    cproc_wake_waiters(&c->seq, &c->sleepers, k > INT_MAX ? INT_MAX : (int)k);
+    Py_RETURN_NONE;
+}
+
+static PyObject *condition_notify(ConditionObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *nobj = NULL;
+    if (nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0) > 1) {
+        PyErr_SetString(PyExc_TypeError, "notify() takes at most 1 argument");
+        return NULL;
+    }
+    if (nargs == 1)
+        nobj = args[0];
+    else if (kwnames && PyTuple_GET_SIZE(kwnames) == 1) {
+        if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "n") != 0) {
+            PyErr_Format(PyExc_TypeError, "notify() got an unexpected keyword argument '%U'",
+                         PyTuple_GET_ITEM(kwnames, 0));
+            return NULL;
+        }
+        nobj = args[0];
+    }
+    long long n = 1;
+    if (nobj != NULL) {
+        n = PyLong_AsLongLong(nobj);
+        if (n == -1 && PyErr_Occurred())
+            return NULL;
+    }
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "notify() argument must be >= 0");   /* mp: assertion */
+        return NULL;
+    }
+    return cond_notify_n(self, n > UINT32_MAX ? UINT32_MAX : (uint32_t)n);
+}
+
+static PyObject *condition_notify_all(ConditionObject *self, PyObject *unused)
+{
+    (void)unused;
+    return cond_notify_n(self, UINT32_MAX);
+}
+
+static PyObject *condition_acquire(ConditionObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    COND_READY(self);
+    return semlock_acquire(self->lock, args, nargs, kwnames);
+}
+
+static PyObject *condition_release(ConditionObject *self, PyObject *unused)
+{
+    COND_READY(self);
+    return semlock_release(self->lock, unused);
+}
+
+static PyObject *condition_enter(ConditionObject *self, PyObject *unused)
+{
+    COND_READY(self);
+    return semlock_enter(self->lock, unused);
+}
+
+static PyObject *condition_exit(ConditionObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    COND_READY(self);
+    return semlock_exit(self->lock, args, nargs);
+}
+
+static PyObject *condition_num_waiters(ConditionObject *self, PyObject *unused)
+{
+    (void)unused;
+    COND_READY(self);
+    uint64_t st = atomic_load(&self->c->state);
+    return PyLong_FromUnsignedLong(COND_WAITERS(st) - COND_TOKENS(st));
+}
+
+static PyObject *condition_reduce(ConditionObject *self, PyObject *unused)
+{
+    (void)unused;
+    COND_READY(self);
+    PyObject *extra = PyTuple_Pack(1, (PyObject *)self->lock);
+    if (extra == NULL)
+        return NULL;
+    PyObject *r = reduce_with_handle((PyObject *)self, &self->blk, extra);
+    Py_DECREF(extra);
+    return r;
+}
+
+static PyMethodDef condition_methods[] = {
+    {"wait", (PyCFunction)(void (*)(void))condition_wait, METH_FASTCALL | METH_KEYWORDS,
+     "wait(timeout=None) -> bool\n\nRelease the lock, sleep until notified or timed out, "
+     "reacquire it; return whether we were notified."},
+    {"notify", (PyCFunction)(void (*)(void))condition_notify, METH_FASTCALL | METH_KEYWORDS,
+     "notify(n=1)\n\nWake up to n waiters."},
+    {"notify_all", (PyCFunction)condition_notify_all, METH_NOARGS, "Wake every waiter."},
+    {"acquire", (PyCFunction)(void (*)(void))condition_acquire, METH_FASTCALL | METH_KEYWORDS,
+     "acquire(block=True, timeout=None) -> bool\n\nAcquire the underlying lock."},
+    {"release", (PyCFunction)condition_release, METH_NOARGS, "Release the underlying lock."},
+    {"__enter__", (PyCFunction)condition_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)(void (*)(void))condition_exit, METH_FASTCALL, NULL},
+    {"_num_waiters", (PyCFunction)condition_num_waiters, METH_NOARGS, "Waiters not yet notified."},
+    {"_from_handle", (PyCFunction)condition_from_handle, METH_VARARGS | METH_CLASS, "Attach by handle."},
+    {"__reduce__", (PyCFunction)condition_reduce, METH_NOARGS, NULL},
+    {NULL}
+};
+
+static PyMemberDef condition_members[] = {
+    {"_lock", T_OBJECT, offsetof(ConditionObject, lock), READONLY, "the underlying lock"},
+    {NULL}
+};
+
+PyTypeObject cproc_ConditionType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "cproc._cproc.Condition",
+    .tp_basicsize = sizeof(ConditionObject),
+    .tp_dealloc = (destructor)condition_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "Condition(lock)\n\nA condition variable in shared memory over a cproc Lock or RLock.",
+    .tp_methods = condition_methods,
+    .tp_members = condition_members,
+    .tp_init = (initproc)condition_init,
+    .tp_new = PyType_GenericNew,
+};
+
+/* ======================================================================== */
+/* Barrier                                                                   */
+/* ======================================================================== */
+
+/* gen is the futex word: it moves on when a round is released or broken;
+ * broken_gen names the last round that ended broken. Fields other than gen
+ * and sleepers are guarded by the internal lock m. */
+typedef struct {
+    cproc_semlock_t m;
+    _Atomic uint32_t gen;
+    _Atomic uint32_t sleepers;
+    uint32_t parties;
+    uint32_t count;       /* arrived in this round; == parties while the action runs */
+    uint32_t broken;
+    uint32_t broken_gen;
+} cproc_barrier_t;
+
+typedef struct {
+    PyObject_HEAD
+    cproc_block blk;
+    cproc_barrier_t *b;
+    PyObject *action;
+    PyObject *timeout;    /* default timeout for wait(), None or a number */
+} BarrierObject;
+
+static PyObject *BrokenBarrierError;
+
+static int barrier_lock(cproc_barrier_t *b)
+{
+    pid_t dead = 0;
+    return lock_acquire(&b->m, 1, CPROC_FOREVER, &dead) == 1 ? 0 : -1;
+}
+
+static void barrier_next_gen(cproc_barrier_t *b)
+{
+    uint32_t g = atomic_load(&b->gen) + 1;
+    atomic_store(&b->gen, g == 0 ? 1 : g);
+    b->count = 0;
+}
+
+/* Break the current round: everyone waiting in it gets BrokenBarrierError. */
+static void barrier_break_locked(cproc_barrier_t *b)
+{
+    b->broken = 1;
+    b->broken_gen = atomic_load(&b->gen);
+    barrier_next_gen(b);
+    cproc_futex_wake(&b->gen, INT_MAX);
+}
+
+typedef struct {
+    cproc_barrier_t *b;
+    uint32_t mygen;
+} barrier_wait_ctx;
+
+static int barrier_gen_try(void *arg, uint32_t *seen)
+{
+    barrier_wait_ctx *ctx = arg;
+    uint32_t g = atomic_load(&ctx->b->gen);
+    *seen = g;
+    return g != ctx->mygen;
+}
+
+static PyObject *raise_broken(void)
+{
+    PyErr_SetNone(BrokenBarrierError);
+    return NULL;
+}
+
+static int barrier_init(BarrierObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"parties", "action", "timeout", NULL};
+    Py_ssize_t parties;
+    PyObject *action = Py_None, *timeout = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "n|OO:Barrier", kwlist, &parties, &action, &timeout))
+        return -1;
+    if (parties < 1) {
+        PyErr_SetString(PyExc_ValueError, "parties must be >= 1");
+        return -1;
+    }
+    if (parties > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "too many parties");
+        return -1;
+    }
+    if (timeout != Py_None) {
+        int64_t unused;
+        if (cproc_deadline_from_timeout(timeout, &unused) < 0)
+            return -1;
+    }
+    if (self->blk.seg == NULL) {
+        if (cproc_block_new(&self->blk, CPROC_KIND_BARRIER, sizeof(cproc_barrier_t)) < 0)
+            return -1;
+        self->b = self->blk.data;
+        self->b->m.kind = CPROC_LOCK;
+        self->b->m.maxvalue = 1;
+        self->b->parties = (uint32_t)parties;
+        atomic_store(&self->b->gen, 1);
+    }
+    Py_INCREF(action);
+    Py_XSETREF(self->action, action);
+    Py_INCREF(timeout);
+    Py_XSETREF(self->timeout, timeout);
+    return 0;
+}
+
+static PyObject *barrier_from_handle(PyTypeObject *type, PyObject *args)
+{
+    PyObject *handle, *action, *timeout;
+    if (!PyArg_ParseTuple(args, "OOO:_from_handle", &handle, &action, &timeout))
+        return NULL;
+    BarrierObject *self = (BarrierObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    if (cproc_block_attach(&self->blk, handle, CPROC_KIND_BARRIER) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->b = self->blk.data;
+    Py_INCREF(action);
+    self->action = action;
+    Py_INCREF(timeout);
+    self->timeout = timeout;
+    return (PyObject *)self;
+}
+
+static void barrier_dealloc(BarrierObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    cproc_block_release(&self->blk);
+    Py_CLEAR(self->action);
+    Py_CLEAR(self->timeout);
+    tp->tp_free((PyObject *)self);
+}
+
+#define BARRIER_READY(self) do { if (check_ready(&(self)->blk) < 0) return NULL; } while (0)
+
+/* Sleep until round `mygen` ends. 0 released, 1 timed out, -1 error. */
+static int barrier_sleep(cproc_barrier_t *b, uint32_t mygen, int64_t deadline)
+{
+    barrier_wait_ctx ctx = {b, mygen};
+    int r = cproc_wait(&b->gen, &b->sleepers, barrier_gen_try, NULL, &ctx, deadline);
+    return r == CPROC_WAIT_OK ? 0 : r == CPROC_WAIT_TIMEOUT ? 1 : -1;
+}
+
+static PyObject *barrier_wait(BarrierObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    BARRIER_READY(self);
+    PyObject *timeout = Py_None;
+    if (nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0) > 1) {
+        PyErr_SetString(PyExc_TypeError, "wait() takes at most 1 argument");
+        return NULL;
+    }
+    if (nargs == 1)
+        timeout = args[0];
+    else if (kwnames && PyTuple_GET_SIZE(kwnames) == 1) {
+        if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "timeout") != 0) {
+            PyErr_Format(PyExc_TypeError, "wait() got an unexpected keyword argument '%U'",
+                         PyTuple_GET_ITEM(kwnames, 0));
+            return NULL;
+        }
+        timeout = args[0];
+    }
+    if (timeout == Py_None)
+        timeout = self->timeout;
+    int64_t deadline;
+    if (cproc_deadline_from_timeout(timeout, &deadline) < 0)
+        return NULL;
+
+    cproc_barrier_t *b = self->b;
+    if (barrier_lock(b) < 0)
+        return NULL;
+    /* While the previous round's action runs, newcomers wait for it to end. */
+    while (!b->broken && b->count >= b->parties) {
+        uint32_t g = atomic_load(&b->gen);
+        mutex_unlock(&b->m);
+        if (barrier_sleep(b, g, CPROC_FOREVER) < 0)
+            return NULL;
+        if (barrier_lock(b) < 0)
+            return NULL;
+    }
+    if (b->broken) {
+        mutex_unlock(&b->m);
+        return raise_broken();
+    }
+    uint32_t index = b->count++;
+    uint32_t mygen = atomic_load(&b->gen);
+
+    if (b->count == b->parties) {
+        /* Last to arrive: run the action, then release the round. */
+        mutex_unlock(&b->m);
+        PyObject *res = Py_None;
+        if (self->action == Py_None)
+            Py_INCREF(res);
+        else
+            res = PyObject_CallObject(self->action, NULL);
+        if (barrier_lock(b) < 0) {
+            Py_XDECREF(res);
+            return NULL;
+        }
+        if (res == NULL) {
+            if (atomic_load(&b->gen) == mygen)
+                barrier_break_locked(b);
+            mutex_unlock(&b->m);
+            return NULL;
+        }
+        Py_DECREF(res);
+        if (atomic_load(&b->gen) != mygen) {   /* aborted or reset while the action ran */
+            mutex_unlock(&b->m);
+            return raise_broken();
+        }
+        barrier_next_gen(b);
+        mutex_unlock(&b->m);
+        cproc_futex_wake(&b->gen, INT_MAX);
+        return PyLong_FromUnsignedLong(index);
+    }
+    mutex_unlock(&b->m);
+
+    int r = barrier_sleep(b, mygen, deadline);
+    if (r != 0) {
+        /* Timed out or interrupted: break the round unless it just ended. */
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        int locked = barrier_lock(b);
+        if (locked == 0) {
+            if (atomic_load(&b->gen) == mygen)
+                barrier_break_locked(b);
+            mutex_unlock(&b->m);
+        } else
+            PyErr_Clear();
+        PyErr_Restore(et, ev, tb);
+        if (r < 0)
+            return NULL;
+    }
+    if (barrier_lock(b) < 0)
+        return NULL;
+    int broken = b->broken_gen == mygen;
+    mutex_unlock(&b->m);
+    if (broken)
+        return raise_broken();
+    return PyLong_FromUnsignedLong(index);
+}
+
+static PyObject *barrier_reset(BarrierObject *self, PyObject *unused)
+{
+    (void)unused;
+    BARRIER_READY(self);
+    cproc_barrier_t *b = self->b;
+    if (barrier_lock(b) < 0)
+        return NULL;
+    if (b->count > 0) {       /* those waiting now get BrokenBarrierError */
+        b->broken_gen = atomic_load(&b->gen);
+        barrier_next_gen(b);
+        cproc_futex_wake(&b->gen, INT_MAX);
+    }
+    b->broken = 0;
+    mutex_unlock(&b->m);
+    Py_RETURN_NONE;
+}
+
+static PyObject *barrier_abort(BarrierObject *self, PyObject *unused)
+{
+    (void)unused;
+    BARRIER_READY(self);
+    cproc_barrier_t *b = self->b;
+    if (barrier_lock(b) < 0)
+        return NULL;
+    barrier_break_locked(b);
+    mutex_unlock(&b->m);
+    Py_RETURN_NONE;
+}
+
+static PyObject *barrier_get_parties(BarrierObject *self, void *closure)
+{
+    (void)closure;
+    BARRIER_READY(self);
+    return PyLong_FromUnsignedLong(self->b->parties);
+}
+
+static PyObject *barrier_get_n_waiting(BarrierObject *self, void *closure)
+{
+    (void)closure;
+    BARRIER_READY(self);
+    uint32_t count = ((volatile cproc_barrier_t *)self->b)->count;
+    return PyLong_FromUnsignedLong(count < self->b->parties ? count : 0);
+}
+
+static PyObject *barrier_get_broken(BarrierObject *self, void *closure)
+{
+    (void)closure;
+    BARRIER_READY(self);
+    return PyBool_FromLong(((volatile cproc_barrier_t *)self->b)->broken != 0);
+}
+
+static PyObject *barrier_reduce(BarrierObject *self, PyObject *unused)
+{
+    (void)unused;
+    BARRIER_READY(self);
+    PyObject *extra = PyTuple_Pack(2, self->action, self->timeout);
+    if (extra == NULL)
+        return NULL;
+    PyObject *r = reduce_with_handle((PyObject *)self, &self->blk, extra);
+    Py_DECREF(extra);
+    return r;
+}
+
+static PyMethodDef barrier_methods[] = {
+    {"wait", (PyCFunction)(void (*)(void))barrier_wait, METH_FASTCALL | METH_KEYWORDS,
+     "wait(timeout=None) -> int\n\nWait until `parties` processes have called wait(); return this "
+     "caller's arrival index (0 .. parties-1)."},
+    {"reset", (PyCFunction)barrier_reset, METH_NOARGS, "Return the barrier to its empty state."},
+    {"abort", (PyCFunction)barrier_abort, METH_NOARGS, "Put the barrier into the broken state."},
+    {"_from_handle", (PyCFunction)barrier_from_handle, METH_VARARGS | METH_CLASS, "Attach by handle."},
+    {"__reduce__", (PyCFunction)barrier_reduce, METH_NOARGS, NULL},
+    {NULL}
+};
+
+static PyGetSetDef barrier_getset[] = {
+    {"parties", (getter)barrier_get_parties, NULL, "number of processes to wait for", NULL},
+    {"n_waiting", (getter)barrier_get_n_waiting, NULL, "number currently waiting", NULL},
+    {"broken", (getter)barrier_get_broken, NULL, "whether the barrier is broken", NULL},
+    {NULL}
+};
+
+static PyMemberDef barrier_members[] = {
+    {"_action", T_OBJECT, offsetof(BarrierObject, action), READONLY, NULL},
+    {"_timeout", T_OBJECT, offsetof(BarrierObject, timeout), READONLY, NULL},
+    {NULL}
+};
+
+PyTypeObject cproc_BarrierType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "cproc._cproc.Barrier",
+    .tp_basicsize = sizeof(BarrierObject),
+    .tp_dealloc = (destructor)barrier_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "Barrier(parties, action=None, timeout=None)\n\nA barrier in shared memory.",
+    .tp_methods = barrier_methods,
+    .tp_getset = barrier_getset,
+    .tp_members = barrier_members,
+    .tp_init = (initproc)barrier_init,
+    .tp_new = PyType_GenericNew,
+};
+
+int cproc_sync_init(PyObject *module)
+{
+    PyObject *threading = PyImport_ImportModule("threading");
+    if (threading == NULL)
+        return -1;
+    BrokenBarrierError = PyObject_GetAttrString(threading, "BrokenBarrierError");
+    Py_DECREF(threading);
+    if (BrokenBarrierError == NULL)
+        return -1;
+    cproc_OwnerDiedWarning = PyErr_NewExceptionWithDoc(
+        "cproc.OwnerDiedWarning",
+        "Issued by acquire() when it takes over a Lock or RLock whose holder process died "
+        "while holding it. The caller now holds the lock; what it protects may be half-updated.",
+        PyExc_RuntimeWarning, NULL);
+    if (cproc_OwnerDiedWarning == NULL)
+        return -1;
+    Py_INCREF(cproc_OwnerDiedWarning);
+    if (PyModule_AddObject(module, "OwnerDiedWarning", cproc_OwnerDiedWarning) < 0) {
+        Py_DECREF(cproc_OwnerDiedWarning);
+        return -1;
+    }
+    return 0;
+}
