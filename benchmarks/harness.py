@@ -58,6 +58,11 @@ class Peer:
     module: str                     # import name, e.g. "faster_fifo"
     run: Optional[RunFn] = None     # defaults to the case's run
     target: Optional[float] = None  # goal for cproc time / peer time
+    # A floor is not a competitor but the same work done by a do-nothing C
+    # stand-in (e.g. no-op C method calls): floor time / multiprocessing time
+    # is about the best ratio any implementation can reach, which is what
+    # RESULTS.md has to explain when a target is missed.
+    floor: bool = False
 
 
 @dataclasses.dataclass

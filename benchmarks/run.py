@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import faulthandler
 import gc
 import glob
 import importlib
@@ -78,9 +79,11 @@ def import_candidate(name):
         first_error = ImportError(f"{name} resolved to a namespace package "
                                   f"(no __init__.py): {list(mod.__path__)}")
         del sys.modules[name]
-    # e.g. an in-place build in the repository root
-    if REPO not in sys.path:
-        sys.path.append(REPO)
+    # e.g. an in-place build in the source tree
+    for root in (os.path.join(REPO, "src"), REPO):
+        if root in sys.path or not os.path.isdir(root):
+            continue
+        sys.path.append(root)
         try:
             mod = importlib.import_module(name)
             if getattr(mod, "__file__", None) is not None:
@@ -89,7 +92,7 @@ def import_candidate(name):
         except ImportError:
             pass
         finally:
-            sys.path.remove(REPO)
+            sys.path.remove(root)
     raise SystemExit(f"run.py: cannot import candidate {name!r}: {first_error}\n"
                      f"(install it first, e.g. `pip install .` in {REPO})")
 
@@ -178,13 +181,16 @@ def run_case(c, cand_label, cand_mod, peer_mods, rounds, quick, timeout,
                        errors, essential))
     for peer in c.peers:
         entry = {"label": peer.label, "module": peer.module,
-                 "target": peer.target}
+                 "target": peer.target, "floor": peer.floor}
         loaded = peer_mods.get(peer.label)
         if isinstance(loaded, str) or loaded is None:
             entry["skipped"] = loaded or "not loaded"
         else:
             entry.update(compare(times.get(peer.label), times.get(cand_label),
                                  peer.target, errors, (peer.label, cand_label)))
+            if peer.floor and times.get(peer.label) and times.get(REFERENCE):
+                entry["floor_ratio"] = (statistics.median(times[peer.label])
+                                        / statistics.median(times[REFERENCE]))
         res["peers"].append(entry)
     return res
 
@@ -291,8 +297,13 @@ def render(results, meta):
                                  f"{p['error']}")
         if r["status"] == "error":
             notes.append(f"*{r['name']}*: {r['error']}")
-        if r["note"] and r["status"] != "met":
-            notes.append(f"*{r['name']}*: {r['note']}")
+        if r["status"] != "met":
+            floors = [f"{p['label']} / {REFERENCE} = {p['floor_ratio']:.2f} "
+                      "here, about the lowest ratio any implementation can "
+                      "reach." for p in r["peers"] if "floor_ratio" in p]
+            if r["note"] or floors:
+                notes.append(f"*{r['name']}*: " + " ".join([r["note"]] + floors)
+                             .strip())
     if notes:
         lines.append("")
         lines.append("Notes:")
@@ -393,6 +404,7 @@ def main(argv=None):
     if rounds < 1:
         ap.error("--rounds must be >= 1")
 
+    faulthandler.enable()  # a crash in a C extension still says where
     global REF_MOD
     REF_MOD = importlib.import_module(REFERENCE)
 

@@ -110,6 +110,7 @@ typedef struct {
 } SemLockObject;
 
 extern PyTypeObject cproc_SemLockType;
+extern PyTypeObject cproc_LockType, cproc_RLockType, cproc_SemaphoreType, cproc_BoundedSemaphoreType;
 extern PyObject *cproc_OwnerDiedWarning;
 
 /* 1 acquired, 0 timed out / would block, -1 error. Blocking when deadline != 0 ... */

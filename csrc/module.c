@@ -38,6 +38,10 @@ PyMODINIT_FUNC PyInit__cproc(void)
     if (add_type(m, &cproc_SegmentType, "Segment") < 0 ||
         add_type(m, &cproc_SharedBlockType, "SharedBlock") < 0 ||
         add_type(m, &cproc_SemLockType, "SemLock") < 0 ||
+        add_type(m, &cproc_LockType, "Lock") < 0 ||
+        add_type(m, &cproc_RLockType, "RLock") < 0 ||
+        add_type(m, &cproc_SemaphoreType, "Semaphore") < 0 ||
+        add_type(m, &cproc_BoundedSemaphoreType, "BoundedSemaphore") < 0 ||
         add_type(m, &cproc_EventType, "Event") < 0 ||
         add_type(m, &cproc_ConditionType, "Condition") < 0 ||
         add_type(m, &cproc_BarrierType, "Barrier") < 0 ||

@@ -11,6 +11,7 @@
 #include "cproc.h"
 
 #include <limits.h>
+#include <string.h>
 #include <structmember.h>
 
 PyObject *cproc_OwnerDiedWarning;
@@ -73,8 +74,10 @@ static int semlock_try(void *arg, uint32_t *seen)
         *seen = 0;
         return 0;
     }
-    uint32_t expected = 0;
-    if (atomic_compare_exchange_strong(&s->word, &expected, (uint32_t)cproc_pid)) {
+    /* Read before trying: a failed CAS would steal the cache line from the holder. */
+    uint32_t expected = atomic_load_explicit(&s->word, memory_order_relaxed);
+    if (expected == 0 &&
+        atomic_compare_exchange_strong(&s->word, &expected, (uint32_t)cproc_pid)) {
         atomic_store_explicit(&s->owner_tid, cproc_thread_id(), memory_order_relaxed);
         s->count = 1;
         return 1;
@@ -202,13 +205,8 @@ int cproc_semlock_release(SemLockObject *self)
     return 0;
 }
 
-static int semlock_init(SemLockObject *self, PyObject *args, PyObject *kwds)
+static int semlock_setup(SemLockObject *self, int kind, long long value, long long maxvalue)
 {
-    static char *kwlist[] = {"kind", "value", "maxvalue", NULL};
-    int kind;
-    long long value, maxvalue;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iLL:SemLock", kwlist, &kind, &value, &maxvalue))
-        return -1;
     if (kind != CPROC_LOCK && kind != CPROC_RLOCK && kind != CPROC_SEMAPHORE) {
         PyErr_SetString(PyExc_ValueError, "unrecognized kind");
         return -1;
@@ -217,13 +215,16 @@ static int semlock_init(SemLockObject *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "semaphore initial value must be >= 0");
         return -1;
     }
-    if (maxvalue <= 0 || maxvalue > INT_MAX || value > maxvalue) {
-        PyErr_SetString(PyExc_ValueError, value > INT_MAX ? "semaphore initial value is too large"
-                                                          : "invalid maxvalue");
+    if (value > INT_MAX || maxvalue > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "semaphore value is too large");
+        return -1;
+    }
+    if (maxvalue <= 0 || value > maxvalue) {
+        PyErr_SetString(PyExc_ValueError, "invalid maxvalue");
         return -1;
     }
     if (self->blk.seg != NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "SemLock already initialised");
+        PyErr_Format(PyExc_RuntimeError, "%s already initialised", Py_TYPE(self)->tp_name);
         return -1;
     }
     if (cproc_block_new(&self->blk, CPROC_KIND_SEMLOCK, sizeof(cproc_semlock_t)) < 0)
@@ -234,6 +235,71 @@ static int semlock_init(SemLockObject *self, PyObject *args, PyObject *kwds)
     atomic_store(&s->word, kind == CPROC_SEMAPHORE ? (uint32_t)value : 0);
     self->s = s;
     return 0;
+}
+
+static int semlock_init(SemLockObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"kind", "value", "maxvalue", NULL};
+    int kind;
+    long long value, maxvalue;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iLL:SemLock", kwlist, &kind, &value, &maxvalue))
+        return -1;
+    return semlock_setup(self, kind, value, maxvalue);
+}
+
+/* Lock(*, ctx=None) and RLock(*, ctx=None): ctx is accepted for
+ * multiprocessing's signature and not needed. */
+static int lock_init(SemLockObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"ctx", NULL};
+    PyObject *ctx = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$O", kwlist, &ctx))
+        return -1;
+    return semlock_setup(self, CPROC_LOCK, 1, 1);
+}
+
+static int rlock_init(SemLockObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"ctx", NULL};
+    PyObject *ctx = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$O", kwlist, &ctx))
+        return -1;
+    return semlock_setup(self, CPROC_RLOCK, 1, 1);
+}
+
+static int parse_semaphore_value(PyObject *args, PyObject *kwds, long long *value)
+{
+    static char *kwlist[] = {"value", "ctx", NULL};
+    PyObject *v = NULL, *ctx = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O$O", kwlist, &v, &ctx))
+        return -1;
+    *value = 1;
+    if (v != NULL) {
+        PyObject *index = PyNumber_Index(v);
+        if (index == NULL)
+            return -1;
+        *value = PyLong_AsLongLong(index);
+        Py_DECREF(index);
+        if (*value == -1 && PyErr_Occurred())
+            return -1;
+    }
+    return 0;
+}
+
+static int semaphore_init(SemLockObject *self, PyObject *args, PyObject *kwds)
+{
+    long long value;
+    if (parse_semaphore_value(args, kwds, &value) < 0)
+        return -1;
+    return semlock_setup(self, CPROC_SEMAPHORE, value, INT_MAX);
+}
+
+static int bounded_semaphore_init(SemLockObject *self, PyObject *args, PyObject *kwds)
+{
+    long long value;
+    if (parse_semaphore_value(args, kwds, &value) < 0)
+        return -1;
+    return semlock_setup(self, CPROC_SEMAPHORE, value, value > 0 ? value : 1);
 }
 
 static PyObject *semlock_from_handle(PyTypeObject *type, PyObject *handle)
@@ -368,19 +434,22 @@ static PyObject *semlock_reduce(SemLockObject *self, PyObject *unused)
     return reduce_with_handle((PyObject *)self, &self->blk, NULL);
 }
 
-static PyMethodDef semlock_methods[] = {
-    {"acquire", (PyCFunction)(void (*)(void))semlock_acquire, METH_FASTCALL | METH_KEYWORDS,
-     "acquire(block=True, timeout=None) -> bool\n\nAcquire the lock or semaphore; with a timeout "
-     "(seconds), give up after it and return False."},
-    {"release", (PyCFunction)semlock_release, METH_NOARGS, "Release the lock or semaphore."},
-    {"__enter__", (PyCFunction)semlock_enter, METH_NOARGS, "Acquire, blocking."},
-    {"__exit__", (PyCFunction)(void (*)(void))semlock_exit, METH_FASTCALL, "Release."},
-    {"_count", (PyCFunction)semlock_count, METH_NOARGS, "Recursion depth held by this process."},
-    {"_is_mine", (PyCFunction)semlock_is_mine, METH_NOARGS, "Whether the calling thread holds it."},
-    {"_get_value", (PyCFunction)semlock_get_value, METH_NOARGS, "Current value (1 = free for locks)."},
-    {"_is_zero", (PyCFunction)semlock_is_zero, METH_NOARGS, "Whether the value is 0."},
-    {"_from_handle", (PyCFunction)semlock_from_handle, METH_O | METH_CLASS, "Attach by handle."},
+#define SEMLOCK_METHODS \
+    {"acquire", (PyCFunction)(void (*)(void))semlock_acquire, METH_FASTCALL | METH_KEYWORDS, \
+     "acquire(block=True, timeout=None) -> bool\n\nAcquire the lock or semaphore; with a timeout " \
+     "(seconds), give up after it and return False."}, \
+    {"release", (PyCFunction)semlock_release, METH_NOARGS, "Release the lock or semaphore."}, \
+    {"__enter__", (PyCFunction)semlock_enter, METH_NOARGS, "Acquire, blocking."}, \
+    {"__exit__", (PyCFunction)(void (*)(void))semlock_exit, METH_FASTCALL, "Release."}, \
+    {"_count", (PyCFunction)semlock_count, METH_NOARGS, "Recursion depth held by this process."}, \
+    {"_is_mine", (PyCFunction)semlock_is_mine, METH_NOARGS, "Whether the calling thread holds it."}, \
+    {"_get_value", (PyCFunction)semlock_get_value, METH_NOARGS, "Current value (1 = free for locks)."}, \
+    {"_is_zero", (PyCFunction)semlock_is_zero, METH_NOARGS, "Whether the value is 0."}, \
+    {"_from_handle", (PyCFunction)semlock_from_handle, METH_O | METH_CLASS, "Attach by handle."}, \
     {"__reduce__", (PyCFunction)semlock_reduce, METH_NOARGS, NULL},
+
+static PyMethodDef semlock_methods[] = {
+    SEMLOCK_METHODS
     {NULL}
 };
 
@@ -404,6 +473,107 @@ PyTypeObject cproc_SemLockType = {
     .tp_new = PyType_GenericNew,
 };
 
+/* ---- the concrete classes: C types of their own, so that CPython's call
+ * specialisation (exact type only) applies to lock.acquire() & co. ------- */
+
+static const char *short_type_name(PyObject *self)
+{
+    const char *name = Py_TYPE(self)->tp_name, *dot = strrchr(name, '.');
+    return dot ? dot + 1 : name;
+}
+
+/* multiprocessing's name for the holder: the process name, |thread name. */
+static PyObject *owner_name(void)
+{
+    PyObject *mod = PyImport_ImportModule("cproc.synchronize");
+    if (mod == NULL)
+        return NULL;
+    PyObject *name = PyObject_CallMethod(mod, "_owner_name", NULL);
+    Py_DECREF(mod);
+    return name;
+}
+
+static PyObject *mutex_repr(SemLockObject *self)
+{
+    if (self->blk.seg == NULL)
+        return PyUnicode_FromFormat("<%s(unknown)>", short_type_name((PyObject *)self));
+    cproc_semlock_t *s = self->s;
+    int recursive = s->kind == CPROC_RLOCK;
+    uint32_t owner = atomic_load(&s->word);
+    PyObject *name;
+    if (cproc_semlock_is_mine(s)) {
+        name = owner_name();
+        if (name == NULL)
+            return NULL;
+    } else
+        name = PyUnicode_FromString(owner == 0 ? "None" : owner == (uint32_t)cproc_pid ? "SomeOtherThread"
+                                                                                   : "SomeOtherProcess");
+    if (name == NULL)
+        return NULL;
+    PyObject *r;
+    if (!recursive)
+        r = PyUnicode_FromFormat("<%s(owner=%U)>", short_type_name((PyObject *)self), name);
+    else if (cproc_semlock_is_mine(s))
+        r = PyUnicode_FromFormat("<%s(%U, %u)>", short_type_name((PyObject *)self), name, s->count);
+    else
+        r = PyUnicode_FromFormat("<%s(%U, %s)>", short_type_name((PyObject *)self), name,
+                                 owner == 0 ? "0" : "nonzero");
+    Py_DECREF(name);
+    return r;
+}
+
+static PyObject *semaphore_repr(SemLockObject *self)
+{
+    if (self->blk.seg == NULL)
+        return PyUnicode_FromFormat("<%s(value=unknown)>", short_type_name((PyObject *)self));
+    long value = semlock_value(self->s);
+    if (Py_TYPE(self) == &cproc_BoundedSemaphoreType || self->s->maxvalue != INT_MAX)
+        return PyUnicode_FromFormat("<%s(value=%ld, maxvalue=%u)>", short_type_name((PyObject *)self),
+                                    value, self->s->maxvalue);
+    return PyUnicode_FromFormat("<%s(value=%ld)>", short_type_name((PyObject *)self), value);
+}
+
+static PyMethodDef lock_methods[] = {
+    SEMLOCK_METHODS
+    {NULL}
+};
+
+static PyMethodDef semaphore_methods[] = {
+    SEMLOCK_METHODS
+    {"get_value", (PyCFunction)semlock_get_value, METH_NOARGS, "get_value() -> int\n\nThe counter."},
+    {NULL}
+};
+
+#define SEMLOCK_SUBTYPE(cname, pyname, base, init, repr, methods, doc) \
+    PyTypeObject cname = { \
+        PyVarObject_HEAD_INIT(NULL, 0) \
+        .tp_name = "cproc.synchronize." pyname, \
+        .tp_basicsize = sizeof(SemLockObject), \
+        .tp_dealloc = (destructor)semlock_dealloc, \
+        .tp_repr = (reprfunc)repr, \
+        .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE, \
+        .tp_doc = doc, \
+        .tp_methods = methods, \
+        .tp_base = base, \
+        .tp_init = (initproc)init, \
+        .tp_new = PyType_GenericNew, \
+    }
+
+SEMLOCK_SUBTYPE(cproc_LockType, "Lock", &cproc_SemLockType, lock_init, mutex_repr, lock_methods,
+    "Lock(*, ctx=None)\n\nA non-recursive lock in shared memory; any thread of any process may "
+    "release it. If the process holding it dies, a process blocked in acquire() takes it over "
+    "(within about 100 ms) with an OwnerDiedWarning.");
+SEMLOCK_SUBTYPE(cproc_RLockType, "RLock", &cproc_SemLockType, rlock_init, mutex_repr, lock_methods,
+    "RLock(*, ctx=None)\n\nA recursive lock in shared memory, owned by one thread of one process. "
+    "If the owning process dies, a process blocked in acquire() takes it over with an "
+    "OwnerDiedWarning.");
+SEMLOCK_SUBTYPE(cproc_SemaphoreType, "Semaphore", &cproc_SemLockType, semaphore_init, semaphore_repr,
+    semaphore_methods, "Semaphore(value=1, *, ctx=None)\n\nA counting semaphore in shared memory.");
+SEMLOCK_SUBTYPE(cproc_BoundedSemaphoreType, "BoundedSemaphore", &cproc_SemaphoreType,
+    bounded_semaphore_init, semaphore_repr, semaphore_methods,
+    "BoundedSemaphore(value=1, *, ctx=None)\n\nA semaphore that refuses to be released above its "
+    "initial value (ValueError).");
+
 /* ======================================================================== */
 /* Event                                                                     */
 /* ======================================================================== */
@@ -421,10 +591,10 @@ typedef struct {
 
 static int event_init(EventObject *self, PyObject *args, PyObject *kwds)
 {
-    if (PyTuple_GET_SIZE(args) != 0 || (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
-        PyErr_SetString(PyExc_TypeError, "Event() takes no arguments");
+    static char *kwlist[] = {"ctx", NULL};
+    PyObject *ctx = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$O:Event", kwlist, &ctx))
         return -1;
-    }
     if (self->blk.seg != NULL)
         return 0;
     if (cproc_block_new(&self->blk, CPROC_KIND_EVENT, sizeof(cproc_event_t)) < 0)
@@ -514,6 +684,12 @@ static PyObject *event_wait(EventObject *self, PyObject *const *args, Py_ssize_t
     return PyBool_FromLong(atomic_load(&self->e->flag) != 0);
 }
 
+static PyObject *event_repr(EventObject *self)
+{
+    const char *state = self->blk.seg == NULL ? "uninitialised" : atomic_load(&self->e->flag) ? "set" : "unset";
+    return PyUnicode_FromFormat("<%s at %p %s>", short_type_name((PyObject *)self), (void *)self, state);
+}
+
 static PyObject *event_reduce(EventObject *self, PyObject *unused)
 {
     (void)unused;
@@ -533,11 +709,12 @@ static PyMethodDef event_methods[] = {
 
 PyTypeObject cproc_EventType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "cproc._cproc.Event",
+    .tp_name = "cproc.synchronize.Event",
     .tp_basicsize = sizeof(EventObject),
     .tp_dealloc = (destructor)event_dealloc,
+    .tp_repr = (reprfunc)event_repr,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
-    .tp_doc = "Event()\n\nA flag in shared memory that processes can wait for.",
+    .tp_doc = "Event(*, ctx=None)\n\nA flag in shared memory that processes can wait for.",
     .tp_methods = event_methods,
     .tp_init = (initproc)event_init,
     .tp_new = PyType_GenericNew,
