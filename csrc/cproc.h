@@ -68,6 +68,7 @@ typedef struct {
     size_t offset;        /* of the block header inside the segment */
     void *data;           /* the payload */
     size_t size;          /* payload bytes */
+    int owner;            /* made by cproc_block_new in this object: only it frees the block */
 } cproc_block;
 
 /* Kinds of block, recorded in the block header and in handles. */

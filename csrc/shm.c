@@ -319,6 +319,7 @@ int cproc_block_new(cproc_block *b, uint32_t kind, size_t size)
     b->offset = offset;
     b->data = seg->base + offset + sizeof(block_header);
     b->size = size;
+    b->owner = 1;
     return 0;
 }
 
@@ -329,7 +330,10 @@ void cproc_block_release(cproc_block *b)
         return;
     b->seg = NULL;
     b->data = NULL;
-    if (seg->alloc_pid == cproc_pid) {
+    /* Copies (unpickled handles, also in the creating process) never free;
+     * the original frees only in the process that created the segment, not
+     * in a forked child that inherited it. */
+    if (b->owner && seg->alloc_pid == cproc_pid) {
         block_header *h = (block_header *)(seg->base + b->offset);
         atomic_store(&h->magic, 0);
         h->generation = 0;
@@ -411,6 +415,7 @@ int cproc_block_attach(cproc_block *b, PyObject *handle, uint32_t kind)
     b->offset = (size_t)offset;
     b->data = seg->base + offset + sizeof(block_header);
     b->size = (size_t)size;
+    b->owner = 0;
     return 0;
 }
 
