@@ -83,6 +83,18 @@ void cproc_block_release(cproc_block *b);
 PyObject *cproc_block_handle(const cproc_block *b);
 int cproc_block_attach(cproc_block *b, PyObject *handle, uint32_t kind);
 
+/* Every shared object type starts with PyObject_HEAD and a cproc_block. */
+typedef struct {
+    PyObject_HEAD
+    cproc_block blk;
+} SharedObject;
+
+/* A new, uninitialised instance of `type` attached to the block `handle` names. */
+PyObject *cproc_shared_attach(PyTypeObject *type, PyObject *handle, uint32_t kind);
+void cproc_shared_dealloc(PyObject *self);
+/* __reduce__ of a shared object: (type(self)._from_handle, (handle, *extra)). */
+PyObject *cproc_shared_reduce(PyObject *self, PyObject *extra);
+
 extern PyTypeObject cproc_SegmentType;
 extern PyTypeObject cproc_SharedBlockType;
 PyObject *cproc_segments_info(PyObject *module, PyObject *unused);
@@ -137,5 +149,10 @@ int cproc_sync_init(PyObject *module);
 /* Parse (block=True, timeout=None) from a vectorcall, as SemLock.acquire does. */
 int cproc_parse_block_timeout(const char *fname, PyObject *const *args, Py_ssize_t nargs,
                               PyObject *kwnames, int *blocking, int64_t *deadline);
+
+/* Parse one optional argument, positional or by keyword `name`, of a
+ * METH_FASTCALL|METH_KEYWORDS method; *value is left alone when absent. */
+int cproc_parse_optional_arg(const char *fname, const char *name, PyObject *const *args,
+                             Py_ssize_t nargs, PyObject *kwnames, PyObject **value);
 
 #endif /* CPROC_H */

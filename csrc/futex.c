@@ -221,3 +221,21 @@ int cproc_parse_block_timeout(const char *fname, PyObject *const *args, Py_ssize
     }
     return cproc_deadline_from_timeout(timeout, deadline);
 }
+
+int cproc_parse_optional_arg(const char *fname, const char *name, PyObject *const *args,
+                             Py_ssize_t nargs, PyObject *kwnames, PyObject **value)
+{
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs + nkw > 1) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most 1 argument (%zd given)", fname, nargs + nkw);
+        return -1;
+    }
+    if (nkw == 1 && PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), name) != 0) {
+        PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'",
+                     fname, PyTuple_GET_ITEM(kwnames, 0));
+        return -1;
+    }
+    if (nargs + nkw == 1)
+        *value = args[0];
+    return 0;
+}

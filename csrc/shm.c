@@ -442,10 +442,52 @@ PyObject *cproc_segments_info(PyObject *module, PyObject *unused)
 
 /* ---- SharedBlock: a buffer of shared memory (backs RawValue/RawArray) --- */
 
-typedef struct {
-    PyObject_HEAD
-    cproc_block blk;
-} SharedBlockObject;
+typedef SharedObject SharedBlockObject;
+
+PyObject *cproc_shared_attach(PyTypeObject *type, PyObject *handle, uint32_t kind)
+{
+    SharedObject *self = (SharedObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    if (cproc_block_attach(&self->blk, handle, kind) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+void cproc_shared_dealloc(PyObject *self)
+{
+    cproc_block_release(&((SharedObject *)self)->blk);
+    Py_TYPE(self)->tp_free(self);
+}
+
+PyObject *cproc_shared_reduce(PyObject *self, PyObject *extra)
+{
+    PyObject *handle = cproc_block_handle(&((SharedObject *)self)->blk);
+    if (handle == NULL)
+        return NULL;
+    PyObject *ctor = PyObject_GetAttrString((PyObject *)Py_TYPE(self), "_from_handle");
+    if (ctor == NULL) {
+        Py_DECREF(handle);
+        return NULL;
+    }
+    PyObject *args = extra ? PySequence_Tuple(extra) : PyTuple_New(0);
+    PyObject *full = NULL;
+    if (args != NULL) {
+        PyObject *h1 = PyTuple_Pack(1, handle);
+        if (h1 != NULL)
+            full = PySequence_Concat(h1, args);
+        Py_XDECREF(h1);
+    }
+    Py_DECREF(handle);
+    Py_XDECREF(args);
+    if (full == NULL) {
+        Py_DECREF(ctor);
+        return NULL;
+    }
+    return Py_BuildValue("(NN)", ctor, full);
+}
 
 static PyObject *sharedblock_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
@@ -469,20 +511,7 @@ static PyObject *sharedblock_new(PyTypeObject *type, PyObject *args, PyObject *k
 
 static PyObject *sharedblock_from_handle(PyTypeObject *type, PyObject *handle)
 {
-    SharedBlockObject *self = (SharedBlockObject *)type->tp_alloc(type, 0);
-    if (self == NULL)
-        return NULL;
-    if (cproc_block_attach(&self->blk, handle, CPROC_KIND_BUFFER) < 0) {
-        Py_DECREF(self);
-        return NULL;
-    }
-    return (PyObject *)self;
-}
-
-static void sharedblock_dealloc(SharedBlockObject *self)
-{
-    cproc_block_release(&self->blk);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    return cproc_shared_attach(type, handle, CPROC_KIND_BUFFER);
 }
 
 static int sharedblock_getbuffer(SharedBlockObject *self, Py_buffer *view, int flags)
@@ -493,15 +522,7 @@ static int sharedblock_getbuffer(SharedBlockObject *self, Py_buffer *view, int f
 static PyObject *sharedblock_reduce(SharedBlockObject *self, PyObject *unused)
 {
     (void)unused;
-    PyObject *handle = cproc_block_handle(&self->blk);
-    if (handle == NULL)
-        return NULL;
-    PyObject *ctor = PyObject_GetAttrString((PyObject *)Py_TYPE(self), "_from_handle");
-    if (ctor == NULL) {
-        Py_DECREF(handle);
-        return NULL;
-    }
-    return Py_BuildValue("(N(N))", ctor, handle);
+    return cproc_shared_reduce((PyObject *)self, NULL);
 }
 
 static Py_ssize_t sharedblock_len(SharedBlockObject *self) { return (Py_ssize_t)self->blk.size; }
@@ -529,7 +550,7 @@ PyTypeObject cproc_SharedBlockType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "cproc._cproc.SharedBlock",
     .tp_basicsize = sizeof(SharedBlockObject),
-    .tp_dealloc = (destructor)sharedblock_dealloc,
+    .tp_dealloc = (destructor)cproc_shared_dealloc,
     .tp_as_buffer = &sharedblock_as_buffer,
     .tp_as_sequence = &sharedblock_as_sequence,
     .tp_flags = Py_TPFLAGS_DEFAULT,

@@ -16,34 +16,6 @@
 
 PyObject *cproc_OwnerDiedWarning;
 
-/* Build "(Type._from_handle, (handle, *extra))" for __reduce__. */
-static PyObject *reduce_with_handle(PyObject *self, const cproc_block *blk, PyObject *extra)
-{
-    PyObject *handle = cproc_block_handle(blk);
-    if (handle == NULL)
-        return NULL;
-    PyObject *ctor = PyObject_GetAttrString((PyObject *)Py_TYPE(self), "_from_handle");
-    if (ctor == NULL) {
-        Py_DECREF(handle);
-        return NULL;
-    }
-    PyObject *args = extra ? PySequence_Tuple(extra) : PyTuple_New(0);
-    PyObject *full = NULL;
-    if (args != NULL) {
-        PyObject *h1 = PyTuple_Pack(1, handle);
-        if (h1 != NULL)
-            full = PySequence_Concat(h1, args);
-        Py_XDECREF(h1);
-    }
-    Py_DECREF(handle);
-    Py_XDECREF(args);
-    if (full == NULL) {
-        Py_DECREF(ctor);
-        return NULL;
-    }
-    return Py_BuildValue("(NN)", ctor, full);
-}
-
 static int check_ready(const cproc_block *blk)
 {
     if (blk->seg == NULL) {
@@ -304,22 +276,10 @@ static int bounded_semaphore_init(SemLockObject *self, PyObject *args, PyObject 
 
 static PyObject *semlock_from_handle(PyTypeObject *type, PyObject *handle)
 {
-    SemLockObject *self = (SemLockObject *)type->tp_alloc(type, 0);
-    if (self == NULL)
-        return NULL;
-    if (cproc_block_attach(&self->blk, handle, CPROC_KIND_SEMLOCK) < 0) {
-        Py_DECREF(self);
-        return NULL;
-    }
-    self->s = self->blk.data;
+    SemLockObject *self = (SemLockObject *)cproc_shared_attach(type, handle, CPROC_KIND_SEMLOCK);
+    if (self != NULL)
+        self->s = self->blk.data;
     return (PyObject *)self;
-}
-
-static void semlock_dealloc(SemLockObject *self)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    cproc_block_release(&self->blk);
-    tp->tp_free((PyObject *)self);
 }
 
 #define SEMLOCK_READY(self) do { if (check_ready(&(self)->blk) < 0) return NULL; } while (0)
@@ -431,7 +391,7 @@ static PyObject *semlock_get_maxvalue(SemLockObject *self, void *closure)
 static PyObject *semlock_reduce(SemLockObject *self, PyObject *unused)
 {
     (void)unused;
-    return reduce_with_handle((PyObject *)self, &self->blk, NULL);
+    return cproc_shared_reduce((PyObject *)self, NULL);
 }
 
 #define SEMLOCK_METHODS \
@@ -464,7 +424,7 @@ PyTypeObject cproc_SemLockType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "cproc._cproc.SemLock",
     .tp_basicsize = sizeof(SemLockObject),
-    .tp_dealloc = (destructor)semlock_dealloc,
+    .tp_dealloc = (destructor)cproc_shared_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
     .tp_doc = "SemLock(kind, value, maxvalue)\n\nA lock or semaphore in shared memory.",
     .tp_methods = semlock_methods,
@@ -549,7 +509,7 @@ static PyMethodDef semaphore_methods[] = {
         PyVarObject_HEAD_INIT(NULL, 0) \
         .tp_name = "cproc.synchronize." pyname, \
         .tp_basicsize = sizeof(SemLockObject), \
-        .tp_dealloc = (destructor)semlock_dealloc, \
+        .tp_dealloc = (destructor)cproc_shared_dealloc, \
         .tp_repr = (reprfunc)repr, \
         .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE, \
         .tp_doc = doc, \
@@ -605,22 +565,10 @@ static int event_init(EventObject *self, PyObject *args, PyObject *kwds)
 
 static PyObject *event_from_handle(PyTypeObject *type, PyObject *handle)
 {
-    EventObject *self = (EventObject *)type->tp_alloc(type, 0);
-    if (self == NULL)
-        return NULL;
-    if (cproc_block_attach(&self->blk, handle, CPROC_KIND_EVENT) < 0) {
-        Py_DECREF(self);
-        return NULL;
-    }
-    self->e = self->blk.data;
+    EventObject *self = (EventObject *)cproc_shared_attach(type, handle, CPROC_KIND_EVENT);
+    if (self != NULL)
+        self->e = self->blk.data;
     return (PyObject *)self;
-}
-
-static void event_dealloc(EventObject *self)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    cproc_block_release(&self->blk);
-    tp->tp_free((PyObject *)self);
 }
 
 static int event_try(void *arg, uint32_t *seen)
@@ -658,21 +606,8 @@ static PyObject *event_wait(EventObject *self, PyObject *const *args, Py_ssize_t
 {
     SEMLOCK_READY(self);
     PyObject *timeout = Py_None;
-    static const char *const names[] = {"timeout"};
-    if (nargs > 1 || (kwnames && PyTuple_GET_SIZE(kwnames) + nargs > 1)) {
-        PyErr_SetString(PyExc_TypeError, "wait() takes at most 1 argument");
+    if (cproc_parse_optional_arg("wait", "timeout", args, nargs, kwnames, &timeout) < 0)
         return NULL;
-    }
-    if (nargs == 1)
-        timeout = args[0];
-    else if (kwnames && PyTuple_GET_SIZE(kwnames) == 1) {
-        if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), names[0]) != 0) {
-            PyErr_Format(PyExc_TypeError, "wait() got an unexpected keyword argument '%U'",
-                         PyTuple_GET_ITEM(kwnames, 0));
-            return NULL;
-        }
-        timeout = args[0];
-    }
     if (atomic_load(&self->e->flag))
         Py_RETURN_TRUE;
     int64_t deadline;
@@ -693,7 +628,7 @@ static PyObject *event_repr(EventObject *self)
 static PyObject *event_reduce(EventObject *self, PyObject *unused)
 {
     (void)unused;
-    return reduce_with_handle((PyObject *)self, &self->blk, NULL);
+    return cproc_shared_reduce((PyObject *)self, NULL);
 }
 
 static PyMethodDef event_methods[] = {
@@ -711,7 +646,7 @@ PyTypeObject cproc_EventType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "cproc.synchronize.Event",
     .tp_basicsize = sizeof(EventObject),
-    .tp_dealloc = (destructor)event_dealloc,
+    .tp_dealloc = (destructor)cproc_shared_dealloc,
     .tp_repr = (reprfunc)event_repr,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
     .tp_doc = "Event(*, ctx=None)\n\nA flag in shared memory that processes can wait for.",
@@ -780,11 +715,10 @@ static PyObject *condition_from_handle(PyTypeObject *type, PyObject *args)
     PyObject *handle, *lock;
     if (!PyArg_ParseTuple(args, "OO:_from_handle", &handle, &lock))
         return NULL;
-    ConditionObject *self = (ConditionObject *)type->tp_alloc(type, 0);
+    ConditionObject *self = (ConditionObject *)cproc_shared_attach(type, handle, CPROC_KIND_CONDITION);
     if (self == NULL)
         return NULL;
-    if (condition_set_lock(self, lock) < 0 ||
-        cproc_block_attach(&self->blk, handle, CPROC_KIND_CONDITION) < 0) {
+    if (condition_set_lock(self, lock) < 0) {
         Py_DECREF(self);
         return NULL;
     }
@@ -856,20 +790,8 @@ static PyObject *condition_wait(ConditionObject *self, PyObject *const *args, Py
 {
     COND_READY(self);
     PyObject *timeout = Py_None;
-    if (nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0) > 1) {
-        PyErr_SetString(PyExc_TypeError, "wait() takes at most 1 argument");
+    if (cproc_parse_optional_arg("wait", "timeout", args, nargs, kwnames, &timeout) < 0)
         return NULL;
-    }
-    if (nargs == 1)
-        timeout = args[0];
-    else if (kwnames && PyTuple_GET_SIZE(kwnames) == 1) {
-        if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "timeout") != 0) {
-            PyErr_Format(PyExc_TypeError, "wait() got an unexpected keyword argument '%U'",
-                         PyTuple_GET_ITEM(kwnames, 0));
-            return NULL;
-        }
-        timeout = args[0];
-    }
     cproc_semlock_t *ls = self->lock->s;
     if (!cproc_semlock_is_mine(ls)) {
         PyErr_SetString(PyExc_AssertionError, "must acquire() condition before using wait()");
@@ -925,20 +847,8 @@ static PyObject *cond_notify_n(ConditionObject *self, uint32_t n)
 static PyObject *condition_notify(ConditionObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     PyObject *nobj = NULL;
-    if (nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0) > 1) {
-        PyErr_SetString(PyExc_TypeError, "notify() takes at most 1 argument");
+    if (cproc_parse_optional_arg("notify", "n", args, nargs, kwnames, &nobj) < 0)
         return NULL;
-    }
-    if (nargs == 1)
-        nobj = args[0];
-    else if (kwnames && PyTuple_GET_SIZE(kwnames) == 1) {
-        if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "n") != 0) {
-            PyErr_Format(PyExc_TypeError, "notify() got an unexpected keyword argument '%U'",
-                         PyTuple_GET_ITEM(kwnames, 0));
-            return NULL;
-        }
-        nobj = args[0];
-    }
     long long n = 1;
     if (nobj != NULL) {
         n = PyLong_AsLongLong(nobj);
@@ -997,7 +907,7 @@ static PyObject *condition_reduce(ConditionObject *self, PyObject *unused)
     PyObject *extra = PyTuple_Pack(1, (PyObject *)self->lock);
     if (extra == NULL)
         return NULL;
-    PyObject *r = reduce_with_handle((PyObject *)self, &self->blk, extra);
+    PyObject *r = cproc_shared_reduce((PyObject *)self, extra);
     Py_DECREF(extra);
     return r;
 }
@@ -1147,13 +1057,9 @@ static PyObject *barrier_from_handle(PyTypeObject *type, PyObject *args)
     PyObject *handle, *action, *timeout;
     if (!PyArg_ParseTuple(args, "OOO:_from_handle", &handle, &action, &timeout))
         return NULL;
-    BarrierObject *self = (BarrierObject *)type->tp_alloc(type, 0);
+    BarrierObject *self = (BarrierObject *)cproc_shared_attach(type, handle, CPROC_KIND_BARRIER);
     if (self == NULL)
         return NULL;
-    if (cproc_block_attach(&self->blk, handle, CPROC_KIND_BARRIER) < 0) {
-        Py_DECREF(self);
-        return NULL;
-    }
     self->b = self->blk.data;
     Py_INCREF(action);
     self->action = action;
@@ -1185,20 +1091,8 @@ static PyObject *barrier_wait(BarrierObject *self, PyObject *const *args, Py_ssi
 {
     BARRIER_READY(self);
     PyObject *timeout = Py_None;
-    if (nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0) > 1) {
-        PyErr_SetString(PyExc_TypeError, "wait() takes at most 1 argument");
+    if (cproc_parse_optional_arg("wait", "timeout", args, nargs, kwnames, &timeout) < 0)
         return NULL;
-    }
-    if (nargs == 1)
-        timeout = args[0];
-    else if (kwnames && PyTuple_GET_SIZE(kwnames) == 1) {
-        if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "timeout") != 0) {
-            PyErr_Format(PyExc_TypeError, "wait() got an unexpected keyword argument '%U'",
-                         PyTuple_GET_ITEM(kwnames, 0));
-            return NULL;
-        }
-        timeout = args[0];
-    }
     if (timeout == Py_None)
         timeout = self->timeout;
     int64_t deadline;
@@ -1337,7 +1231,7 @@ static PyObject *barrier_reduce(BarrierObject *self, PyObject *unused)
     PyObject *extra = PyTuple_Pack(2, self->action, self->timeout);
     if (extra == NULL)
         return NULL;
-    PyObject *r = reduce_with_handle((PyObject *)self, &self->blk, extra);
+    PyObject *r = cproc_shared_reduce((PyObject *)self, extra);
     Py_DECREF(extra);
     return r;
 }
