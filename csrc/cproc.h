@@ -10,6 +10,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -20,7 +21,9 @@
  * refreshed in the child after every fork (pthread_atfork). */
 extern pid_t cproc_pid;
 int cproc_identity_init(void);
-static inline uint64_t cproc_thread_id(void) { return (uint64_t)PyThread_get_thread_ident(); }
+/* The calling thread (pthread_self(), as threading.get_ident()); with the pid
+ * it names a lock holder. */
+static inline uint64_t cproc_thread_id(void) { return (uint64_t)pthread_self(); }
 
 /* 1 when process `pid` has exited (gone, or a zombie nobody reaped yet). */
 int cproc_pid_is_dead(pid_t pid);

@@ -287,9 +287,10 @@ static PyObject *semlock_from_handle(PyTypeObject *type, PyObject *handle)
 static PyObject *semlock_acquire(SemLockObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     SEMLOCK_READY(self);
-    int blocking;
-    int64_t deadline;
-    if (cproc_parse_block_timeout("acquire", args, nargs, kwnames, &blocking, &deadline) < 0)
+    int blocking = 1;
+    int64_t deadline = CPROC_FOREVER;
+    if ((nargs != 0 || kwnames != NULL) &&
+        cproc_parse_block_timeout("acquire", args, nargs, kwnames, &blocking, &deadline) < 0)
         return NULL;
     int r = cproc_semlock_acquire(self, blocking, deadline);
     if (r < 0)
