@@ -138,6 +138,15 @@ extern PyTypeObject cproc_EventType;
 extern PyTypeObject cproc_ConditionType;
 extern PyTypeObject cproc_BarrierType;
 
+/* ---- process.c ---------------------------------------------------------- */
+
+extern PyTypeObject cproc_PopenType;
+PyObject *cproc_pidfd_open(PyObject *module, PyObject *arg);
+
+/* ---- connection.c ------------------------------------------------------- */
+
+PyObject *cproc_wait_fds(PyObject *module, PyObject *args);
+
 /* ---- sharedctypes.c ----------------------------------------------------- */
 
 extern PyTypeObject cproc_SynchronizedBaseType;

@@ -5,6 +5,10 @@ static PyMethodDef module_methods[] = {
     {"_segments", cproc_segments_info, METH_NOARGS,
      "_segments() -> list of dict\n\nThe shared-memory segments mapped in this process "
      "(diagnostics and leak tests)."},
+    {"wait_fds", cproc_wait_fds, METH_VARARGS,
+     "wait_fds(fds, timeout=None) -> list\n\nThe fds that are ready (readable, hung up or in error)."},
+    {"pidfd_open", cproc_pidfd_open, METH_O,
+     "pidfd_open(pid) -> fd\n\nA pidfd for process pid (readable once it has exited)."},
     {NULL}
 };
 
@@ -37,6 +41,7 @@ PyMODINIT_FUNC PyInit__cproc(void)
         goto fail;
     if (add_type(m, &cproc_SegmentType, "Segment") < 0 ||
         add_type(m, &cproc_SharedBlockType, "SharedBlock") < 0 ||
+        add_type(m, &cproc_PopenType, "Popen") < 0 ||
         add_type(m, &cproc_SemLockType, "SemLock") < 0 ||
         add_type(m, &cproc_LockType, "Lock") < 0 ||
         add_type(m, &cproc_RLockType, "RLock") < 0 ||

@@ -14,6 +14,8 @@ from . import context as _context
 from .context import (ProcessError, BufferTooShort, TimeoutError,  # noqa: F401
                       AuthenticationError, OwnerDiedWarning)
 
+from . import connection  # noqa: F401
+
 __version__ = "0.1.0"
 
 globals().update((name, getattr(_context._default_context, name))

@@ -1,8 +1,8 @@
 """Contexts: the objects that hand out cproc's classes, as multiprocessing.context.
 
 The default context's bound methods are the module-level API of cproc
-(cproc.Lock(), cproc.Value(), ...). Later issues add Process, the start
-methods, queues, pipes and pools here.
+(cproc.Lock(), cproc.Process, cproc.get_context(), ...). Each start method
+has a concrete context whose Process starts children that way.
 """
 
 import os
@@ -11,9 +11,10 @@ from multiprocessing import (ProcessError, BufferTooShort, TimeoutError,
                              AuthenticationError)
 
 from . import _cproc
+from . import process
 
-__all__ = ["BaseContext", "ProcessError", "BufferTooShort", "TimeoutError",
-           "AuthenticationError", "OwnerDiedWarning"]
+__all__ = ["BaseContext", "DefaultContext", "Process", "ProcessError", "BufferTooShort",
+           "TimeoutError", "AuthenticationError", "OwnerDiedWarning"]
 
 OwnerDiedWarning = _cproc.OwnerDiedWarning
 
@@ -25,6 +26,10 @@ class BaseContext:
     AuthenticationError = AuthenticationError
     OwnerDiedWarning = OwnerDiedWarning
 
+    current_process = staticmethod(process.current_process)
+    parent_process = staticmethod(process.parent_process)
+    active_children = staticmethod(process.active_children)
+
     @staticmethod
     def cpu_count():
         """Returns the number of CPUs in the system"""
@@ -33,40 +38,42 @@ class BaseContext:
             raise NotImplementedError("cannot determine number of cpus")
         return num
 
+    # ---- synchronization and shared memory --------------------------------
+
     def Lock(self):
         """Returns a non-recursive lock object"""
         from .synchronize import Lock
-        return Lock(ctx=self)
+        return Lock(ctx=self.get_context())
 
     def RLock(self):
         """Returns a recursive lock object"""
         from .synchronize import RLock
-        return RLock(ctx=self)
+        return RLock(ctx=self.get_context())
 
     def Condition(self, lock=None):
         """Returns a condition object"""
         from .synchronize import Condition
-        return Condition(lock, ctx=self)
+        return Condition(lock, ctx=self.get_context())
 
     def Semaphore(self, value=1):
         """Returns a semaphore object"""
         from .synchronize import Semaphore
-        return Semaphore(value, ctx=self)
+        return Semaphore(value, ctx=self.get_context())
 
     def BoundedSemaphore(self, value=1):
         """Returns a bounded semaphore object"""
         from .synchronize import BoundedSemaphore
-        return BoundedSemaphore(value, ctx=self)
+        return BoundedSemaphore(value, ctx=self.get_context())
 
     def Event(self):
         """Returns an event object"""
         from .synchronize import Event
-        return Event(ctx=self)
+        return Event(ctx=self.get_context())
 
     def Barrier(self, parties, action=None, timeout=None):
         """Returns a barrier object"""
         from .synchronize import Barrier
-        return Barrier(parties, action, timeout, ctx=self)
+        return Barrier(parties, action, timeout, ctx=self.get_context())
 
     def RawValue(self, typecode_or_type, *args):
         """Returns a shared object"""
@@ -81,16 +88,163 @@ class BaseContext:
     def Value(self, typecode_or_type, *args, lock=True):
         """Returns a synchronized shared object"""
         from .sharedctypes import Value
-        return Value(typecode_or_type, *args, lock=lock, ctx=self)
+        return Value(typecode_or_type, *args, lock=lock, ctx=self.get_context())
 
     def Array(self, typecode_or_type, size_or_initializer, *, lock=True):
         """Returns a synchronized shared array"""
         from .sharedctypes import Array
-        return Array(typecode_or_type, size_or_initializer, lock=lock, ctx=self)
+        return Array(typecode_or_type, size_or_initializer, lock=lock, ctx=self.get_context())
+
+    # ---- start methods and the process-level functions ---------------------
+
+    def freeze_support(self):
+        """Check whether this is a fake forked process in a frozen executable.
+        If so then run code specified by commandline and exit."""
+        # Frozen executables are a Windows concern; cproc runs on Linux only.
+
+    def get_logger(self):
+        """Return package logger -- if it does not already exist then
+        it is created."""
+        from multiprocessing.util import get_logger
+        return get_logger()
+
+    def log_to_stderr(self, level=None):
+        """Turn on logging and add a handler which prints to stderr"""
+        from multiprocessing.util import log_to_stderr
+        return log_to_stderr(level)
+
+    def set_executable(self, executable):
+        """Sets the path to a python.exe or pythonw.exe binary used to run
+        child processes instead of sys.executable when using the 'spawn'
+        start method."""
+        from .spawn import set_executable
+        set_executable(executable)
+
+    def set_forkserver_preload(self, module_names):
+        """Set list of module names to try to load in forkserver process.
+        This is really just a hint."""
+        global _forkserver_preload
+        _forkserver_preload = list(module_names)
+
+    def get_context(self, method=None):
+        if method is None:
+            return self
+        try:
+            ctx = _concrete_contexts[method]
+        except KeyError:
+            raise ValueError("cannot find context for %r" % method) from None
+        return ctx
+
+    def get_start_method(self, allow_none=False):
+        return self._name
+
+    def set_start_method(self, method, force=False):
+        raise ValueError("cannot set start method of concrete context")
+
+    def get_all_start_methods(self):
+        return list(_concrete_contexts)
 
 
-_default_context = BaseContext()
+_forkserver_preload = []
+
+
+class Process(process.BaseProcess):
+    """A process of the default start method (cproc.set_start_method)."""
+
+    _start_method = None
+
+    @staticmethod
+    def _Popen(process_obj):
+        return _default_context.get_context().Process._Popen(process_obj)
+
+    @staticmethod
+    def _after_fork():
+        return _default_context.get_context().Process._after_fork()
+
+
+class DefaultContext(BaseContext):
+    Process = Process
+
+    def __init__(self, context):
+        self._default_context = context
+        self._actual_context = None
+
+    def get_context(self, method=None):
+        if method is None:
+            if self._actual_context is None:
+                self._actual_context = self._default_context
+            return self._actual_context
+        return super().get_context(method)
+
+    def set_start_method(self, method, force=False):
+        if self._actual_context is not None and not force:
+            raise RuntimeError("context has already been set")
+        if method is None and force:
+            self._actual_context = None
+            return
+        self._actual_context = self.get_context(method)
+
+    def get_start_method(self, allow_none=False):
+        if self._actual_context is None:
+            if allow_none:
+                return None
+            self._actual_context = self._default_context
+        return self._actual_context._name
+
+    def get_all_start_methods(self):
+        methods = list(_concrete_contexts)
+        default = self._default_context._name
+        methods.remove(default)
+        return [default] + methods
+
+
+class ForkProcess(process.BaseProcess):
+    _start_method = "fork"
+
+    @staticmethod
+    def _Popen(process_obj):
+        from .popen_fork import Popen
+        return Popen(process_obj)
+
+
+class SpawnProcess(process.BaseProcess):
+    _start_method = "spawn"
+
+    @staticmethod
+    def _Popen(process_obj):
+        from .popen_spawn_posix import Popen
+        return Popen(process_obj)
+
+    @staticmethod
+    def _after_fork():
+        # process is spawned, nothing to do
+        pass
+
+
+class ForkContext(BaseContext):
+    _name = "fork"
+    Process = ForkProcess
+
+
+class SpawnContext(BaseContext):
+    _name = "spawn"
+    Process = SpawnProcess
+
+
+_concrete_contexts = {
+    "fork": ForkContext(),
+    "spawn": SpawnContext(),
+}
+
+# fork is the default on Linux, as in Python 3.11: the seed snippets start
+# processes at module level without a __main__ guard.
+_default_context = DefaultContext(_concrete_contexts["fork"])
 
 # The names cproc exports at module level, as the bound methods of the default context.
-_exported = ["cpu_count", "Lock", "RLock", "Condition", "Semaphore", "BoundedSemaphore",
-             "Event", "Barrier", "RawValue", "RawArray", "Value", "Array"]
+_exported = [
+    "Process", "current_process", "parent_process", "active_children", "cpu_count",
+    "get_context", "set_start_method", "get_start_method", "get_all_start_methods",
+    "set_executable", "set_forkserver_preload", "freeze_support", "get_logger", "log_to_stderr",
+    "Lock", "RLock", "Condition", "Semaphore", "BoundedSemaphore", "Event", "Barrier",
+    "RawValue", "RawArray", "Value", "Array",
+]

@@ -1,0 +1,86 @@
+"""Benchmarks for issue 3: Process start+join, one case per start method.
+
+Each implementation uses its own context, ``mod.get_context(method)``, and
+times ``Process(target=os.getpid).start(); .join()`` pairs. The target is a
+C function of the standard library: it pickles by reference (``posix.getpid``)
+and needs nothing from benchmarks/ in a spawn or forkserver child, whose
+sys.path may not include this directory. Before the clock starts, each run
+starts and joins one untimed process, so one-time setup (starting the fork
+server, lazy imports of the popen modules) is not measured.
+
+If the implementation lacks ``get_context`` or the start method (ValueError),
+the run raises a clear error: run.py reports an error row for the case and
+goes on with the other cases.
+"""
+
+import functools
+import os
+from time import perf_counter
+
+from harness import Case, register
+
+ORDER = 20
+
+TARGET = os.getpid  # module-level, importable anywhere, no arguments needed
+
+
+def _context(mod, method):
+    get_context = getattr(mod, "get_context", None)
+    if get_context is None:
+        raise RuntimeError(f"{mod.__name__} has no get_context(): "
+                           f"no start method {method!r}")
+    try:
+        return get_context(method)
+    except ValueError as exc:
+        raise RuntimeError(f"{mod.__name__} lacks start method {method!r} "
+                           f"({exc})") from None
+
+
+def _check(p, what):
+    if p.exitcode != 0:
+        raise AssertionError(f"{what} process exited with {p.exitcode!r}, "
+                             "expected 0")
+
+
+def start_join(mod, n, method):
+    ctx = _context(mod, method)
+    Process = ctx.Process
+
+    # Untimed: brings up the fork server, imports the popen module, etc.
+    p = Process(target=TARGET)
+    p.start()
+    p.join()
+    _check(p, "warm-up")
+    p.close()
+
+    done = []
+    t0 = perf_counter()
+    for _ in range(n):
+        p = Process(target=TARGET)
+        p.start()
+        p.join()
+        done.append(p)
+    elapsed = perf_counter() - t0
+
+    for p in done:  # teardown, untimed
+        _check(p, "timed")
+        p.close()
+    return elapsed
+
+
+# method, target ratio, processes per round (full, --quick)
+METHODS = [
+    ("fork", 0.5, 50, 20),
+    ("spawn", 0.8, 10, 4),
+    ("forkserver", 0.8, 20, 8),
+]
+
+for _method, _target, _size, _quick in METHODS:
+    register(Case(
+        name=f"Process start+join, empty target, {_method}",
+        run=functools.partial(start_join, method=_method),
+        target=_target, size=_size, quick=_quick,
+        work="{size:,} × start+join",
+        note="Target os.getpid; one untimed start+join first in each run, "
+             "so starting the fork server is not measured."
+             if _method == "forkserver" else ""))

@@ -1,0 +1,44 @@
+"""The spawn start method: a fresh interpreter, started in C with posix_spawn,
+reads the preparation data and the pickled Process from a pipe (cproc.spawn)."""
+
+import io
+import os
+
+from multiprocessing import context as _mp_context
+from multiprocessing import reduction as _mp_reduction
+from multiprocessing import spawn as _mp_spawn
+
+from . import _cproc
+from . import spawn
+
+__all__ = ["Popen"]
+
+
+class Popen(_cproc.Popen):
+    method = "spawn"
+
+    def __init__(self, process_obj):
+        self._fds = []
+        prep_data = _mp_spawn.get_preparation_data(process_obj._name)
+        fp = io.BytesIO()
+        _mp_context.set_spawning_popen(self)   # lets the authkey be pickled
+        try:
+            _mp_reduction.dump(prep_data, fp)
+            _mp_reduction.dump(process_obj, fp)
+        finally:
+            _mp_context.set_spawning_popen(None)
+        child_r, parent_w = os.pipe()
+        try:
+            cmd = spawn.get_command_line(pipe_handle=child_r)
+            self._launch_spawn(spawn.get_executable(), cmd, [child_r] + self._fds)
+        except BaseException:
+            os.close(parent_w)
+            raise
+        finally:
+            os.close(child_r)
+        with open(parent_w, "wb", closefd=True) as f:
+            f.write(fp.getbuffer())
+
+    def duplicate_for_child(self, fd):
+        self._fds.append(fd)
+        return fd
