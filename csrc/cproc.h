@@ -142,6 +142,7 @@ extern PyTypeObject cproc_BarrierType;
 
 extern PyTypeObject cproc_PopenType;
 PyObject *cproc_pidfd_open(PyObject *module, PyObject *arg);
+PyObject *cproc_pidfd_send_signal(PyObject *module, PyObject *args);
 
 /* ---- connection.c ------------------------------------------------------- */
 

@@ -7,6 +7,8 @@ static PyMethodDef module_methods[] = {
      "(diagnostics and leak tests)."},
     {"wait_fds", cproc_wait_fds, METH_VARARGS,
      "wait_fds(fds, timeout=None) -> list\n\nThe fds that are ready (readable, hung up or in error)."},
+    {"pidfd_send_signal", cproc_pidfd_send_signal, METH_VARARGS,
+     "pidfd_send_signal(pidfd, sig) -> bool\n\nSignal the process; False if it has exited."},
     {"pidfd_open", cproc_pidfd_open, METH_O,
      "pidfd_open(pid) -> fd\n\nA pidfd for process pid (readable once it has exited)."},
     {NULL}

@@ -456,3 +456,19 @@ PyObject *cproc_pidfd_open(PyObject *module, PyObject *arg)
         return PyErr_SetFromErrno(PyExc_OSError);
     return PyLong_FromLong(fd);
 }
+
+/* pidfd_send_signal(pidfd, sig): signal the process a pidfd names (never a
+ * recycled pid). Returns False when it has already exited. */
+PyObject *cproc_pidfd_send_signal(PyObject *module, PyObject *args)
+{
+    (void)module;
+    int fd, sig;
+    if (!PyArg_ParseTuple(args, "ii:pidfd_send_signal", &fd, &sig))
+        return NULL;
+    if (syscall(SYS_pidfd_send_signal, fd, sig, NULL, 0) != 0) {
+        if (errno == ESRCH)
+            Py_RETURN_FALSE;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_TRUE;
+}

@@ -123,8 +123,8 @@ class BaseContext:
     def set_forkserver_preload(self, module_names):
         """Set list of module names to try to load in forkserver process.
         This is really just a hint."""
-        global _forkserver_preload
-        _forkserver_preload = list(module_names)
+        from .forkserver import _forkserver
+        _forkserver.set_forkserver_preload(module_names)
 
     def get_context(self, method=None):
         if method is None:
@@ -143,9 +143,6 @@ class BaseContext:
 
     def get_all_start_methods(self):
         return list(_concrete_contexts)
-
-
-_forkserver_preload = []
 
 
 class Process(process.BaseProcess):
@@ -221,6 +218,19 @@ class SpawnProcess(process.BaseProcess):
         pass
 
 
+class ForkServerProcess(process.BaseProcess):
+    _start_method = "forkserver"
+
+    @staticmethod
+    def _Popen(process_obj):
+        from .forkserver import Popen
+        return Popen(process_obj)
+
+    @staticmethod
+    def _after_fork():
+        pass
+
+
 class ForkContext(BaseContext):
     _name = "fork"
     Process = ForkProcess
@@ -231,9 +241,15 @@ class SpawnContext(BaseContext):
     Process = SpawnProcess
 
 
+class ForkServerContext(BaseContext):
+    _name = "forkserver"
+    Process = ForkServerProcess
+
+
 _concrete_contexts = {
     "fork": ForkContext(),
     "spawn": SpawnContext(),
+    "forkserver": ForkServerContext(),
 }
 
 # fork is the default on Linux, as in Python 3.11: the seed snippets start

@@ -37,7 +37,6 @@ def get_command_line(pipe_handle):
 def spawn_main(pipe_handle):
     """Run in the spawned child: prepare, unpickle the Process, bootstrap it."""
     from . import _cproc
-    parent_pid = os.getppid()
     with os.fdopen(pipe_handle, "rb", closefd=True) as from_parent:
         _mp_process.current_process()._inheriting = True
         try:
@@ -47,7 +46,8 @@ def spawn_main(pipe_handle):
         finally:
             del _mp_process.current_process()._inheriting
     try:
-        parent_sentinel = _cproc.pidfd_open(parent_pid)
+        # The process that started it (for forkserver children, not the server).
+        parent_sentinel = _cproc.pidfd_open(process_obj._parent_pid)
     except OSError:
         parent_sentinel = None
     exitcode = process_obj._bootstrap(parent_sentinel=parent_sentinel)

@@ -1,0 +1,232 @@
+"""The forkserver start method.
+
+A server process, started once per client process as a fresh interpreter
+(posix_spawn, csrc/process.c), imports the preload modules and then forks a
+child for each request with the C engine (_cproc.Popen), so children start
+from a small, clean, warm process instead of a copy of the client.
+
+Protocol, over a socketpair between the client and its server:
+  client -> server: one byte, with two fds passed by SCM_RIGHTS: the read
+                    end of a pipe carrying the pickled preparation data and
+                    Process (as for spawn), and the child's status socket;
+  server -> client: on the status socket, the child's pid (4 bytes), and
+                    later its exit code (4 bytes, signed), once reaped.
+The client's sentinel is its end of the status socket; signals go to a pidfd
+of the child. When the client's end of the server socket closes (the client
+exited), the server exits.
+"""
+
+import io
+import os
+import socket
+import struct
+import sys
+import threading
+
+from multiprocessing import context as _mp_context
+from multiprocessing import reduction as _mp_reduction
+from multiprocessing import spawn as _mp_spawn
+from multiprocessing import util as _mp_util
+
+from . import _cproc
+from . import spawn
+
+__all__ = ["ForkServer", "Popen", "main"]
+
+_INT = struct.Struct("i")
+
+
+def _read_int(sock):
+    data = b""
+    while len(data) < _INT.size:
+        chunk = sock.recv(_INT.size - len(data))
+        if not chunk:
+            raise EOFError("unexpected EOF from the forkserver")
+        data += chunk
+    return _INT.unpack(data)[0]
+
+
+class ForkServer:
+    """The client side: starts the server on first use, one per process."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._sock = None
+        self._server = None
+        self._pid = None
+        self._preload = []
+
+    def set_forkserver_preload(self, modules_names):
+        if not all(type(mod) is str for mod in modules_names):
+            raise TypeError("module_names must be a list of strings")
+        self._preload = list(modules_names)
+
+    def _ensure_running(self):
+        if self._sock is not None and self._pid == os.getpid():
+            return
+        # A forked child does not share its parent's server: it starts its own.
+        client, server = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            prog = ("from cproc.forkserver import main; main(%d, %r)"
+                    % (server.fileno(), self._preload))
+            argv = [spawn.get_executable()] + _mp_util._args_from_interpreter_flags() + ["-c", prog]
+            popen = _cproc.Popen()
+            popen._launch_spawn(spawn.get_executable(), argv, [server.fileno()])
+        except BaseException:
+            client.close()
+            raise
+        finally:
+            server.close()
+        self._sock, self._server, self._pid = client, popen, os.getpid()
+
+    def request(self, payload):
+        """Start a child from payload; return (pid, status socket)."""
+        with self._lock:
+            self._ensure_running()
+            status_client, status_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            r, w = os.pipe()
+            try:
+                socket.send_fds(self._sock, [b"F"], [r, status_child.fileno()])
+            finally:
+                os.close(r)
+                status_child.close()
+            with open(w, "wb", closefd=True) as f:
+                f.write(payload)
+            try:
+                pid = _read_int(status_client)
+            except BaseException:
+                status_client.close()
+                raise
+        return pid, status_client
+
+
+_forkserver = ForkServer()
+
+
+class Popen:
+    """The Process engine for forkserver children (same interface as _cproc.Popen)."""
+
+    method = "forkserver"
+
+    def __init__(self, process_obj):
+        self._fds = []
+        self.returncode = None
+        prep_data = _mp_spawn.get_preparation_data(process_obj._name)
+        fp = io.BytesIO()
+        _mp_context.set_spawning_popen(self)
+        try:
+            _mp_reduction.dump(prep_data, fp)
+            _mp_reduction.dump(process_obj, fp)
+        finally:
+            _mp_context.set_spawning_popen(None)
+        self.pid, self._status = _forkserver.request(fp.getbuffer())
+        self.sentinel = self._status.fileno()
+        try:
+            self._pidfd = _cproc.pidfd_open(self.pid)
+        except OSError:
+            self._pidfd = None     # it already exited and was reaped
+
+    def duplicate_for_child(self, fd):
+        self._fds.append(fd)
+        return fd
+
+    def poll(self, flag=os.WNOHANG):
+        if self.returncode is None:
+            timeout = 0 if flag & os.WNOHANG else None
+            if not _cproc.wait_fds([self.sentinel], timeout):
+                return None
+            try:
+                self.returncode = _read_int(self._status)
+            except (OSError, EOFError):
+                self.returncode = 255   # the server died: status unknown
+        return self.returncode
+
+    def wait(self, timeout=None):
+        if self.returncode is None:
+            if not _cproc.wait_fds([self.sentinel], timeout):
+                return None
+            return self.poll(os.WNOHANG)
+        return self.returncode
+
+    def _send_signal(self, sig):
+        if self.returncode is None and self._pidfd is not None:
+            _cproc.pidfd_send_signal(self._pidfd, sig)
+
+    def terminate(self):
+        self._send_signal(15)
+
+    def kill(self):
+        self._send_signal(9)
+
+    def close(self):
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+        if self._status is not None:
+            self._status.close()
+            self._status = None
+
+    def __del__(self):
+        self.close()
+
+
+# ---- the server ---------------------------------------------------------------
+
+class _Child:
+    """What the server forks: reads its Process from the payload pipe and runs it."""
+
+    def __init__(self, payload_fd, close_fds):
+        self.payload_fd = payload_fd
+        self.close_fds = close_fds
+
+    def _bootstrap(self, parent_sentinel=None):
+        for fd in self.close_fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if parent_sentinel is not None:
+            os.close(parent_sentinel)   # the server is not the process's parent to watch
+        try:
+            spawn.spawn_main(self.payload_fd)   # exits through SystemExit
+        except SystemExit as e:
+            return e.code if isinstance(e.code, int) else 1
+        return 0
+
+
+def main(sock_fd, preload):
+    """Entry point of the server process."""
+    for name in preload:
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+    sock = socket.socket(fileno=sock_fd)
+    children = {}    # pidfd -> (Popen, status socket)
+    while True:
+        fds = [sock.fileno()] + list(children)
+        for fd in _cproc.wait_fds(fds, None):
+            if fd == sock.fileno():
+                try:
+                    msg, received, _flags, _addr = socket.recv_fds(sock, 1, 2)
+                except OSError:
+                    msg = b""
+                if not msg:            # the client is gone
+                    return
+                payload_fd, status_fd = received
+                status = socket.socket(fileno=status_fd)
+                others = [sock.fileno()] + [s.fileno() for _, s in children.values()]
+                popen = _cproc.Popen()
+                popen._launch_fork(_Child(payload_fd, others + [status_fd]))
+                os.close(payload_fd)
+                status.sendall(_INT.pack(popen.pid))
+                children[popen.sentinel] = (popen, status)
+            else:
+                popen, status = children.pop(fd)
+                code = popen.poll()
+                try:
+                    status.sendall(_INT.pack(code if code is not None else 255))
+                except OSError:
+                    pass               # the client closed it
+                status.close()
+                popen.close()
