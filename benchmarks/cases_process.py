@@ -17,7 +17,7 @@ import functools
 import os
 from time import perf_counter
 
-from harness import Case, register
+from harness import Case, Peer, register
 
 ORDER = 20
 
@@ -68,6 +68,36 @@ def start_join(mod, n, method):
     return elapsed
 
 
+def raw_fork_floor(mod, n):
+    """os.fork() + os._exit(0) in the child + os.waitpid(): no Process at all.
+    The least a fork-based start+join can cost in this interpreter."""
+    t0 = perf_counter()
+    for _ in range(n):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+    return perf_counter() - t0
+
+
+def raw_spawn_floor(mod, n):
+    """A bare `python -c pass` started and waited for: no Process at all."""
+    import subprocess
+    import sys
+    t0 = perf_counter()
+    for _ in range(n):
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+    return perf_counter() - t0
+
+
+FLOORS = {
+    "fork": (raw_fork_floor, "The “C floor” row is a bare os.fork() + os._exit(0) + "
+             "os.waitpid(): copying this interpreter's page tables and its "
+             "copy-on-write faults, with no Process machinery at all."),
+    "spawn": (raw_spawn_floor, "The “C floor” row starts a bare `python -c pass`: "
+              "the interpreter's own start-up, with no Process machinery."),
+}
+
 # method, target ratio, processes per round (full, --quick)
 METHODS = [
     ("fork", 0.5, 50, 20),
@@ -76,11 +106,12 @@ METHODS = [
 ]
 
 for _method, _target, _size, _quick in METHODS:
+    _floor, _note = FLOORS.get(_method, (None, ""))
     register(Case(
         name=f"Process start+join, empty target, {_method}",
         run=functools.partial(start_join, method=_method),
         target=_target, size=_size, quick=_quick,
         work="{size:,} × start+join",
-        note="Target os.getpid; one untimed start+join first in each run, "
-             "so starting the fork server is not measured."
-             if _method == "forkserver" else ""))
+        peers=[Peer("C floor", "multiprocessing", run=_floor, floor=True)] if _floor else [],
+        note=_note or ("Target os.getpid; one untimed start+join first in each run, "
+                       "so starting the fork server is not measured.")))

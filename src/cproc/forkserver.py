@@ -54,7 +54,7 @@ class ForkServer:
         self._sock = None
         self._server = None
         self._pid = None
-        self._preload = []
+        self._preload = ["__main__"]   # as multiprocessing: children skip re-importing it
 
     def set_forkserver_preload(self, modules_names):
         if not all(type(mod) is str for mod in modules_names):
@@ -67,8 +67,14 @@ class ForkServer:
         # A forked child does not share its parent's server: it starts its own.
         client, server = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            prog = ("from cproc.forkserver import main; main(%d, %r)"
-                    % (server.fileno(), self._preload))
+            main_path = None
+            if "__main__" in self._preload:
+                data = _mp_spawn.get_preparation_data("ignore")
+                main_path = data.get("init_main_from_path")
+                sys_path = data.get("sys_path")
+            prog = ("from cproc.forkserver import main; main(%d, %r, %r, %r)"
+                    % (server.fileno(), self._preload, main_path,
+                       sys_path if main_path else None))
             argv = [spawn.get_executable()] + _mp_util._args_from_interpreter_flags() + ["-c", prog]
             popen = _cproc.Popen()
             popen._launch_spawn(spawn.get_executable(), argv, [server.fileno()])
@@ -194,9 +200,22 @@ class _Child:
         return 0
 
 
-def main(sock_fd, preload):
+def main(sock_fd, preload, main_path=None, sys_path=None):
     """Entry point of the server process."""
+    if sys_path is not None:
+        sys.path[:] = sys_path
+    if main_path is not None:
+        from multiprocessing import process as _mp_process
+        _mp_process.current_process()._inheriting = True
+        try:
+            _mp_spawn.import_main_path(main_path)   # as __mp_main__, guarded code does not run
+        except Exception:
+            pass   # each child will import it itself, and report what fails
+        finally:
+            del _mp_process.current_process()._inheriting
     for name in preload:
+        if name == "__main__":
+            continue
         try:
             __import__(name)
         except ImportError:
