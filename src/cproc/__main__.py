@@ -24,9 +24,8 @@ def cmd_info(args):
           f" - supported: {'yes' if sys.platform.startswith('linux') else 'no (Linux only)'}")
     print(f"C extension {_cproc.__file__}")
     print("shared memory: memfd segments (nothing in /dev/shm), futex waits")
-    print("start methods: none yet of cproc's own (cproc.Process arrives with the Process issue);")
-    print("               cproc objects work in os.fork children and in multiprocessing's")
-    print("               fork, spawn and forkserver processes")
+    print(f"start methods: {', '.join(cproc.get_all_start_methods())}"
+          f" (default: {cproc.get_start_method(allow_none=True) or 'fork'})")
     print("provides: " + ", ".join(sorted(cproc.__all__)))
     return 0
 
