@@ -195,6 +195,11 @@ class DefaultContext(BaseContext):
         return [default] + methods
 
 
+def _force_start_method(method):
+    """In a child: its start method becomes the default, as in multiprocessing."""
+    _default_context._actual_context = _concrete_contexts[method]
+
+
 class ForkProcess(process.BaseProcess):
     _start_method = "fork"
 
@@ -202,6 +207,11 @@ class ForkProcess(process.BaseProcess):
     def _Popen(process_obj):
         from .popen_fork import Popen
         return Popen(process_obj)
+
+    @staticmethod
+    def _after_fork():
+        _force_start_method("fork")
+        process.BaseProcess._after_fork()
 
 
 class SpawnProcess(process.BaseProcess):
@@ -214,8 +224,8 @@ class SpawnProcess(process.BaseProcess):
 
     @staticmethod
     def _after_fork():
-        # process is spawned, nothing to do
-        pass
+        # process is spawned: no inherited state to reset
+        _force_start_method("spawn")
 
 
 class ForkServerProcess(process.BaseProcess):
@@ -228,7 +238,7 @@ class ForkServerProcess(process.BaseProcess):
 
     @staticmethod
     def _after_fork():
-        pass
+        _force_start_method("forkserver")
 
 
 class ForkContext(BaseContext):

@@ -24,11 +24,11 @@ import sys
 import threading
 
 from multiprocessing import context as _mp_context
-from multiprocessing import reduction as _mp_reduction
 from multiprocessing import spawn as _mp_spawn
 from multiprocessing import util as _mp_util
 
 from . import _cproc
+from . import reduction
 from . import spawn
 
 __all__ = ["ForkServer", "Popen", "main"]
@@ -117,12 +117,14 @@ class Popen:
     def __init__(self, process_obj):
         self._fds = []
         self.returncode = None
+        self._pidfd = self._status = None
+        _mp_util._flush_std_streams()   # nothing buffered may come out after the child's output
         prep_data = _mp_spawn.get_preparation_data(process_obj._name)
         fp = io.BytesIO()
         _mp_context.set_spawning_popen(self)
         try:
-            _mp_reduction.dump(prep_data, fp)
-            _mp_reduction.dump(process_obj, fp)
+            reduction.dump(prep_data, fp)
+            reduction.dump(process_obj, fp)
         finally:
             _mp_context.set_spawning_popen(None)
         self.pid, self._status = _forkserver.request(fp.getbuffer())

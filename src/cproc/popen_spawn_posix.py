@@ -5,10 +5,10 @@ import io
 import os
 
 from multiprocessing import context as _mp_context
-from multiprocessing import reduction as _mp_reduction
 from multiprocessing import spawn as _mp_spawn
 
 from . import _cproc
+from . import reduction
 from . import spawn
 
 __all__ = ["Popen"]
@@ -23,8 +23,8 @@ class Popen(_cproc.Popen):
         fp = io.BytesIO()
         _mp_context.set_spawning_popen(self)   # lets the authkey be pickled
         try:
-            _mp_reduction.dump(prep_data, fp)
-            _mp_reduction.dump(process_obj, fp)
+            reduction.dump(prep_data, fp)
+            reduction.dump(process_obj, fp)
         finally:
             _mp_context.set_spawning_popen(None)
         child_r, parent_w = os.pipe()
