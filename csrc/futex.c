@@ -21,7 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SPIN_COUNT 4000
+#define SPIN_COUNT 100
 #define POLL_FIRST_NS (10 * 1000000LL)   /* first dead-holder check after 10 ms */
 #define POLL_EVERY_NS (100 * 1000000LL)  /* then every 100 ms */
 
