@@ -1,13 +1,22 @@
-/* connection.c — waiting on file descriptors: the core of
- * cproc.connection.wait() (Process sentinels today; Connections later).
+/* connection.c — Connection (the two ends of a Pipe) and waiting on fds.
  *
- * Never blocks with the GIL held; EINTR runs the signal handlers, then the
- * wait goes on for the time that is left. Never busy-loops.
+ * Owns: the message framing of multiprocessing.connection, byte for byte (a
+ * 4-byte big-endian length, or -1 and an 8-byte length above 2 GiB, then the
+ * payload), written with one writev() per message and read straight into the
+ * result; poll(); and wait_fds(), the core of cproc.connection.wait().
+ * Never blocks with the GIL held; EINTR runs the signal handlers (Ctrl+C
+ * raises KeyboardInterrupt), then the call goes on. A truncated or corrupt
+ * frame raises EOFError/OSError, never reads out of bounds.
  */
 #include "cproc.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 /* wait_fds(fds, timeout=None) -> list of the fds that are ready (readable,
  * hung up or in error), empty when the timeout passed first. */
@@ -77,3 +86,510 @@ done:
     Py_DECREF(seq);
     return ready;
 }
+
+/* ======================================================================== */
+/* Connection                                                                */
+/* ======================================================================== */
+
+typedef struct {
+    PyObject_HEAD
+    int fd;               /* -1 once closed */
+    char readable;
+    char writable;
+    PyObject *weakreflist;
+} ConnectionObject;
+
+static PyObject *pickle_dumps;     /* cproc.reduction.dumps */
+static PyObject *pickle_loads;     /* pickle.loads */
+static PyObject *BufferTooShort;   /* multiprocessing.BufferTooShort */
+
+static int load_helpers(void)
+{
+    if (pickle_dumps != NULL)
+        return 0;
+    PyObject *red = PyImport_ImportModule("cproc.reduction");
+    PyObject *pkl = red ? PyImport_ImportModule("pickle") : NULL;
+    PyObject *mp = pkl ? PyImport_ImportModule("multiprocessing") : NULL;
+    if (mp != NULL) {
+        pickle_dumps = PyObject_GetAttrString(red, "dumps");
+        pickle_loads = PyObject_GetAttrString(pkl, "loads");
+        BufferTooShort = PyObject_GetAttrString(mp, "BufferTooShort");
+    }
+    Py_XDECREF(red);
+    Py_XDECREF(pkl);
+    Py_XDECREF(mp);
+    if (pickle_dumps == NULL || pickle_loads == NULL || BufferTooShort == NULL) {
+        Py_CLEAR(pickle_dumps);
+        Py_CLEAR(pickle_loads);
+        Py_CLEAR(BufferTooShort);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_open(ConnectionObject *self)
+{
+    if (self->fd < 0) {
+        PyErr_SetString(PyExc_OSError, "handle is closed");
+        return -1;
+    }
+    return 0;
+}
+
+static int check_readable(ConnectionObject *self)
+{
+    if (check_open(self) < 0)
+        return -1;
+    if (!self->readable) {
+        PyErr_SetString(PyExc_OSError, "connection is write-only");
+        return -1;
+    }
+    return 0;
+}
+
+static int check_writable(ConnectionObject *self)
+{
+    if (check_open(self) < 0)
+        return -1;
+    if (!self->writable) {
+        PyErr_SetString(PyExc_OSError, "connection is read-only");
+        return -1;
+    }
+    return 0;
+}
+
+/* Write every byte of iov[0..n), GIL released; -1 with an exception. */
+static int write_all(int fd, struct iovec *iov, int n)
+{
+    while (n > 0) {
+        ssize_t w;
+        int err;
+        Py_BEGIN_ALLOW_THREADS
+        w = writev(fd, iov, n);
+        err = errno;
+        Py_END_ALLOW_THREADS
+        if (w < 0) {
+            if (err == EINTR) {
+                if (PyErr_CheckSignals() < 0)
+                    return -1;
+                continue;
+            }
+            errno = err;
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        while (n > 0 && (size_t)w >= iov->iov_len) {
+            w -= (ssize_t)iov->iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0) {
+            iov->iov_base = (char *)iov->iov_base + w;
+            iov->iov_len -= (size_t)w;
+        }
+    }
+    return 0;
+}
+
+/* Read exactly len bytes, GIL released. 0 ok; -1 error; at_start tells
+ * whether an EOF before the first byte is a clean end (EOFError) or a
+ * truncated message (OSError). */
+static int read_exact(int fd, char *buf, size_t len, int at_start)
+{
+    size_t got = 0;
+    while (got < len) {
+        ssize_t r;
+        int err;
+        Py_BEGIN_ALLOW_THREADS
+        r = read(fd, buf + got, len - got);
+        err = errno;
+        Py_END_ALLOW_THREADS
+        if (r > 0) {
+            got += (size_t)r;
+            continue;
+        }
+        if (r == 0) {
+            if (got == 0 && at_start)
+                PyErr_SetNone(PyExc_EOFError);
+            else
+                PyErr_SetString(PyExc_OSError, "got end of file during message");
+            return -1;
+        }
+        if (err == EINTR) {
+            if (PyErr_CheckSignals() < 0)
+                return -1;
+            continue;
+        }
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    return 0;
+}
+
+static int send_frame(ConnectionObject *self, const char *data, size_t n)
+{
+    unsigned char header[12];
+    struct iovec iov[2];
+    if (n > 0x7fffffff) {
+        uint64_t big = n;
+        header[0] = header[1] = header[2] = header[3] = 0xff;   /* -1: an 8-byte length follows */
+        for (int i = 0; i < 8; i++)
+            header[4 + i] = (unsigned char)(big >> (56 - 8 * i));
+        iov[0].iov_len = 12;
+    } else {
+        uint32_t small = (uint32_t)n;
+        for (int i = 0; i < 4; i++)
+            header[i] = (unsigned char)(small >> (24 - 8 * i));
+        iov[0].iov_len = 4;
+    }
+    iov[0].iov_base = header;
+    iov[1].iov_base = (void *)data;
+    iov[1].iov_len = n;
+    return write_all(self->fd, iov, n > 0 ? 2 : 1);
+}
+
+/* Read a frame header; -1 error, else the payload size in *size. */
+static int recv_header(ConnectionObject *self, Py_ssize_t *size)
+{
+    unsigned char h[8];
+    if (read_exact(self->fd, (char *)h, 4, 1) < 0)
+        return -1;
+    int32_t small = (int32_t)(((uint32_t)h[0] << 24) | ((uint32_t)h[1] << 16) | ((uint32_t)h[2] << 8) | h[3]);
+    if (small >= 0) {
+        *size = small;
+        return 0;
+    }
+    if (small != -1) {
+        PyErr_SetString(PyExc_OSError, "bad message length");
+        return -1;
+    }
+    if (read_exact(self->fd, (char *)h, 8, 0) < 0)
+        return -1;
+    uint64_t big = 0;
+    for (int i = 0; i < 8; i++)
+        big = (big << 8) | h[i];
+    if (big > (uint64_t)PY_SSIZE_T_MAX) {
+        PyErr_SetString(PyExc_OSError, "bad message length");
+        return -1;
+    }
+    *size = (Py_ssize_t)big;
+    return 0;
+}
+
+static PyObject *recv_payload(ConnectionObject *self, Py_ssize_t size)
+{
+    PyObject *bytes = PyBytes_FromStringAndSize(NULL, size);
+    if (bytes == NULL)
+        return NULL;
+    if (read_exact(self->fd, PyBytes_AS_STRING(bytes), (size_t)size, 0) < 0) {
+        Py_DECREF(bytes);
+        return NULL;
+    }
+    return bytes;
+}
+
+static int connection_init(ConnectionObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"handle", "readable", "writable", NULL};
+    PyObject *handle;
+    int readable = 1, writable = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|pp:Connection", kwlist, &handle, &readable, &writable))
+        return -1;
+    PyObject *index = PyNumber_Index(handle);
+    if (index == NULL)
+        return -1;
+    long fd = PyLong_AsLong(index);
+    Py_DECREF(index);
+    if (fd == -1 && PyErr_Occurred())
+        return -1;
+    if (fd < 0 || fd > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "invalid handle");
+        return -1;
+    }
+    if (!readable && !writable) {
+        PyErr_SetString(PyExc_ValueError, "at least one of `readable` and `writable` must be True");
+        return -1;
+    }
+    if (self->fd >= 0)
+        close(self->fd);
+    self->fd = (int)fd;
+    self->readable = (char)readable;
+    self->writable = (char)writable;
+    return 0;
+}
+
+static PyObject *connection_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    (void)args; (void)kwds;
+    ConnectionObject *self = (ConnectionObject *)type->tp_alloc(type, 0);
+    if (self != NULL)
+        self->fd = -1;
+    return (PyObject *)self;
+}
+
+static void connection_dealloc(ConnectionObject *self)
+{
+    if (self->weakreflist != NULL)
+        PyObject_ClearWeakRefs((PyObject *)self);
+    if (self->fd >= 0)
+        close(self->fd);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *connection_send_bytes(ConnectionObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"buf", "offset", "size", NULL};
+    Py_buffer view;
+    Py_ssize_t offset = 0;
+    PyObject *size_obj = Py_None;
+    if (check_writable(self) < 0)
+        return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*|nO:send_bytes", kwlist, &view, &offset, &size_obj))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t n = view.len, size;
+    if (offset < 0) {
+        PyErr_SetString(PyExc_ValueError, "offset is negative");
+        goto done;
+    }
+    if (n < offset) {
+        PyErr_SetString(PyExc_ValueError, "buffer length < offset");
+        goto done;
+    }
+    if (size_obj == Py_None)
+        size = n - offset;
+    else {
+        size = PyNumber_AsSsize_t(size_obj, PyExc_OverflowError);
+        if (size == -1 && PyErr_Occurred())
+            goto done;
+        if (size < 0) {
+            PyErr_SetString(PyExc_ValueError, "size is negative");
+            goto done;
+        }
+        if (offset + size > n) {
+            PyErr_SetString(PyExc_ValueError, "buffer length < offset + size");
+            goto done;
+        }
+    }
+    if (send_frame(self, (const char *)view.buf + offset, (size_t)size) == 0) {
+        result = Py_None;
+        Py_INCREF(result);
+    }
+done:
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyObject *connection_send(ConnectionObject *self, PyObject *obj)
+{
+    if (check_writable(self) < 0 || load_helpers() < 0)
+        return NULL;
+    PyObject *data = PyObject_CallOneArg(pickle_dumps, obj);   /* pickling errors: nothing sent */
+    if (data == NULL)
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+        Py_DECREF(data);
+        return NULL;
+    }
+    int r = send_frame(self, view.buf, (size_t)view.len);
+    PyBuffer_Release(&view);
+    Py_DECREF(data);
+    if (r < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *connection_recv_bytes(ConnectionObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"maxlength", NULL};
+    PyObject *maxobj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:recv_bytes", kwlist, &maxobj))
+        return NULL;
+    if (check_readable(self) < 0)
+        return NULL;
+    Py_ssize_t maxlength = PY_SSIZE_T_MAX;
+    if (maxobj != Py_None) {
+        maxlength = PyNumber_AsSsize_t(maxobj, PyExc_OverflowError);
+        if (maxlength == -1 && PyErr_Occurred())
+            return NULL;
+        if (maxlength < 0) {
+            PyErr_SetString(PyExc_ValueError, "negative maxlength");
+            return NULL;
+        }
+    }
+    Py_ssize_t size;
+    if (recv_header(self, &size) < 0)
+        return NULL;
+    if (size > maxlength) {
+        /* as multiprocessing: the rest of the stream can no longer be trusted */
+        if (self->writable)
+            self->readable = 0;
+        else {
+            close(self->fd);
+            self->fd = -1;
+        }
+        PyErr_SetString(PyExc_OSError, "bad message length");
+        return NULL;
+    }
+    return recv_payload(self, size);
+}
+
+static PyObject *connection_recv(ConnectionObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (check_readable(self) < 0 || load_helpers() < 0)
+        return NULL;
+    Py_ssize_t size;
+    if (recv_header(self, &size) < 0)
+        return NULL;
+    PyObject *data = recv_payload(self, size);
+    if (data == NULL)
+        return NULL;
+    PyObject *obj = PyObject_CallOneArg(pickle_loads, data);
+    Py_DECREF(data);
+    return obj;
+}
+
+static PyObject *connection_recv_bytes_into(ConnectionObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"buf", "offset", NULL};
+    Py_buffer view;
+    Py_ssize_t offset = 0;
+    if (check_readable(self) < 0 || load_helpers() < 0)
+        return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "w*|n:recv_bytes_into", kwlist, &view, &offset))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t size;
+    if (offset < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative offset");
+        goto done;
+    }
+    if (offset > view.len) {
+        PyErr_SetString(PyExc_ValueError, "offset too large");
+        goto done;
+    }
+    if (recv_header(self, &size) < 0)
+        goto done;
+    if (size > view.len - offset) {
+        PyObject *whole = recv_payload(self, size);   /* the message is consumed, as multiprocessing */
+        if (whole != NULL) {
+            PyErr_SetObject(BufferTooShort, whole);
+            Py_DECREF(whole);
+        }
+        goto done;
+    }
+    if (read_exact(self->fd, (char *)view.buf + offset, (size_t)size, 0) == 0)
+        result = PyLong_FromSsize_t(size);
+done:
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyObject *connection_poll(ConnectionObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"timeout", NULL};
+    PyObject *timeout = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:poll", kwlist, &timeout))
+        return NULL;
+    if (check_readable(self) < 0)
+        return NULL;
+    PyObject *zero = NULL;
+    if (timeout == NULL) {
+        zero = PyFloat_FromDouble(0.0);
+        if (zero == NULL)
+            return NULL;
+        timeout = zero;
+    }
+    PyObject *fds = Py_BuildValue("([i]O)", self->fd, timeout);
+    Py_XDECREF(zero);
+    if (fds == NULL)
+        return NULL;
+    PyObject *ready = cproc_wait_fds(NULL, fds);
+    Py_DECREF(fds);
+    if (ready == NULL)
+        return NULL;
+    int any = PyList_GET_SIZE(ready) > 0;
+    Py_DECREF(ready);
+    return PyBool_FromLong(any);
+}
+
+static PyObject *connection_fileno(ConnectionObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (check_open(self) < 0)
+        return NULL;
+    return PyLong_FromLong(self->fd);
+}
+
+static PyObject *connection_close(ConnectionObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (self->fd >= 0) {
+        int fd = self->fd;
+        self->fd = -1;
+        if (close(fd) != 0 && errno != EINTR)
+            return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *connection_enter(ConnectionObject *self, PyObject *unused)
+{
+    (void)unused;
+    Py_INCREF(self);
+    return (PyObject *)self;
+}
+
+static PyObject *connection_exit(ConnectionObject *self, PyObject *args)
+{
+    (void)args;
+    return connection_close(self, NULL);
+}
+
+static PyObject *connection_get_closed(ConnectionObject *self, void *c) { (void)c; return PyBool_FromLong(self->fd < 0); }
+static PyObject *connection_get_readable(ConnectionObject *self, void *c) { (void)c; return PyBool_FromLong(self->readable); }
+static PyObject *connection_get_writable(ConnectionObject *self, void *c) { (void)c; return PyBool_FromLong(self->writable); }
+
+static PyMethodDef connection_methods[] = {
+    {"send", (PyCFunction)connection_send, METH_O, "Send a (picklable) object"},
+    {"recv", (PyCFunction)connection_recv, METH_NOARGS, "Receive a (picklable) object"},
+    {"send_bytes", (PyCFunction)(void (*)(void))connection_send_bytes, METH_VARARGS | METH_KEYWORDS,
+     "Send the bytes data from a bytes-like object"},
+    {"recv_bytes", (PyCFunction)(void (*)(void))connection_recv_bytes, METH_VARARGS | METH_KEYWORDS,
+     "Receive bytes data as a bytes object."},
+    {"recv_bytes_into", (PyCFunction)(void (*)(void))connection_recv_bytes_into, METH_VARARGS | METH_KEYWORDS,
+     "Receive bytes data into a writeable bytes-like object.\nReturn the number of bytes read."},
+    {"poll", (PyCFunction)(void (*)(void))connection_poll, METH_VARARGS | METH_KEYWORDS,
+     "Whether there is any input available to be read"},
+    {"fileno", (PyCFunction)connection_fileno, METH_NOARGS, "File descriptor or handle of the connection"},
+    {"close", (PyCFunction)connection_close, METH_NOARGS, "Close the connection"},
+    {"__enter__", (PyCFunction)connection_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)connection_exit, METH_VARARGS, NULL},
+    {NULL}
+};
+
+static PyGetSetDef connection_getset[] = {
+    {"closed", (getter)connection_get_closed, NULL, "True if the connection is closed", NULL},
+    {"readable", (getter)connection_get_readable, NULL, "True if the connection is readable", NULL},
+    {"writable", (getter)connection_get_writable, NULL, "True if the connection is writable", NULL},
+    {NULL}
+};
+
+PyTypeObject cproc_ConnectionType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "cproc.connection.Connection",
+    .tp_basicsize = sizeof(ConnectionObject),
+    .tp_dealloc = (destructor)connection_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "Connection(handle, readable=True, writable=True)\n\n"
+              "Connection class based on an arbitrary file descriptor (Unix only), "
+              "framed as multiprocessing.connection frames its messages.",
+    .tp_weaklistoffset = offsetof(ConnectionObject, weakreflist),
+    .tp_methods = connection_methods,
+    .tp_getset = connection_getset,
+    .tp_init = (initproc)connection_init,
+    .tp_new = connection_new,
+};

@@ -147,6 +147,7 @@ PyObject *cproc_pidfd_send_signal(PyObject *module, PyObject *args);
 /* ---- connection.c ------------------------------------------------------- */
 
 PyObject *cproc_wait_fds(PyObject *module, PyObject *args);
+extern PyTypeObject cproc_ConnectionType;
 
 /* ---- sharedctypes.c ----------------------------------------------------- */
 

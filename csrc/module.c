@@ -44,6 +44,7 @@ PyMODINIT_FUNC PyInit__cproc(void)
     if (add_type(m, &cproc_SegmentType, "Segment") < 0 ||
         add_type(m, &cproc_SharedBlockType, "SharedBlock") < 0 ||
         add_type(m, &cproc_PopenType, "Popen") < 0 ||
+        add_type(m, &cproc_ConnectionType, "Connection") < 0 ||
         add_type(m, &cproc_SemLockType, "SemLock") < 0 ||
         add_type(m, &cproc_LockType, "Lock") < 0 ||
         add_type(m, &cproc_RLockType, "RLock") < 0 ||

@@ -95,6 +95,11 @@ class BaseContext:
         from .sharedctypes import Array
         return Array(typecode_or_type, size_or_initializer, lock=lock, ctx=self.get_context())
 
+    def Pipe(self, duplex=True):
+        """Returns two connection object connected by a pipe"""
+        from .connection import Pipe
+        return Pipe(duplex)
+
     # ---- start methods and the process-level functions ---------------------
 
     def freeze_support(self):
@@ -271,6 +276,6 @@ _exported = [
     "Process", "current_process", "parent_process", "active_children", "cpu_count",
     "get_context", "set_start_method", "get_start_method", "get_all_start_methods",
     "set_executable", "set_forkserver_preload", "freeze_support", "get_logger", "log_to_stderr",
-    "Lock", "RLock", "Condition", "Semaphore", "BoundedSemaphore", "Event", "Barrier",
+    "Pipe", "Lock", "RLock", "Condition", "Semaphore", "BoundedSemaphore", "Event", "Barrier",
     "RawValue", "RawArray", "Value", "Array",
 ]

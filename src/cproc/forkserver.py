@@ -114,6 +114,13 @@ class Popen:
 
     method = "forkserver"
 
+    @staticmethod
+    def DupFd(fd):
+        # The server forks the child, so fds reach it through multiprocessing's
+        # resource sharer (SCM_RIGHTS from this process, on request).
+        from multiprocessing import resource_sharer
+        return resource_sharer.DupFd(fd)
+
     def __init__(self, process_obj):
         self._fds = []
         self.returncode = None

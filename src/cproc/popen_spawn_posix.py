@@ -14,8 +14,19 @@ from . import spawn
 __all__ = ["Popen"]
 
 
+class _DupFd:
+    """An fd handed to the child at the same number (see duplicate_for_child)."""
+
+    def __init__(self, fd):
+        self.fd = fd
+
+    def detach(self):
+        return self.fd
+
+
 class Popen(_cproc.Popen):
     method = "spawn"
+    DupFd = _DupFd
 
     def __init__(self, process_obj):
         self._fds = []
