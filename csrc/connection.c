@@ -178,6 +178,10 @@ static int write_all(int fd, struct iovec *iov, int n)
             PyErr_SetFromErrno(PyExc_OSError);
             return -1;
         }
+        /* A signal that arrives mid-write shortens the write instead of
+         * failing it with EINTR: run the handlers here too (Ctrl+C). */
+        if (PyErr_CheckSignals() < 0)
+            return -1;
         while (n > 0 && (size_t)w >= iov->iov_len) {
             w -= (ssize_t)iov->iov_len;
             iov++;
@@ -191,10 +195,10 @@ static int write_all(int fd, struct iovec *iov, int n)
     return 0;
 }
 
-/* Read exactly len bytes, GIL released. 0 ok; -1 error; at_start tells
- * whether an EOF before the first byte is a clean end (EOFError) or a
- * truncated message (OSError). */
-static int read_exact(int fd, char *buf, size_t len, int at_start)
+/* Read exactly len bytes, GIL released. 0 ok; -1 error. As in
+ * multiprocessing, an EOF before the first byte of a read is EOFError and an
+ * EOF in the middle of one is OSError. */
+static int read_exact(int fd, char *buf, size_t len)
 {
     size_t got = 0;
     while (got < len) {
@@ -209,7 +213,7 @@ static int read_exact(int fd, char *buf, size_t len, int at_start)
             continue;
         }
         if (r == 0) {
-            if (got == 0 && at_start)
+            if (got == 0)
                 PyErr_SetNone(PyExc_EOFError);
             else
                 PyErr_SetString(PyExc_OSError, "got end of file during message");
@@ -270,7 +274,7 @@ static int recv_header(ConnectionObject *self, Py_ssize_t *size)
 {
     unsigned char h[8];
     spin_until_readable(self->fd);
-    if (read_exact(self->fd, (char *)h, 4, 1) < 0)
+    if (read_exact(self->fd, (char *)h, 4) < 0)
         return -1;
     int32_t small = (int32_t)(((uint32_t)h[0] << 24) | ((uint32_t)h[1] << 16) | ((uint32_t)h[2] << 8) | h[3]);
     if (small >= 0) {
@@ -281,7 +285,7 @@ static int recv_header(ConnectionObject *self, Py_ssize_t *size)
         PyErr_SetString(PyExc_OSError, "bad message length");
         return -1;
     }
-    if (read_exact(self->fd, (char *)h, 8, 0) < 0)
+    if (read_exact(self->fd, (char *)h, 8) < 0)
         return -1;
     uint64_t big = 0;
     for (int i = 0; i < 8; i++)
@@ -299,7 +303,7 @@ static PyObject *recv_payload(ConnectionObject *self, Py_ssize_t size)
     PyObject *bytes = PyBytes_FromStringAndSize(NULL, size);
     if (bytes == NULL)
         return NULL;
-    if (read_exact(self->fd, PyBytes_AS_STRING(bytes), (size_t)size, 0) < 0) {
+    if (read_exact(self->fd, PyBytes_AS_STRING(bytes), (size_t)size) < 0) {
         Py_DECREF(bytes);
         return NULL;
     }
@@ -498,7 +502,7 @@ static PyObject *connection_recv_bytes_into(ConnectionObject *self, PyObject *ar
         }
         goto done;
     }
-    if (read_exact(self->fd, (char *)view.buf + offset, (size_t)size, 0) == 0)
+    if (read_exact(self->fd, (char *)view.buf + offset, (size_t)size) == 0)
         result = PyLong_FromSsize_t(size);
 done:
     PyBuffer_Release(&view);
