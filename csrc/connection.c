@@ -50,30 +50,8 @@ PyObject *cproc_wait_fds(PyObject *module, PyObject *args)
         pfds[i].fd = (int)fd;
         pfds[i].events = POLLIN;
     }
-    for (;;) {
-        int timeout_ms = -1;
-        if (deadline != CPROC_FOREVER) {
-            int64_t left = deadline - cproc_monotonic_ns();
-            timeout_ms = left <= 0 ? 0 : (int)((left + 999999) / 1000000);
-        }
-        int r, err;
-        Py_BEGIN_ALLOW_THREADS
-        r = poll(pfds, (nfds_t)n, timeout_ms);
-        err = errno;
-        Py_END_ALLOW_THREADS
-        if (r >= 0) {
-            if (r == 0 && deadline != CPROC_FOREVER && cproc_monotonic_ns() < deadline)
-                continue;   /* poll rounds to milliseconds: sleep the rest */
-            break;
-        }
-        if (err != EINTR) {
-            errno = err;
-            PyErr_SetFromErrno(PyExc_OSError);
-            goto done;
-        }
-        if (PyErr_CheckSignals() < 0)
-            goto done;
-    }
+    if (cproc_poll_until(pfds, (unsigned long)n, deadline) < 0)
+        goto done;
     ready = PyList_New(0);
     for (Py_ssize_t i = 0; ready != NULL && i < n; i++) {
         if (pfds[i].revents == 0)

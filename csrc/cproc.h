@@ -54,6 +54,12 @@ int cproc_wait(_Atomic uint32_t *word, _Atomic uint32_t *waiters,
                cproc_try_fn try_fn, cproc_poll_fn poll_fn, void *ctx,
                int64_t deadline);
 void cproc_futex_wake(_Atomic uint32_t *word, int n);
+
+/* The fd counterpart of cproc_wait: poll(pfds) until one is ready or the
+ * deadline passes, GIL released, signal handlers run on EINTR. Returns the
+ * number of ready fds, 0 on timeout, -1 with an exception set. */
+struct pollfd;
+int cproc_poll_until(struct pollfd *pfds, unsigned long n, int64_t deadline);
 /* Wake `n` sleepers only if someone sleeps (no system call otherwise). */
 static inline void cproc_wake_waiters(_Atomic uint32_t *word, _Atomic uint32_t *waiters, int n)
 {

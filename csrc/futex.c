@@ -13,6 +13,7 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <math.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -178,6 +179,37 @@ int cproc_wait(_Atomic uint32_t *word, _Atomic uint32_t *waiters,
      * pass it on (a spurious wake-up costs nothing, a lost one hangs). */
     cproc_wake_waiters(word, waiters, 1);
     return result;
+}
+
+int cproc_poll_until(struct pollfd *pfds, unsigned long n, int64_t deadline)
+{
+    for (;;) {
+        int timeout_ms = -1;
+        if (deadline != CPROC_FOREVER) {
+            int64_t left = deadline - cproc_monotonic_ns();
+            timeout_ms = left <= 0 ? 0 : (int)((left + 999999) / 1000000);
+        }
+        int r, err;
+        Py_BEGIN_ALLOW_THREADS
+        r = poll(pfds, (nfds_t)n, timeout_ms);
+        err = errno;
+        Py_END_ALLOW_THREADS
+        if (r > 0)
+            return r;
+        if (r == 0) {
+            /* poll() counts whole milliseconds: sleep out the rest */
+            if (deadline != CPROC_FOREVER && cproc_monotonic_ns() >= deadline)
+                return 0;
+            continue;
+        }
+        if (err != EINTR) {
+            errno = err;
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        if (PyErr_CheckSignals() < 0)
+            return -1;
+    }
 }
 
 /* ---- argument parsing shared by acquire() and friends ------------------- */

@@ -246,35 +246,9 @@ static int popen_wait_exit(PopenObject *self, int64_t deadline)
         PyErr_SetString(PyExc_ValueError, "process object is closed");
         return -1;
     }
-    for (;;) {
-        int timeout_ms = -1;
-        if (deadline != CPROC_FOREVER) {
-            int64_t left = deadline - cproc_monotonic_ns();
-            if (left < 0)
-                left = 0;
-            timeout_ms = (int)((left + 999999) / 1000000);
-        }
-        struct pollfd pfd = {self->pidfd, POLLIN, 0};
-        int r, err;
-        Py_BEGIN_ALLOW_THREADS
-        r = poll(&pfd, 1, timeout_ms);
-        err = errno;
-        Py_END_ALLOW_THREADS
-        if (r > 0)
-            return 1;
-        if (r == 0) {
-            if (deadline != CPROC_FOREVER && cproc_monotonic_ns() >= deadline)
-                return 0;
-            continue;
-        }
-        if (err != EINTR) {
-            errno = err;
-            PyErr_SetFromErrno(PyExc_OSError);
-            return -1;
-        }
-        if (PyErr_CheckSignals() < 0)
-            return -1;
-    }
+    struct pollfd pfd = {self->pidfd, POLLIN, 0};
+    int r = cproc_poll_until(&pfd, 1, deadline);
+    return r < 0 ? -1 : r > 0;
 }
 
 static PyObject *popen_poll(PopenObject *self, PyObject *args)
