@@ -83,7 +83,20 @@ class ForkServer:
             raise
         finally:
             server.close()
+        if self._pid is None:
+            # After multiprocessing's exit handler has joined the children
+            # (negative priority: it runs last), not before as atexit would.
+            _mp_util.Finalize(self, ForkServer._stop, (self,), exitpriority=-100)
         self._sock, self._server, self._pid = client, popen, os.getpid()
+
+    def _stop(self):
+        """At exit: closing our end makes the server exit; reap it if it is ours."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+        if self._server is not None and self._pid == os.getpid():
+            self._server.wait(timeout=1.0)
+        self._server = None
 
     def request(self, payload):
         """Start a child from payload; return (pid, status socket)."""
@@ -229,7 +242,11 @@ def main(sock_fd, preload, main_path=None, sys_path=None):
             __import__(name)
         except ImportError:
             pass
-    sock = socket.socket(fileno=sock_fd)
+    with socket.socket(fileno=sock_fd) as sock:
+        _serve(sock)
+
+
+def _serve(sock):
     children = {}    # pidfd -> (Popen, status socket)
     while True:
         fds = [sock.fileno()] + list(children)
@@ -240,6 +257,8 @@ def main(sock_fd, preload, main_path=None, sys_path=None):
                 except OSError:
                     msg = b""
                 if not msg:            # the client is gone
+                    for popen, status in children.values():
+                        status.close()
                     return
                 payload_fd, status_fd = received
                 status = socket.socket(fileno=status_fd)
