@@ -142,6 +142,8 @@ static int write_all(int fd, struct iovec *iov, int n)
     while (n > 0) {
         ssize_t w;
         int err;
+        if (PyErr_CheckSignals() < 0)
+            return -1;
         Py_BEGIN_ALLOW_THREADS
         w = writev(fd, iov, n);
         err = errno;
@@ -157,9 +159,7 @@ static int write_all(int fd, struct iovec *iov, int n)
             return -1;
         }
         /* A signal that arrives mid-write shortens the write instead of
-         * failing it with EINTR: run the handlers here too (Ctrl+C). */
-        if (PyErr_CheckSignals() < 0)
-            return -1;
+         * failing it with EINTR: the check at the top of the loop runs it. */
         while (n > 0 && (size_t)w >= iov->iov_len) {
             w -= (ssize_t)iov->iov_len;
             iov++;
@@ -182,6 +182,9 @@ static int read_exact(int fd, char *buf, size_t len)
     while (got < len) {
         ssize_t r;
         int err;
+        /* a signal that came while we were not inside read() interrupts nothing */
+        if (PyErr_CheckSignals() < 0)
+            return -1;
         Py_BEGIN_ALLOW_THREADS
         r = read(fd, buf + got, len - got);
         err = errno;

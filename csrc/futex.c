@@ -25,6 +25,10 @@
 #define SPIN_COUNT 100
 #define POLL_FIRST_NS (10 * 1000000LL)   /* first dead-holder check after 10 ms */
 #define POLL_EVERY_NS (100 * 1000000LL)  /* then every 100 ms */
+/* A signal that arrives while we are not inside the sleeping system call
+ * (spinning, checking a holder, between two sleeps) interrupts nothing: its
+ * handler runs at our next check. Sleeps are therefore cut into slices. */
+#define SIGNAL_SLICE_NS (50 * 1000000LL)
 
 pid_t cproc_pid;
 
@@ -152,8 +156,14 @@ int cproc_wait(_Atomic uint32_t *word, _Atomic uint32_t *waiters,
             result = CPROC_WAIT_TIMEOUT;
             break;
         }
-        int64_t until = deadline;
-        if (next_poll != CPROC_FOREVER && (until == CPROC_FOREVER || next_poll < until))
+        if (PyErr_CheckSignals() < 0) {
+            result = CPROC_WAIT_ERROR;
+            break;
+        }
+        int64_t until = now + SIGNAL_SLICE_NS;
+        if (deadline != CPROC_FOREVER && deadline < until)
+            until = deadline;
+        if (next_poll != CPROC_FOREVER && next_poll < until)
             until = next_poll;
 
         int err;
@@ -184,11 +194,12 @@ int cproc_wait(_Atomic uint32_t *word, _Atomic uint32_t *waiters,
 int cproc_poll_until(struct pollfd *pfds, unsigned long n, int64_t deadline)
 {
     for (;;) {
-        int timeout_ms = -1;
-        if (deadline != CPROC_FOREVER) {
-            int64_t left = deadline - cproc_monotonic_ns();
-            timeout_ms = left <= 0 ? 0 : (int)((left + 999999) / 1000000);
-        }
+        if (PyErr_CheckSignals() < 0)
+            return -1;
+        int64_t left = deadline == CPROC_FOREVER ? SIGNAL_SLICE_NS : deadline - cproc_monotonic_ns();
+        if (left > SIGNAL_SLICE_NS)
+            left = SIGNAL_SLICE_NS;
+        int timeout_ms = left <= 0 ? 0 : (int)((left + 999999) / 1000000);
         int r, err;
         Py_BEGIN_ALLOW_THREADS
         r = poll(pfds, (nfds_t)n, timeout_ms);
@@ -197,7 +208,7 @@ int cproc_poll_until(struct pollfd *pfds, unsigned long n, int64_t deadline)
         if (r > 0)
             return r;
         if (r == 0) {
-            /* poll() counts whole milliseconds: sleep out the rest */
+            /* a slice ended, or poll() rounded to whole milliseconds */
             if (deadline != CPROC_FOREVER && cproc_monotonic_ns() >= deadline)
                 return 0;
             continue;
@@ -207,8 +218,6 @@ int cproc_poll_until(struct pollfd *pfds, unsigned long n, int64_t deadline)
             PyErr_SetFromErrno(PyExc_OSError);
             return -1;
         }
-        if (PyErr_CheckSignals() < 0)
-            return -1;
     }
 }
 

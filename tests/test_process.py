@@ -921,6 +921,9 @@ def test_is_alive_reaps_zombie(impl):
         p.start()
         assert wait_until(lambda: pid_gone(p.pid), 20)
         direct = _direct_child(p.pid)
+        if not direct:
+            # forkserver: the server reaps the child, then sends its status
+            assert wait_until(lambda: not p.is_alive(), 20)
         assert p.is_alive() is False
         assert p.exitcode == 0
         if direct:
