@@ -750,10 +750,9 @@ def _script_env(impl, method):
     return env
 
 
-def session_alive(sid):
-    """True while a live (not zombie) process of session `sid` exists.
-
-    Zombies do not count: an orphan's zombie waits for init to reap it."""
+def proc_stats():
+    """Yield (pid, fields) for every process: fields are /proc/<pid>/stat after
+    the command name, so fields[0] is the state, [1] the ppid, [3] the session."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -762,10 +761,30 @@ def session_alive(sid):
                 stat = f.read()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[3]) == sid and fields[0] not in ("Z", "X"):
-            return True
-    return False
+        yield int(entry), stat[stat.rindex(")") + 2:].split()
+
+
+def session_alive(sid):
+    """True while a live (not zombie) process of session `sid` exists.
+
+    Zombies do not count: an orphan's zombie waits for init to reap it."""
+    return any(int(fields[3]) == sid and fields[0] not in ("Z", "X")
+               for _, fields in proc_stats())
+
+
+def assert_sigint_interrupts(proc, expected_post, line_timeout):
+    """proc printed "ready" and blocked: SIGINT must raise KeyboardInterrupt in
+    it within 1 s, after which it prints "after <expected_post>" and exits 0."""
+    time.sleep(0.2)  # let it block
+    assert proc.poll() is None, "the call did not block"
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    line = read_line(proc.stdout, line_timeout)
+    elapsed = time.monotonic() - t0
+    assert line == "KeyboardInterrupt", f"got {line!r} within {line_timeout}s of SIGINT instead"
+    assert elapsed < 1.0, f"KeyboardInterrupt came {elapsed:.2f}s after SIGINT"
+    assert read_line(proc.stdout, 10) == f"after {expected_post}"
+    assert proc.wait(10) == 0
 
 
 def kill_session(sid):

@@ -18,6 +18,8 @@ import time
 
 import pytest
 
+from _helpers import proc_stats
+
 GRACE = 2.0  # seconds a just-joined child or a just-closed fd may take to go
 
 # multiprocessing.heap keeps its small arenas (an unlinked /dev/shm/pym-* file,
@@ -105,19 +107,7 @@ def cproc():
 def _children():
     """{pid: state} of this process's direct children."""
     me = os.getpid()
-    kids = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[1]) == me:
-            kids[int(entry)] = fields[0]
-    return kids
+    return {pid: fields[0] for pid, fields in proc_stats() if int(fields[1]) == me}
 
 
 def _cmdline(pid):
