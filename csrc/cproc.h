@@ -86,6 +86,12 @@ enum {
     CPROC_KIND_CONDITION, CPROC_KIND_BARRIER,
 };
 
+/* A new anonymous memfd of `size` bytes (close-on-exec), or -1 with an exception. */
+int cproc_memfd_create(size_t size);
+/* Open the memfd (dev, ino) that process `pid` holds as fd `fd`, through
+ * /proc/<pid>/fd; -1 (no exception) when it no longer holds it. */
+int cproc_memfd_open(pid_t pid, int fd, dev_t dev, ino_t ino);
+
 int cproc_block_new(cproc_block *b, uint32_t kind, size_t size);
 void cproc_block_release(cproc_block *b);
 /* The picklable handle of a block: a tuple of ints, see shm.c. */
@@ -155,6 +161,18 @@ PyObject *cproc_pidfd_send_signal(PyObject *module, PyObject *args);
 PyObject *cproc_wait_fds(PyObject *module, PyObject *args);
 extern PyTypeObject cproc_ConnectionType;
 
+/* ---- queue.c ----------------------------------------------------------- */
+
+extern PyTypeObject cproc_QueueType, cproc_JoinableQueueType, cproc_SimpleQueueType;
+int cproc_queue_init(PyObject *module);
+
+/* ---- plain.c ------------------------------------------------------------ */
+
+/* Encode plain data into buf: the length, 0 when obj is not plain data or
+ * does not fit (no exception), -1 on error. */
+Py_ssize_t cproc_plain_encode(PyObject *obj, char *buf, Py_ssize_t cap);
+PyObject *cproc_plain_decode(const char *buf, Py_ssize_t len);
+
 /* ---- sharedctypes.c ----------------------------------------------------- */
 
 extern PyTypeObject cproc_SynchronizedBaseType;
@@ -165,6 +183,16 @@ int cproc_sharedctypes_init(PyObject *module);
 int cproc_sync_init(PyObject *module);
 
 /* ---- small helpers ------------------------------------------------------ */
+
+#if PY_VERSION_HEX < 0x030A0000
+static inline PyObject *Py_NewRef(PyObject *o) { Py_INCREF(o); return o; }
+#endif
+
+/* Parse a METH_FASTCALL|METH_KEYWORDS call against the NULL-terminated
+ * `names`; out[i] is the argument or NULL when absent; the first `nrequired`
+ * must be given. Error messages as the interpreter's own. */
+int cproc_parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                     const char *const *names, int nrequired, PyObject **out);
 
 /* Parse (block=True, timeout=None) from a vectorcall, as SemLock.acquire does. */
 int cproc_parse_block_timeout(const char *fname, PyObject *const *args, Py_ssize_t nargs,

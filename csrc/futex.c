@@ -223,44 +223,59 @@ int cproc_poll_until(struct pollfd *pfds, unsigned long n, int64_t deadline)
 
 /* ---- argument parsing shared by acquire() and friends ------------------- */
 
+int cproc_parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                     const char *const *names, int nrequired, PyObject **out)
+{
+    int n = 0;
+    while (names[n] != NULL)
+        n++;
+    if (nargs > n) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %d argument%s (%zd given)", fname, n,
+                     n == 1 ? "" : "s", nargs);
+        return -1;
+    }
+    for (int i = 0; i < n; i++)
+        out[i] = i < nargs ? args[i] : NULL;
+    Py_ssize_t nk = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t k = 0; k < nk; k++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+        int i = 0;
+        while (i < n && PyUnicode_CompareWithASCIIString(key, names[i]) != 0)
+            i++;
+        if (i == n) {
+            PyErr_Format(PyExc_TypeError, "'%U' is an invalid keyword argument for %s()", key, fname);
+            return -1;
+        }
+        if (out[i] != NULL) {
+            PyErr_Format(PyExc_TypeError, "argument for %s() given by name ('%U') and position (%d)",
+                         fname, key, i + 1);
+            return -1;
+        }
+        out[i] = args[nargs + k];
+    }
+    for (int i = 0; i < nrequired; i++)
+        if (out[i] == NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s' (pos %d)",
+                         fname, names[i], i + 1);
+            return -1;
+        }
+    return 0;
+}
+
 int cproc_parse_block_timeout(const char *fname, PyObject *const *args, Py_ssize_t nargs,
                               PyObject *kwnames, int *blocking, int64_t *deadline)
 {
-    PyObject *block = NULL, *timeout = NULL;
-    if (nargs > 2) {
-        PyErr_Format(PyExc_TypeError, "%s() takes at most 2 arguments (%zd given)", fname, nargs);
+    static const char *const names[] = {"block", "timeout", NULL};
+    PyObject *val[2];
+    if (cproc_parse_args(fname, args, nargs, kwnames, names, 0, val) < 0)
         return -1;
-    }
-    if (nargs > 0) block = args[0];
-    if (nargs > 1) timeout = args[1];
-    if (kwnames != NULL) {
-        Py_ssize_t nk = PyTuple_GET_SIZE(kwnames);
-        for (Py_ssize_t i = 0; i < nk; i++) {
-            PyObject *name = PyTuple_GET_ITEM(kwnames, i);
-            PyObject **slot;
-            if (PyUnicode_CompareWithASCIIString(name, "block") == 0)
-                slot = &block;
-            else if (PyUnicode_CompareWithASCIIString(name, "timeout") == 0)
-                slot = &timeout;
-            else {
-                PyErr_Format(PyExc_TypeError, "'%U' is an invalid keyword argument for %s()", name, fname);
-                return -1;
-            }
-            if (*slot != NULL) {
-                PyErr_Format(PyExc_TypeError, "argument for %s() given by name ('%U') and position",
-                             fname, name);
-                return -1;
-            }
-            *slot = args[nargs + i];
-        }
-    }
     *blocking = 1;
-    if (block != NULL) {
-        *blocking = PyObject_IsTrue(block);
+    if (val[0] != NULL) {
+        *blocking = PyObject_IsTrue(val[0]);
         if (*blocking < 0)
             return -1;
     }
-    return cproc_deadline_from_timeout(timeout, deadline);
+    return cproc_deadline_from_timeout(val[1], deadline);
 }
 
 int cproc_parse_optional_arg(const char *fname, const char *name, PyObject *const *args,

@@ -39,7 +39,8 @@ PyMODINIT_FUNC PyInit__cproc(void)
     PyObject *m = PyModule_Create(&cproc_module);
     if (m == NULL)
         return NULL;
-    if (cproc_identity_init() < 0 || cproc_sync_init(m) < 0 || cproc_sharedctypes_init(m) < 0)
+    if (cproc_identity_init() < 0 || cproc_sync_init(m) < 0 || cproc_sharedctypes_init(m) < 0 ||
+        cproc_queue_init(m) < 0)
         goto fail;
     if (add_type(m, &cproc_SegmentType, "Segment") < 0 ||
         add_type(m, &cproc_SharedBlockType, "SharedBlock") < 0 ||
@@ -56,7 +57,10 @@ PyMODINIT_FUNC PyInit__cproc(void)
         add_type(m, &cproc_SynchronizedBaseType, "SynchronizedBase") < 0 ||
         add_type(m, &cproc_SynchronizedType, "Synchronized") < 0 ||
         add_type(m, &cproc_SynchronizedArrayType, "SynchronizedArray") < 0 ||
-        add_type(m, &cproc_SynchronizedStringType, "SynchronizedString") < 0)
+        add_type(m, &cproc_SynchronizedStringType, "SynchronizedString") < 0 ||
+        add_type(m, &cproc_QueueType, "Queue") < 0 ||
+        add_type(m, &cproc_JoinableQueueType, "JoinableQueue") < 0 ||
+        add_type(m, &cproc_SimpleQueueType, "SimpleQueue") < 0)
         goto fail;
     if (PyModule_AddIntConstant(m, "LOCK", CPROC_LOCK) < 0 ||
         PyModule_AddIntConstant(m, "RLOCK", CPROC_RLOCK) < 0 ||

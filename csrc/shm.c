@@ -139,16 +139,26 @@ static SegmentObject *segment_from_fd(int fd, size_t size, pid_t origin_pid, int
     return seg;
 }
 
-static SegmentObject *segment_create(size_t size, int is_arena)
+int cproc_memfd_create(size_t size)
 {
     int fd = memfd_create(MEMFD_NAME, MFD_CLOEXEC);
-    if (fd < 0)
-        return (SegmentObject *)PyErr_SetFromErrno(PyExc_OSError);
+    if (fd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
     if (ftruncate(fd, (off_t)size) != 0) {
         PyErr_SetFromErrno(PyExc_OSError);
         close(fd);
-        return NULL;
+        return -1;
     }
+    return fd;
+}
+
+static SegmentObject *segment_create(size_t size, int is_arena)
+{
+    int fd = cproc_memfd_create(size);
+    if (fd < 0)
+        return NULL;
     SegmentObject *seg = segment_from_fd(fd, size, cproc_pid, fd);
     if (seg == NULL)
         return NULL;
@@ -165,31 +175,37 @@ static SegmentObject *segment_create(size_t size, int is_arena)
     return seg;
 }
 
-/* Open a segment held by another process through /proc/<pid>/fd/<fd>.
- * NULL without an exception when that process no longer holds it. */
-static SegmentObject *segment_open(pid_t pid, int fd, dev_t dev, ino_t ino)
+int cproc_memfd_open(pid_t pid, int fd, dev_t dev, ino_t ino)
 {
     char path[64], target[128];
     if (pid <= 0 || fd < 0)
-        return NULL;
+        return -1;
     snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)pid, fd);
     /* Only open what is one of our memfds: never a FIFO or device that a
      * recycled fd number might now name. The inode check below is the proof. */
     ssize_t n = readlink(path, target, sizeof target - 1);
     if (n < 0)
-        return NULL;
+        return -1;
     target[n] = '\0';
     if (strncmp(target, "/memfd:" MEMFD_NAME " ", strlen("/memfd:" MEMFD_NAME " ")) != 0)
-        return NULL;
+        return -1;
     int myfd = open(path, O_RDWR | O_CLOEXEC);
     if (myfd < 0)
-        return NULL;
+        return -1;
     struct stat st;
     if (fstat(myfd, &st) != 0 || st.st_dev != dev || st.st_ino != ino || st.st_size <= 0) {
         close(myfd);
-        return NULL;
+        return -1;
     }
-    return segment_from_fd(myfd, 0, pid, fd);
+    return myfd;
+}
+
+/* Open a segment held by another process through /proc/<pid>/fd/<fd>.
+ * NULL without an exception when that process no longer holds it. */
+static SegmentObject *segment_open(pid_t pid, int fd, dev_t dev, ino_t ino)
+{
+    int myfd = cproc_memfd_open(pid, fd, dev, ino);
+    return myfd < 0 ? NULL : segment_from_fd(myfd, 0, pid, fd);
 }
 
 /* ---- arena allocation --------------------------------------------------- */

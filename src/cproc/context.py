@@ -95,6 +95,21 @@ class BaseContext:
         from .sharedctypes import Array
         return Array(typecode_or_type, size_or_initializer, lock=lock, ctx=self.get_context())
 
+    def Queue(self, maxsize=0):
+        """Returns a queue object"""
+        from .queues import Queue
+        return Queue(maxsize, ctx=self.get_context())
+
+    def JoinableQueue(self, maxsize=0):
+        """Returns a queue object"""
+        from .queues import JoinableQueue
+        return JoinableQueue(maxsize, ctx=self.get_context())
+
+    def SimpleQueue(self):
+        """Returns a queue object"""
+        from .queues import SimpleQueue
+        return SimpleQueue(ctx=self.get_context())
+
     def Pipe(self, duplex=True):
         """Returns two connection object connected by a pipe"""
         from .connection import Pipe
@@ -276,6 +291,6 @@ _exported = [
     "Process", "current_process", "parent_process", "active_children", "cpu_count",
     "get_context", "set_start_method", "get_start_method", "get_all_start_methods",
     "set_executable", "set_forkserver_preload", "freeze_support", "get_logger", "log_to_stderr",
-    "Pipe", "Lock", "RLock", "Condition", "Semaphore", "BoundedSemaphore", "Event", "Barrier",
+    "Pipe", "Queue", "JoinableQueue", "SimpleQueue", "Lock", "RLock", "Condition", "Semaphore", "BoundedSemaphore", "Event", "Barrier",
     "RawValue", "RawArray", "Value", "Array",
 ]

@@ -1,0 +1,1362 @@
+/* queue.c — Queue, JoinableQueue and SimpleQueue: a ring of variable-size
+ * records in shared memory, shared by any number of producers and consumers.
+ *
+ * One memfd per queue holds a header page (futex words, counters, where the
+ * ring is) and the ring. Every process that has the queue keeps the memfd
+ * open, so what was put stays there after its producer exits.
+ *
+ * put pickles in the caller (no feeder thread), takes the queue's lock, copies
+ * the record to the tail and publishes it; get copies the record at the head
+ * out under the lock and unpickles after releasing it. The lock word holds
+ * the holder's pid and the head/tail/count are published only after a copy
+ * is complete, so a process killed inside put or get leaves a consistent
+ * ring that the next caller takes over.
+ *
+ * The ring never refuses a record: when one does not fit in the free space
+ * the ring moves to a larger region further on in the file (sparse: only what
+ * is used costs memory) and the old region's pages are released; an emptied,
+ * grown ring shrinks back the same way. Every process notices the move by a
+ * generation number and maps the new region on its next operation.
+ *
+ * Sleepers wait on sequence words (cproc_wait, futex.c); a put or get wakes
+ * only when someone sleeps. The GIL is released while waiting and while
+ * copying records of NOGIL_COPY bytes or more.
+ *
+ * Records: a record_header, then for pickles with out-of-band buffers (pickle
+ * protocol 5: NumPy arrays, memoryviews) a table of buffer lengths, the pickle
+ * stream and the buffers. Exact bytes and bytearray objects travel raw, small
+ * plain data (plain.c) in its own compact encoding.
+ */
+#include "cproc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stddef.h>
+#include <linux/falloc.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define QUEUE_MAGIC 0x43505155u        /* "CPQU" */
+#define HEADER_BYTES 4096u
+#define INITIAL_CAPACITY (1u << 20)
+#define NOGIL_COPY (256u << 10)
+#define MAXSIZE_LIMIT INT_MAX           /* multiprocessing's bound for maxsize */
+#define PLAIN_MAX_BYTES 4096           /* larger plain data goes through pickle */
+
+enum { K_PICKLE = 1, K_BYTES = 2, K_BYTEARRAY = 3, K_PLAIN = 4 };
+enum { BUF_READONLY = 1 };
+enum { Q_QUEUE = 0, Q_JOINABLE = 1, Q_SIMPLE = 2 };
+
+typedef struct {
+    uint64_t size;                      /* payload bytes after this header */
+    uint32_t kind;                      /* K_* */
+    uint32_t nbuf;                      /* out-of-band buffers (K_PICKLE) */
+} record_header;
+
+typedef struct {
+    uint64_t len;
+    uint64_t flags;                     /* BUF_READONLY */
+} buffer_entry;
+
+typedef struct {
+    uint32_t magic;
+    int32_t maxsize;                    /* 0: unbounded */
+    _Atomic uint32_t lock;              /* pid of the holder, 0 when free */
+    _Atomic uint32_t lock_waiters;
+    _Atomic uint32_t put_seq;           /* bumped by every put; getters sleep on it */
+    _Atomic uint32_t get_waiters;
+    _Atomic uint32_t get_seq;           /* bumped by every get; putters of a full queue sleep on it */
+    _Atomic uint32_t put_waiters;
+    _Atomic uint32_t unfinished;        /* JoinableQueue: put and not yet task_done() */
+    _Atomic uint32_t join_waiters;
+    _Atomic uint64_t count;             /* records in the ring */
+    _Atomic uint32_t ring_gen;          /* bumped when the ring moves */
+    uint32_t kind;                      /* Q_*: the class that created it */
+    /* guarded by lock */
+    uint64_t ring_off;                  /* file offset of the ring, page aligned */
+    uint64_t capacity;                  /* bytes, a multiple of the page size */
+    uint64_t head, tail;                /* byte positions; tail - head <= capacity */
+    uint64_t file_end;                  /* where the next ring region goes */
+} queue_header;
+
+typedef struct {
+    PyObject_HEAD
+    int fd;                             /* our own descriptor of the memfd */
+    queue_header *hdr;                  /* NULL until initialised */
+    char *ring;                         /* this process's mapping of the ring */
+    uint64_t ring_cap;
+    uint32_t ring_gen;                  /* generation of that mapping, 0: none */
+    dev_t dev;
+    ino_t ino;
+    pid_t origin_pid;                   /* the process whose fd we opened */
+    int origin_fd;
+    int closed;
+    int kind;                           /* Q_* */
+    PyObject *pending;                  /* list of popped records a failed get_many left */
+    PyObject *weakreflist;
+} QueueObject;
+
+/* A popped record, not yet turned into the object it holds. Taken under the
+ * queue lock, so only objects that cannot start the garbage collector (which
+ * could run a __del__ that uses this queue): bytes and bytearray. */
+typedef struct {
+    uint32_t kind;
+    uint32_t nbuf;
+    PyObject *data;                     /* bytes / bytearray / pickle stream */
+    PyObject **buffers;                 /* PyMem array of nbuf out-of-band buffers */
+} popped;
+
+/* An object ready to be written: its pickle (or itself) and buffer views. */
+typedef struct {
+    uint32_t kind;
+    PyObject *obj;
+    Py_buffer data;
+    PyObject *buffer_list;
+    Py_ssize_t nbuf;
+    Py_buffer *bufs;
+    uint64_t size;                      /* payload bytes */
+} message;
+
+static PyObject *Empty, *Full;          /* queue.Empty, queue.Full */
+static PyObject *pickle_loads, *str_buffers;
+static PyObject *py_dumps;              /* cproc.queues._dumps, imported on first use */
+static size_t page_size;
+
+static inline uint64_t align8(uint64_t n) { return (n + 7) & ~(uint64_t)7; }
+static inline uint64_t page_round(uint64_t n) { return (n + page_size - 1) / page_size * page_size; }
+
+/* ---- copying ------------------------------------------------------------ */
+
+static void copy_bytes(void *dst, const void *src, size_t n)
+{
+    if (n >= NOGIL_COPY) {
+        Py_BEGIN_ALLOW_THREADS
+        memcpy(dst, src, n);
+        Py_END_ALLOW_THREADS
+    } else
+        memcpy(dst, src, n);
+}
+
+static void ring_put(char *ring, uint64_t cap, uint64_t pos, const void *src, size_t n)
+{
+    uint64_t i = pos % cap;
+    size_t first = n < cap - i ? n : (size_t)(cap - i);
+    copy_bytes(ring + i, src, first);
+    if (n > first)
+        copy_bytes(ring, (const char *)src + first, n - first);
+}
+
+static void ring_take(const char *ring, uint64_t cap, uint64_t pos, void *dst, size_t n)
+{
+    uint64_t i = pos % cap;
+    size_t first = n < cap - i ? n : (size_t)(cap - i);
+    copy_bytes(dst, ring + i, first);
+    if (n > first)
+        copy_bytes((char *)dst + first, ring, n - first);
+}
+
+/* ---- the lock ----------------------------------------------------------- */
+
+static int qlock_try(void *ctx, uint32_t *seen)
+{
+    queue_header *h = ctx;
+    uint32_t expected = 0;
+    if (atomic_compare_exchange_strong(&h->lock, &expected, (uint32_t)cproc_pid))
+        return 1;
+    *seen = expected;
+    return 0;
+}
+
+/* A holder that died inside put or get left the ring as it was before the
+ * call (nothing is published before the copy is complete): take over. */
+static int qlock_holder_died(void *ctx)
+{
+    queue_header *h = ctx;
+    uint32_t holder = atomic_load(&h->lock);
+    if (holder == 0 || holder == (uint32_t)cproc_pid || !cproc_pid_is_dead((pid_t)holder))
+        return 0;
+    return atomic_compare_exchange_strong(&h->lock, &holder, (uint32_t)cproc_pid);
+}
+
+static void qlock_release(queue_header *h)
+{
+    atomic_store(&h->lock, 0);
+    cproc_wake_waiters(&h->lock, &h->lock_waiters, 1);
+}
+
+/* Map the ring where the header says it is now. Lock held. */
+static int ring_sync(QueueObject *q)
+{
+    queue_header *h = q->hdr;
+    uint32_t gen = atomic_load(&h->ring_gen);
+    if (q->ring_gen == gen)
+        return 0;
+    void *m = mmap(NULL, h->capacity, PROT_READ | PROT_WRITE, MAP_SHARED, q->fd, (off_t)h->ring_off);
+    if (m == MAP_FAILED) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    if (q->ring != NULL && munmap(q->ring, q->ring_cap) != 0) {
+        int err = errno;
+        munmap(m, h->capacity);
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    q->ring = m;
+    q->ring_cap = h->capacity;
+    q->ring_gen = gen;
+    return 0;
+}
+
+/* Take the lock (waiting as every primitive does) and map the current ring. */
+static int qlock_acquire(QueueObject *q)
+{
+    queue_header *h = q->hdr;
+    uint32_t seen;
+    if (!qlock_try(h, &seen) &&
+        cproc_wait(&h->lock, &h->lock_waiters, qlock_try, qlock_holder_died, h, CPROC_FOREVER) != CPROC_WAIT_OK)
+        return -1;
+    if (ring_sync(q) < 0) {
+        qlock_release(h);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- moving the ring ---------------------------------------------------- */
+
+/* Move the records to a new region of `new_cap` bytes. Lock held, ring synced. */
+static int ring_relocate(QueueObject *q, uint64_t new_cap)
+{
+    queue_header *h = q->hdr;
+    uint64_t used = h->tail - h->head;
+    uint64_t new_off = h->file_end, old_off = h->ring_off, old_cap = h->capacity;
+    if (new_off > (uint64_t)INT64_MAX - new_cap) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (ftruncate(q->fd, (off_t)(new_off + new_cap)) != 0) {
+        PyErr_SetFromErrno(errno == EFBIG || errno == ENOSPC ? PyExc_MemoryError : PyExc_OSError);
+        return -1;
+    }
+    char *m = mmap(NULL, new_cap, PROT_READ | PROT_WRITE, MAP_SHARED, q->fd, (off_t)new_off);
+    if (m == MAP_FAILED) {
+        PyErr_SetFromErrno(errno == ENOMEM ? PyExc_MemoryError : PyExc_OSError);
+        return -1;
+    }
+    ring_take(q->ring, q->ring_cap, h->head, m, used);
+    h->ring_off = new_off;
+    h->capacity = new_cap;
+    h->head = 0;
+    h->tail = used;
+    h->file_end = new_off + new_cap;
+    atomic_fetch_add(&h->ring_gen, 1);
+    /* Give the old region's pages back. Other processes may still have it
+     * mapped: they map the new one before touching the ring again. A failure
+     * only means the memory stays allocated until the queue is gone. */
+    (void)fallocate(q->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)old_off, (off_t)old_cap);
+    (void)munmap(q->ring, q->ring_cap);
+    q->ring = m;
+    q->ring_cap = new_cap;
+    q->ring_gen = atomic_load(&h->ring_gen);
+    return 0;
+}
+
+/* Make room for `need` more bytes. Lock held. */
+static int ring_reserve(QueueObject *q, uint64_t need)
+{
+    queue_header *h = q->hdr;
+    uint64_t used = h->tail - h->head;
+    if (need <= h->capacity - used)
+        return 0;
+    if (need > (uint64_t)INT64_MAX / 4) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    uint64_t cap = h->capacity * 2;
+    if (cap < used + need)
+        cap = page_round(used + need);
+    return ring_relocate(q, cap);
+}
+
+/* ---- messages: objects to records --------------------------------------- */
+
+static void message_clear(message *m)
+{
+    if (m->obj != NULL)
+        PyBuffer_Release(&m->data);
+    for (Py_ssize_t i = 0; i < m->nbuf; i++)
+        PyBuffer_Release(&m->bufs[i]);
+    PyMem_Free(m->bufs);
+    Py_CLEAR(m->obj);
+    Py_CLEAR(m->buffer_list);
+    m->bufs = NULL;
+    m->nbuf = 0;
+}
+
+/* Pickle `obj` (or take it as it is: bytes, bytearray). */
+static int message_init(message *m, PyObject *obj)
+{
+    memset(m, 0, sizeof *m);
+    PyObject *data;
+    char small[PLAIN_MAX_BYTES];
+    Py_ssize_t n;
+    if (PyBytes_CheckExact(obj) || PyByteArray_CheckExact(obj)) {
+        m->kind = PyBytes_CheckExact(obj) ? K_BYTES : K_BYTEARRAY;
+        data = Py_NewRef(obj);
+    } else if ((n = cproc_plain_encode(obj, small, sizeof small)) != 0) {
+        if (n < 0)
+            return -1;
+        m->kind = K_PLAIN;
+        data = PyBytes_FromStringAndSize(small, n);
+        if (data == NULL)
+            return -1;
+    } else {
+        m->kind = K_PICKLE;
+        if (py_dumps == NULL) {
+            PyObject *mod = PyImport_ImportModule("cproc.queues");
+            if (mod == NULL)
+                return -1;
+            py_dumps = PyObject_GetAttrString(mod, "_dumps");
+            Py_DECREF(mod);
+            if (py_dumps == NULL)
+                return -1;
+        }
+        PyObject *pair = PyObject_CallOneArg(py_dumps, obj);
+        if (pair == NULL)
+            return -1;
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+            Py_DECREF(pair);
+            PyErr_SetString(PyExc_SystemError, "cproc.queues._dumps must return (data, buffers)");
+            return -1;
+        }
+        data = Py_NewRef(PyTuple_GET_ITEM(pair, 0));
+        PyObject *buffers = PyTuple_GET_ITEM(pair, 1);
+        if (buffers != Py_None && PyList_GET_SIZE(buffers) > 0)
+            m->buffer_list = Py_NewRef(buffers);
+        Py_DECREF(pair);
+    }
+    if (PyObject_GetBuffer(data, &m->data, PyBUF_SIMPLE) < 0) {
+        Py_DECREF(data);
+        return -1;
+    }
+    m->obj = data;
+    m->size = (uint64_t)m->data.len;
+    if (m->buffer_list != NULL) {
+        Py_ssize_t n = PyList_GET_SIZE(m->buffer_list);
+        m->bufs = PyMem_Calloc((size_t)n, sizeof(Py_buffer));
+        if (m->bufs == NULL) {
+            PyErr_NoMemory();
+            message_clear(m);
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (PyObject_GetBuffer(PyList_GET_ITEM(m->buffer_list, i), &m->bufs[i], PyBUF_ANY_CONTIGUOUS) < 0) {
+                message_clear(m);
+                return -1;
+            }
+            m->nbuf = i + 1;
+            m->size += sizeof(buffer_entry) + (uint64_t)m->bufs[i].len;
+        }
+        if (n > UINT32_MAX) {
+            PyErr_SetString(PyExc_ValueError, "too many out-of-band buffers");
+            message_clear(m);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static inline uint64_t message_record_bytes(const message *m)
+{
+    return sizeof(record_header) + align8(m->size);
+}
+
+/* Write at the tail (space reserved). Lock held. */
+static void message_write(QueueObject *q, const message *m)
+{
+    queue_header *h = q->hdr;
+    uint64_t pos = h->tail;
+    record_header rh = {m->size, m->kind, (uint32_t)m->nbuf};
+    ring_put(q->ring, q->ring_cap, pos, &rh, sizeof rh);
+    pos += sizeof rh;
+    for (Py_ssize_t i = 0; i < m->nbuf; i++) {
+        buffer_entry e = {(uint64_t)m->bufs[i].len, m->bufs[i].readonly ? BUF_READONLY : 0};
+        ring_put(q->ring, q->ring_cap, pos, &e, sizeof e);
+        pos += sizeof e;
+    }
+    ring_put(q->ring, q->ring_cap, pos, m->data.buf, (size_t)m->data.len);
+    pos += (uint64_t)m->data.len;
+    for (Py_ssize_t i = 0; i < m->nbuf; i++) {
+        ring_put(q->ring, q->ring_cap, pos, m->bufs[i].buf, (size_t)m->bufs[i].len);
+        pos += (uint64_t)m->bufs[i].len;
+    }
+    h->tail += message_record_bytes(m);
+}
+
+/* ---- records back to objects -------------------------------------------- */
+
+static void popped_clear(popped *p)
+{
+    Py_CLEAR(p->data);
+    for (uint32_t i = 0; p->buffers != NULL && i < p->nbuf; i++)
+        Py_XDECREF(p->buffers[i]);
+    PyMem_Free(p->buffers);
+    p->buffers = NULL;
+    p->nbuf = 0;
+}
+
+static PyObject *new_buffer_object(uint32_t kind_or_flags_readonly, uint64_t len)
+{
+    if (len > (uint64_t)PY_SSIZE_T_MAX)
+        return PyErr_NoMemory();
+    return kind_or_flags_readonly ? PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len)
+                                  : PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)len);
+}
+
+static char *buffer_object_data(PyObject *o)
+{
+    return PyBytes_Check(o) ? PyBytes_AS_STRING(o) : PyByteArray_AS_STRING(o);
+}
+
+/* Copy the record at the head into Python objects. Lock held. Returns the
+ * record's size in the ring, 0 on error (MemoryError; the record stays). */
+static uint64_t record_read(QueueObject *q, popped *p)
+{
+    queue_header *h = q->hdr;
+    uint64_t pos = h->head;
+    record_header rh;
+    ring_take(q->ring, q->ring_cap, pos, &rh, sizeof rh);
+    uint64_t total = sizeof rh + align8(rh.size);
+    if (total > h->tail - h->head || (rh.kind != K_PICKLE && rh.nbuf != 0) ||
+        rh.kind < K_PICKLE || rh.kind > K_PLAIN ||
+        (uint64_t)rh.nbuf * sizeof(buffer_entry) > rh.size) {
+        PyErr_SetString(PyExc_RuntimeError, "cproc queue: corrupted record in shared memory");
+        return 0;
+    }
+    pos += sizeof rh;
+    p->kind = rh.kind;
+    p->buffers = NULL;
+    p->nbuf = 0;
+    uint64_t data_len = rh.size;
+    if (rh.nbuf > 0) {
+        buffer_entry *entries = PyMem_Malloc(rh.nbuf * sizeof *entries);
+        if (entries == NULL) {
+            PyErr_NoMemory();
+            return 0;
+        }
+        ring_take(q->ring, q->ring_cap, pos, entries, rh.nbuf * sizeof *entries);
+        pos += rh.nbuf * sizeof *entries;
+        data_len -= rh.nbuf * sizeof *entries;
+        p->buffers = PyMem_Calloc(rh.nbuf, sizeof(PyObject *));
+        int ok = p->buffers != NULL;
+        if (!ok)
+            PyErr_NoMemory();
+        for (uint32_t i = 0; ok && i < rh.nbuf; i++) {
+            if (entries[i].len > data_len) {
+                PyErr_SetString(PyExc_RuntimeError, "cproc queue: corrupted record in shared memory");
+                ok = 0;
+                break;
+            }
+            data_len -= entries[i].len;
+            p->buffers[i] = new_buffer_object(entries[i].flags & BUF_READONLY, entries[i].len);
+            ok = p->buffers[i] != NULL;
+            p->nbuf = i + 1;
+        }
+        PyMem_Free(entries);
+        if (!ok) {
+            popped_clear(p);
+            return 0;
+        }
+    }
+    p->data = new_buffer_object(rh.kind != K_BYTEARRAY, data_len);
+    if (p->data == NULL) {
+        popped_clear(p);
+        return 0;
+    }
+    ring_take(q->ring, q->ring_cap, pos, buffer_object_data(p->data), (size_t)data_len);
+    pos += data_len;
+    for (uint32_t i = 0; i < rh.nbuf; i++) {
+        PyObject *b = p->buffers[i];
+        Py_ssize_t len = PyBytes_Check(b) ? PyBytes_GET_SIZE(b) : PyByteArray_GET_SIZE(b);
+        ring_take(q->ring, q->ring_cap, pos, buffer_object_data(b), (size_t)len);
+        pos += (uint64_t)len;
+    }
+    return total;
+}
+
+/* The object a popped record holds. */
+static PyObject *popped_decode(popped *p)
+{
+    PyObject *result;
+    if (p->kind == K_PLAIN)
+        result = cproc_plain_decode(PyBytes_AS_STRING(p->data), PyBytes_GET_SIZE(p->data));
+    else if (p->kind != K_PICKLE)
+        result = Py_NewRef(p->data);
+    else if (p->nbuf == 0)
+        result = PyObject_CallOneArg(pickle_loads, p->data);
+    else {
+        PyObject *list = PyList_New(p->nbuf);
+        if (list == NULL)
+            return NULL;
+        for (uint32_t i = 0; i < p->nbuf; i++)
+            PyList_SET_ITEM(list, i, Py_NewRef(p->buffers[i]));
+        PyObject *args[2] = {p->data, list};
+        PyObject *kw = PyTuple_Pack(1, str_buffers);
+        result = kw ? PyObject_Vectorcall(pickle_loads, args, 1, kw) : NULL;
+        Py_XDECREF(kw);
+        Py_DECREF(list);
+    }
+    return result;
+}
+
+/* ---- the operations ------------------------------------------------------ */
+
+static int check_ready(QueueObject *q)
+{
+    if (q->hdr != NULL)
+        return 0;
+    PyErr_Format(PyExc_ValueError, "%s object is not initialised", Py_TYPE(q)->tp_name);
+    return -1;
+}
+
+static int check_open(QueueObject *q)
+{
+    if (check_ready(q) < 0)
+        return -1;
+    if (!q->closed)
+        return 0;
+    if (q->kind == Q_SIMPLE)
+        PyErr_SetString(PyExc_OSError, "handle is closed");
+    else
+        PyErr_Format(PyExc_ValueError, "Queue %R is closed", (PyObject *)q);
+    return -1;
+}
+
+typedef struct {
+    QueueObject *q;
+    message *msgs;
+    Py_ssize_t n;
+    int error;
+} put_ctx;
+
+/* Write the messages if there is room for all of them (bounded queues). */
+static int try_put(void *ctx, uint32_t *seen)
+{
+    put_ctx *c = ctx;
+    queue_header *h = c->q->hdr;
+    uint64_t n = (uint64_t)c->n;
+    *seen = atomic_load(&h->get_seq);
+    if (h->maxsize > 0 && atomic_load(&h->count) + n > (uint64_t)h->maxsize)
+        return 0;
+    if (qlock_acquire(c->q) < 0) {
+        c->error = 1;
+        return 1;
+    }
+    if (h->maxsize > 0 && atomic_load(&h->count) + n > (uint64_t)h->maxsize) {
+        qlock_release(h);
+        return 0;
+    }
+    if (c->q->kind == Q_JOINABLE && atomic_load(&h->unfinished) + n > (uint64_t)MAXSIZE_LIMIT) {
+        qlock_release(h);
+        PyErr_SetString(PyExc_ValueError, "JoinableQueue: too many unfinished tasks");
+        c->error = 1;
+        return 1;
+    }
+    uint64_t need = 0;
+    for (Py_ssize_t i = 0; i < c->n; i++)
+        need += message_record_bytes(&c->msgs[i]);
+    if (ring_reserve(c->q, need) < 0) {
+        qlock_release(h);
+        c->error = 1;
+        return 1;
+    }
+    for (Py_ssize_t i = 0; i < c->n; i++)
+        message_write(c->q, &c->msgs[i]);
+    if (c->q->kind == Q_JOINABLE)
+        atomic_fetch_add(&h->unfinished, (uint32_t)n);
+    atomic_fetch_add(&h->count, n);
+    atomic_fetch_add(&h->put_seq, (uint32_t)n);
+    qlock_release(h);
+    cproc_wake_waiters(&h->put_seq, &h->get_waiters, n > INT_MAX ? INT_MAX : (int)n);
+    return 1;
+}
+
+static int put_messages(QueueObject *q, message *msgs, Py_ssize_t n, int blocking, int64_t deadline)
+{
+    put_ctx c = {q, msgs, n, 0};
+    uint32_t seen;
+    int r;
+    if (try_put(&c, &seen))
+        r = CPROC_WAIT_OK;
+    else if (!blocking)
+        r = CPROC_WAIT_TIMEOUT;
+    else
+        r = cproc_wait(&q->hdr->get_seq, &q->hdr->put_waiters, try_put, NULL, &c, deadline);
+    if (r == CPROC_WAIT_ERROR || c.error)
+        return -1;
+    if (r == CPROC_WAIT_TIMEOUT) {
+        PyErr_SetNone(Full);
+        return -1;
+    }
+    return 0;
+}
+
+typedef struct {
+    QueueObject *q;
+    Py_ssize_t max;
+    popped *out;                        /* PyMem array, allocated under the lock */
+    Py_ssize_t n;
+    int error;
+} get_ctx;
+
+static int try_get(void *ctx, uint32_t *seen)
+{
+    get_ctx *c = ctx;
+    queue_header *h = c->q->hdr;
+    *seen = atomic_load(&h->put_seq);
+    if (atomic_load(&h->count) == 0)
+        return 0;
+    if (qlock_acquire(c->q) < 0) {
+        c->error = 1;
+        return 1;
+    }
+    uint64_t avail = atomic_load(&h->count);
+    Py_ssize_t want = avail < (uint64_t)c->max ? (Py_ssize_t)avail : c->max;
+    if (want == 0) {
+        qlock_release(h);
+        return 0;
+    }
+    c->out = PyMem_Calloc((size_t)want, sizeof(popped));
+    if (c->out == NULL) {
+        qlock_release(h);
+        PyErr_NoMemory();
+        c->error = 1;
+        return 1;
+    }
+    Py_ssize_t n = 0;
+    while (n < want) {
+        uint64_t size = record_read(c->q, &c->out[n]);
+        if (size == 0)
+            break;
+        h->head += size;
+        n++;
+    }
+    /* Publish what was taken (a MemoryError part way keeps the rest queued). */
+    atomic_fetch_sub(&h->count, (uint64_t)n);
+    atomic_fetch_add(&h->get_seq, (uint32_t)n);
+    if (atomic_load(&h->count) == 0 && h->capacity > INITIAL_CAPACITY && n > 0) {
+        /* An emptied, grown ring goes back to its first size: its pages return
+         * to the kernel. Failing to shrink is harmless. */
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        if (ring_relocate(c->q, INITIAL_CAPACITY) < 0)
+            PyErr_Clear();
+        PyErr_Restore(et, ev, tb);
+    }
+    qlock_release(h);
+    if (n == 0) {
+        PyMem_Free(c->out);
+        c->out = NULL;
+        c->error = 1;                   /* record_read set the exception */
+        return 1;
+    }
+    PyErr_Clear();                      /* a MemoryError after some records: return those */
+    c->n = n;
+    if (h->maxsize > 0)
+        cproc_wake_waiters(&h->get_seq, &h->put_waiters, n > INT_MAX ? INT_MAX : (int)n);
+    return 1;
+}
+
+/* Take up to `max` records (at least one, or fail with Empty). */
+static int get_records(QueueObject *q, Py_ssize_t max, int blocking, int64_t deadline, get_ctx *c)
+{
+    c->q = q;
+    c->max = max;
+    c->out = NULL;
+    c->n = 0;
+    c->error = 0;
+    uint32_t seen;
+    int r;
+    if (try_get(c, &seen))
+        r = CPROC_WAIT_OK;
+    else if (!blocking)
+        r = CPROC_WAIT_TIMEOUT;
+    else
+        r = cproc_wait(&q->hdr->put_seq, &q->hdr->get_waiters, try_get, NULL, c, deadline);
+    if (r == CPROC_WAIT_ERROR || c->error)
+        return -1;
+    if (r == CPROC_WAIT_TIMEOUT) {
+        PyErr_SetNone(Empty);
+        return -1;
+    }
+    return 0;
+}
+
+
+/* ---- records a failed get_many left behind ------------------------------ */
+
+/* Put popped records back in front of q->pending, as (kind, data, buffers). */
+static int pending_push_front(QueueObject *q, popped *p, Py_ssize_t n)
+{
+    if (n == 0)
+        return 0;
+    if (q->pending == NULL && (q->pending = PyList_New(0)) == NULL)
+        return -1;
+    PyObject *items = PyList_New(n);
+    if (items == NULL)
+        return -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *bufs = PyTuple_New(p[i].nbuf);
+        for (uint32_t k = 0; bufs != NULL && k < p[i].nbuf; k++)
+            PyTuple_SET_ITEM(bufs, k, Py_NewRef(p[i].buffers[k]));
+        PyObject *t = bufs ? Py_BuildValue("(ION)", p[i].kind, p[i].data, bufs) : NULL;
+        if (t == NULL) {
+            Py_DECREF(items);
+            return -1;
+        }
+        PyList_SET_ITEM(items, i, t);
+    }
+    int r = PyList_SetSlice(q->pending, 0, 0, items);
+    Py_DECREF(items);
+    return r;
+}
+
+/* Take up to `max` records from q->pending into a new popped array. */
+static popped *pending_take(QueueObject *q, Py_ssize_t max, Py_ssize_t *n)
+{
+    Py_ssize_t have = PyList_GET_SIZE(q->pending);
+    *n = have < max ? have : max;
+    popped *p = PyMem_Calloc((size_t)*n, sizeof(popped));
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < *n; i++) {
+        PyObject *t = PyList_GET_ITEM(q->pending, i);
+        p[i].kind = (uint32_t)PyLong_AsUnsignedLong(PyTuple_GET_ITEM(t, 0));
+        p[i].data = Py_NewRef(PyTuple_GET_ITEM(t, 1));
+        PyObject *bufs = PyTuple_GET_ITEM(t, 2);
+        p[i].nbuf = (uint32_t)PyTuple_GET_SIZE(bufs);
+        if (p[i].nbuf > 0) {
+            p[i].buffers = PyMem_Calloc(p[i].nbuf, sizeof(PyObject *));
+            if (p[i].buffers == NULL) {
+                p[i].nbuf = 0;
+                PyErr_NoMemory();
+                for (Py_ssize_t j = 0; j <= i; j++)
+                    popped_clear(&p[j]);
+                PyMem_Free(p);
+                return NULL;
+            }
+            for (uint32_t k = 0; k < p[i].nbuf; k++)
+                p[i].buffers[k] = Py_NewRef(PyTuple_GET_ITEM(bufs, k));
+        }
+    }
+    if (PyList_SetSlice(q->pending, 0, *n, NULL) < 0) {
+        for (Py_ssize_t i = 0; i < *n; i++)
+            popped_clear(&p[i]);
+        PyMem_Free(p);
+        return NULL;
+    }
+    return p;
+}
+
+/* Decode n popped records: the object (want_list 0, n == 1) or a list. When
+ * one fails to unpickle, the objects before it are returned and the failing
+ * record and the rest wait in q->pending; the next get raises its error.
+ * Nothing taken from the shared queue is ever dropped. Frees p. */
+static PyObject *decode_all(QueueObject *q, popped *p, Py_ssize_t n, int want_list)
+{
+    PyObject *result = want_list ? PyList_New(0) : NULL;
+    Py_ssize_t i = 0;
+    if (want_list && result == NULL)
+        goto done;
+    for (; i < n; i++) {
+        PyObject *obj = popped_decode(&p[i]);
+        if (obj == NULL) {
+            if (want_list && PyList_GET_SIZE(result) > 0) {
+                PyErr_Clear();
+                if (pending_push_front(q, p + i, n - i) < 0)
+                    Py_CLEAR(result);
+            } else {
+                PyObject *et, *ev, *tb;
+                PyErr_Fetch(&et, &ev, &tb);
+                if (pending_push_front(q, p + i + 1, n - i - 1) < 0) {
+                    Py_XDECREF(et);
+                    Py_XDECREF(ev);
+                    Py_XDECREF(tb);
+                } else
+                    PyErr_Restore(et, ev, tb);
+                Py_CLEAR(result);
+            }
+            goto done;
+        }
+        if (!want_list) {
+            result = obj;
+            continue;
+        }
+        int r = PyList_Append(result, obj);
+        Py_DECREF(obj);
+        if (r < 0) {
+            Py_CLEAR(result);
+            goto done;
+        }
+    }
+done:
+    for (Py_ssize_t j = 0; j < n; j++)
+        popped_clear(&p[j]);
+    PyMem_Free(p);
+    return result;
+}
+
+static PyObject *take(QueueObject *q, Py_ssize_t max, int blocking, int64_t deadline, int want_list)
+{
+    if (q->pending != NULL && PyList_GET_SIZE(q->pending) > 0) {
+        Py_ssize_t n;
+        popped *p = pending_take(q, max, &n);
+        return p ? decode_all(q, p, n, want_list) : NULL;
+    }
+    get_ctx c;
+    if (get_records(q, max, blocking, deadline, &c) < 0)
+        return NULL;
+    return decode_all(q, c.out, c.n, want_list);
+}
+
+/* ---- methods ------------------------------------------------------------- */
+
+static int parse_block_timeout(PyObject *block, PyObject *timeout, int *blocking, int64_t *deadline)
+{
+    *blocking = 1;
+    if (block != NULL && (*blocking = PyObject_IsTrue(block)) < 0)
+        return -1;
+    return cproc_deadline_from_timeout(timeout, deadline);
+}
+
+static PyObject *queue_put(QueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"obj", "block", "timeout", NULL};
+    PyObject *a[3];
+    int blocking;
+    int64_t deadline;
+    if (cproc_parse_args("put", args, nargs, kwnames, names, 1, a) < 0 ||
+        parse_block_timeout(a[1], a[2], &blocking, &deadline) < 0 || check_open(self) < 0)
+        return NULL;
+    message m;
+    if (message_init(&m, a[0]) < 0)
+        return NULL;
+    int r = put_messages(self, &m, 1, blocking, deadline);
+    message_clear(&m);
+    if (r < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *queue_put_nowait(QueueObject *self, PyObject *obj)
+{
+    if (check_open(self) < 0)
+        return NULL;
+    message m;
+    if (message_init(&m, obj) < 0)
+        return NULL;
+    int r = put_messages(self, &m, 1, 0, 0);
+    message_clear(&m);
+    if (r < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *queue_put_many(QueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"iterable", "block", "timeout", NULL};
+    PyObject *a[3];
+    int blocking;
+    int64_t deadline;
+    if (cproc_parse_args("put_many", args, nargs, kwnames, names, 1, a) < 0 ||
+        parse_block_timeout(a[1], a[2], &blocking, &deadline) < 0 || check_open(self) < 0)
+        return NULL;
+    PyObject *items = PySequence_Fast(a[0], "put_many() argument must be iterable");
+    if (items == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(items);
+    int32_t maxsize = self->hdr->maxsize;
+    if (maxsize > 0 && n > maxsize) {
+        PyErr_Format(PyExc_ValueError, "put_many() of %zd items can never fit a queue of maxsize %d",
+                     n, (int)maxsize);
+        Py_DECREF(items);
+        return NULL;
+    }
+    message *msgs = PyMem_Calloc(n > 0 ? (size_t)n : 1, sizeof(message));
+    int r = msgs == NULL ? (PyErr_NoMemory(), -1) : 0;
+    Py_ssize_t ready = 0;
+    for (; r == 0 && ready < n; ready++)
+        if (message_init(&msgs[ready], PySequence_Fast_GET_ITEM(items, ready)) < 0)
+            r = -1;
+    if (r == 0) {
+        ready = n;
+        if (n > 0)
+            r = put_messages(self, msgs, n, blocking, deadline);
+    } else
+        ready--;                        /* the failed one cleared itself */
+    for (Py_ssize_t i = 0; i < ready; i++)
+        message_clear(&msgs[i]);
+    PyMem_Free(msgs);
+    Py_DECREF(items);
+    if (r < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *queue_get(QueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"block", "timeout", NULL};
+    PyObject *a[2];
+    int blocking;
+    int64_t deadline;
+    if (cproc_parse_args("get", args, nargs, kwnames, names, 0, a) < 0 ||
+        parse_block_timeout(a[0], a[1], &blocking, &deadline) < 0 || check_open(self) < 0)
+        return NULL;
+    return take(self, 1, blocking, deadline, 0);
+}
+
+static PyObject *queue_get_nowait(QueueObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (check_open(self) < 0)
+        return NULL;
+    return take(self, 1, 0, 0, 0);
+}
+
+static PyObject *queue_get_many(QueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"max_items", "block", "timeout", NULL};
+    PyObject *a[3];
+    int blocking;
+    int64_t deadline;
+    if (cproc_parse_args("get_many", args, nargs, kwnames, names, 1, a) < 0)
+        return NULL;
+    Py_ssize_t max = PyNumber_AsSsize_t(a[0], PyExc_OverflowError);
+    if (max == -1 && PyErr_Occurred())
+        return NULL;
+    if (max < 1) {
+        PyErr_SetString(PyExc_ValueError, "max_items must be at least 1");
+        return NULL;
+    }
+    if (parse_block_timeout(a[1], a[2], &blocking, &deadline) < 0 || check_open(self) < 0)
+        return NULL;
+    return take(self, max, blocking, deadline, 1);
+}
+
+static PyObject *simplequeue_get(QueueObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (check_open(self) < 0)
+        return NULL;
+    return take(self, 1, 1, CPROC_FOREVER, 0);
+}
+
+static PyObject *simplequeue_put(QueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"obj", NULL};
+    PyObject *obj;
+    if (cproc_parse_args("put", args, nargs, kwnames, names, 1, &obj) < 0 || check_open(self) < 0)
+        return NULL;
+    return queue_put_nowait(self, obj);
+}
+
+static PyObject *queue_qsize(QueueObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (check_ready(self) < 0)
+        return NULL;
+    return PyLong_FromUnsignedLongLong(atomic_load(&self->hdr->count));
+}
+
+static PyObject *queue_empty(QueueObject *self, PyObject *unused)
+{
+    (void)unused;
+    if ((self->kind == Q_SIMPLE ? check_open(self) : check_ready(self)) < 0)
+        return NULL;
+    int has_pending = self->pending != NULL && PyList_GET_SIZE(self->pending) > 0;
+    return PyBool_FromLong(atomic_load(&self->hdr->count) == 0 && !has_pending);
+}
+
+static PyObject *queue_full(QueueObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (check_ready(self) < 0)
+        return NULL;
+    int32_t maxsize = self->hdr->maxsize;
+    return PyBool_FromLong(maxsize > 0 && atomic_load(&self->hdr->count) >= (uint64_t)maxsize);
+}
+
+static PyObject *queue_close(QueueObject *self, PyObject *unused)
+{
+    (void)unused;
+    self->closed = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *queue_join_thread(QueueObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (!self->closed) {
+        PyErr_Format(PyExc_AssertionError, "Queue %R not closed", (PyObject *)self);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *queue_cancel_join_thread(QueueObject *self, PyObject *unused)
+{
+    (void)self; (void)unused;
+    Py_RETURN_NONE;
+}
+
+static PyObject *queue_task_done(QueueObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (check_ready(self) < 0)
+        return NULL;
+    queue_header *h = self->hdr;
+    uint32_t v = atomic_load(&h->unfinished);
+    do {
+        if (v == 0) {
+            PyErr_SetString(PyExc_ValueError, "task_done() called too many times");
+            return NULL;
+        }
+    } while (!atomic_compare_exchange_weak(&h->unfinished, &v, v - 1));
+    if (v == 1)
+        cproc_wake_waiters(&h->unfinished, &h->join_waiters, INT_MAX);
+    Py_RETURN_NONE;
+}
+
+static int try_join(void *ctx, uint32_t *seen)
+{
+    queue_header *h = ctx;
+    *seen = atomic_load(&h->unfinished);
+    return *seen == 0;
+}
+
+static PyObject *queue_join(QueueObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (check_ready(self) < 0)
+        return NULL;
+    uint32_t seen;
+    if (!try_join(self->hdr, &seen) &&
+        cproc_wait(&self->hdr->unfinished, &self->hdr->join_waiters, try_join, NULL, self->hdr,
+                   CPROC_FOREVER) != CPROC_WAIT_OK)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *queue_ring_info(QueueObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (check_ready(self) < 0)
+        return NULL;
+    queue_header *h = self->hdr;
+    if (qlock_acquire(self) < 0)
+        return NULL;
+    PyObject *d = Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:I}", "capacity", (unsigned long long)h->capacity,
+                                "used", (unsigned long long)(h->tail - h->head),
+                                "ring_offset", (unsigned long long)h->ring_off,
+                                "file_end", (unsigned long long)h->file_end,
+                                "count", (unsigned long long)atomic_load(&h->count),
+                                "generation", atomic_load(&h->ring_gen));
+    qlock_release(h);
+    return d;
+}
+
+/* ---- creating, attaching, pickling -------------------------------------- */
+
+static int kind_of_type(PyTypeObject *type);
+
+static void queue_release(QueueObject *q)
+{
+    if (q->ring != NULL)
+        (void)munmap(q->ring, q->ring_cap);
+    if (q->hdr != NULL)
+        (void)munmap(q->hdr, HEADER_BYTES);
+    if (q->fd >= 0)
+        close(q->fd);
+    q->ring = NULL;
+    q->hdr = NULL;
+    q->fd = -1;
+    q->ring_gen = 0;
+    Py_CLEAR(q->pending);
+}
+
+/* Map the header of the memfd `fd` (ours) and record its identity. */
+static int queue_map(QueueObject *q, int fd, pid_t origin_pid, int origin_fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        close(fd);
+        return -1;
+    }
+    void *hdr = mmap(NULL, HEADER_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (hdr == MAP_FAILED) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        close(fd);
+        return -1;
+    }
+    q->fd = fd;
+    q->hdr = hdr;
+    q->dev = st.st_dev;
+    q->ino = st.st_ino;
+    q->origin_pid = origin_pid;
+    q->origin_fd = origin_fd;
+    q->closed = 0;
+    return 0;
+}
+
+static int queue_create(QueueObject *q, int32_t maxsize)
+{
+    queue_release(q);
+    int fd = cproc_memfd_create(HEADER_BYTES + INITIAL_CAPACITY);
+    if (fd < 0 || queue_map(q, fd, cproc_pid, fd) < 0)
+        return -1;
+    queue_header *h = q->hdr;
+    h->maxsize = maxsize;
+    h->kind = (uint32_t)q->kind;
+    h->ring_off = HEADER_BYTES;
+    h->capacity = INITIAL_CAPACITY;
+    h->file_end = HEADER_BYTES + INITIAL_CAPACITY;
+    atomic_store(&h->ring_gen, 1);
+    atomic_store(&h->lock, 0);
+    h->magic = QUEUE_MAGIC;
+    return 0;
+}
+
+static PyObject *queue_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    (void)args; (void)kwds;
+    QueueObject *q = (QueueObject *)type->tp_alloc(type, 0);
+    if (q == NULL)
+        return NULL;
+    q->fd = -1;
+    q->kind = kind_of_type(type);
+    return (PyObject *)q;
+}
+
+static int queue_init(QueueObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"maxsize", "ctx", NULL};
+    PyObject *maxsize = NULL, *ctx = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O$O:Queue", kwlist, &maxsize, &ctx))
+        return -1;
+    long value = 0;
+    if (maxsize != NULL) {
+        /* as multiprocessing: "maxsize <= 0" first, then a C int */
+        PyObject *zero = PyLong_FromLong(0);
+        int le = zero ? PyObject_RichCompareBool(maxsize, zero, Py_LE) : -1;
+        Py_XDECREF(zero);
+        if (le < 0)
+            return -1;
+        if (!le) {
+            int overflow;
+            value = PyLong_AsLongAndOverflow(maxsize, &overflow);
+            if (value == -1 && PyErr_Occurred())
+                return -1;
+            if (overflow || value > MAXSIZE_LIMIT) {
+                PyErr_SetString(PyExc_OverflowError, "Python int too large to convert to C int");
+                return -1;
+            }
+        }
+    }
+    return queue_create(self, (int32_t)value);
+}
+
+static int simplequeue_init(QueueObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"ctx", NULL};
+    PyObject *ctx = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$O:SimpleQueue", kwlist, &ctx))
+        return -1;
+    return queue_create(self, 0);
+}
+
+static void queue_dealloc(QueueObject *self)
+{
+    if (self->weakreflist != NULL)
+        PyObject_ClearWeakRefs((PyObject *)self);
+    queue_release(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* handle = (dev, ino, pid, fd, pid2, fd2): the memfd is reachable through our
+ * fd or through the one we opened it from. */
+static PyObject *queue_reduce(QueueObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (check_ready(self) < 0)
+        return NULL;
+    PyObject *ctor = PyObject_GetAttrString((PyObject *)Py_TYPE(self), "_from_handle");
+    if (ctor == NULL)
+        return NULL;
+    return Py_BuildValue("(N((KKiiii)))", ctor, (unsigned long long)self->dev,
+                         (unsigned long long)self->ino, (int)cproc_pid, self->fd,
+                         (int)self->origin_pid, self->origin_fd);
+}
+
+static PyObject *queue_from_handle(PyTypeObject *type, PyObject *handle)
+{
+    unsigned long long dev, ino;
+    int pid1, fd1, pid2, fd2;
+    if (!PyTuple_Check(handle) ||
+        !PyArg_ParseTuple(handle, "KKiiii;invalid cproc queue handle", &dev, &ino, &pid1, &fd1, &pid2, &fd2)) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "invalid cproc queue handle");
+        return NULL;
+    }
+    QueueObject *q = (QueueObject *)queue_new(type, NULL, NULL);
+    if (q == NULL)
+        return NULL;
+    int fd = cproc_memfd_open(pid1, fd1, (dev_t)dev, (ino_t)ino);
+    pid_t from_pid = pid1;
+    int from_fd = fd1;
+    if (fd < 0 && (pid2 != pid1 || fd2 != fd1)) {
+        fd = cproc_memfd_open(pid2, fd2, (dev_t)dev, (ino_t)ino);
+        from_pid = pid2;
+        from_fd = fd2;
+    }
+    if (fd < 0) {
+        Py_DECREF(q);
+        PyErr_Format(PyExc_FileNotFoundError,
+                     "cannot attach cproc queue: no process that held it is still running "
+                     "(pid %d, %d)", pid1, pid2);
+        return NULL;
+    }
+    if (queue_map(q, fd, from_pid, from_fd) < 0) {
+        Py_DECREF(q);
+        return NULL;
+    }
+    if (q->hdr->magic != QUEUE_MAGIC || (int)q->hdr->kind != q->kind) {
+        Py_DECREF(q);
+        PyErr_SetString(PyExc_TypeError, "cproc handle is not one of this kind of queue");
+        return NULL;
+    }
+    return (PyObject *)q;
+}
+
+/* ---- types --------------------------------------------------------------- */
+
+#define FASTKW (METH_FASTCALL | METH_KEYWORDS)
+
+#define COMMON_METHODS                                                                           \
+    {"empty", (PyCFunction)queue_empty, METH_NOARGS, "Return True if the queue is empty."},     \
+    {"close", (PyCFunction)queue_close, METH_NOARGS,                                            \
+     "Close this process's end of the queue; what was put stays for the others."},              \
+    {"_from_handle", (PyCFunction)queue_from_handle, METH_O | METH_CLASS,                       \
+     "Attach the queue a handle names (used by unpickling)."},                                  \
+    {"_ring_info", (PyCFunction)queue_ring_info, METH_NOARGS, "Sizes of the ring (for tests)."}, \
+    {"__reduce__", (PyCFunction)queue_reduce, METH_NOARGS, NULL}
+
+#define QUEUE_METHODS                                                                            \
+    {"put", (PyCFunction)(void (*)(void))queue_put, FASTKW,                                     \
+     "put(obj, block=True, timeout=None)\n--\n\nPickle obj in the caller and add it to the queue; " \
+     "queue.Full if a bounded queue stays full."},                                              \
+    {"get", (PyCFunction)(void (*)(void))queue_get, FASTKW,                                     \
+     "get(block=True, timeout=None)\n--\n\nRemove and return the oldest item; queue.Empty on timeout."}, \
+    {"put_nowait", (PyCFunction)queue_put_nowait, METH_O, "put_nowait(obj)\n--\n\nput(obj, False)"}, \
+    {"get_nowait", (PyCFunction)queue_get_nowait, METH_NOARGS, "get_nowait()\n--\n\nget(False)"}, \
+    {"put_many", (PyCFunction)(void (*)(void))queue_put_many, FASTKW,                           \
+     "put_many(iterable, block=True, timeout=None)\n--\n\nAdd all items at once, or none of them."}, \
+    {"get_many", (PyCFunction)(void (*)(void))queue_get_many, FASTKW,                           \
+     "get_many(max_items, block=True, timeout=None)\n--\n\n"                                    \
+     "Remove and return a list of 1 to max_items oldest items; queue.Empty on timeout."},       \
+    {"qsize", (PyCFunction)queue_qsize, METH_NOARGS, "The exact number of items in the queue."}, \
+    {"full", (PyCFunction)queue_full, METH_NOARGS, "Return True if a bounded queue is full."},   \
+    {"join_thread", (PyCFunction)queue_join_thread, METH_NOARGS,                                \
+     "Nothing to join (no feeder thread); AssertionError unless closed, as multiprocessing."},  \
+    {"cancel_join_thread", (PyCFunction)queue_cancel_join_thread, METH_NOARGS,                  \
+     "Nothing to cancel: put() returns once the item is in shared memory."},                    \
+    COMMON_METHODS
+
+static PyMethodDef queue_methods[] = {QUEUE_METHODS, {NULL}};
+
+static PyMethodDef joinable_methods[] = {
+    QUEUE_METHODS,
+    {"task_done", (PyCFunction)queue_task_done, METH_NOARGS,
+     "Mark one item as processed; ValueError if called more often than items were put."},
+    {"join", (PyCFunction)queue_join, METH_NOARGS, "Block until every item put has been task_done()."},
+    {NULL}
+};
+
+static PyMethodDef simple_methods[] = {
+    {"get", (PyCFunction)simplequeue_get, METH_NOARGS, "get()\n--\n\nRemove and return the oldest item."},
+    {"put", (PyCFunction)(void (*)(void))simplequeue_put, FASTKW, "put(obj)\n--\n\nAdd obj; never blocks."},
+    {"__class_getitem__", Py_GenericAlias, METH_O | METH_CLASS, NULL},
+    COMMON_METHODS,
+    {NULL}
+};
+
+#define QUEUE_TYPE_COMMON                                                 \
+    PyVarObject_HEAD_INIT(NULL, 0)                                        \
+    .tp_basicsize = sizeof(QueueObject),                                  \
+    .tp_dealloc = (destructor)queue_dealloc,                              \
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,                 \
+    .tp_weaklistoffset = offsetof(QueueObject, weakreflist),              \
+    .tp_new = queue_new
+
+PyTypeObject cproc_QueueType = {
+    QUEUE_TYPE_COMMON,
+    .tp_name = "cproc.queues.Queue",
+    .tp_doc = "Queue(maxsize=0, *, ctx=None)\n\nA process-shared FIFO queue in shared memory "
+              "(multiprocessing.Queue's API, plus put_many/get_many).",
+    .tp_methods = queue_methods,
+    .tp_init = (initproc)queue_init,
+};
+
+PyTypeObject cproc_JoinableQueueType = {
+    QUEUE_TYPE_COMMON,
+    .tp_name = "cproc.queues.JoinableQueue",
+    .tp_doc = "JoinableQueue(maxsize=0, *, ctx=None)\n\nA Queue with task_done() and join().",
+    .tp_methods = joinable_methods,
+    .tp_base = &cproc_QueueType,
+};
+
+PyTypeObject cproc_SimpleQueueType = {
+    QUEUE_TYPE_COMMON,
+    .tp_name = "cproc.queues.SimpleQueue",
+    .tp_doc = "SimpleQueue(*, ctx=None)\n\nAn unbounded process-shared FIFO queue: get, put, empty, close.",
+    .tp_methods = simple_methods,
+    .tp_init = (initproc)simplequeue_init,
+};
+
+static int kind_of_type(PyTypeObject *type)
+{
+    if (PyType_IsSubtype(type, &cproc_SimpleQueueType))
+        return Q_SIMPLE;
+    if (PyType_IsSubtype(type, &cproc_JoinableQueueType))
+        return Q_JOINABLE;
+    return Q_QUEUE;
+}
+
+/* The objects queue.c needs from the standard library. */
+int cproc_queue_init(PyObject *module)
+{
+    page_size = (size_t)sysconf(_SC_PAGESIZE);
+    PyObject *queue_mod = PyImport_ImportModule("queue");
+    if (queue_mod == NULL)
+        return -1;
+    Empty = PyObject_GetAttrString(queue_mod, "Empty");
+    Full = PyObject_GetAttrString(queue_mod, "Full");
+    Py_DECREF(queue_mod);
+    PyObject *pickle = PyImport_ImportModule("pickle");
+    if (pickle == NULL)
+        return -1;
+    pickle_loads = PyObject_GetAttrString(pickle, "loads");
+    Py_DECREF(pickle);
+    str_buffers = PyUnicode_InternFromString("buffers");
+    if (Empty == NULL || Full == NULL || pickle_loads == NULL || str_buffers == NULL)
+        return -1;
+    (void)module;
+    return 0;
+}
