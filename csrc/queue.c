@@ -14,8 +14,9 @@
  *
  * The ring never refuses a record: when one does not fit in the free space
  * the ring moves to a larger region further on in the file (sparse: only what
- * is used costs memory) and the old region's pages are released; an emptied,
- * grown ring shrinks back the same way. Every process notices the move by a
+ * is used costs memory) and the old region's pages are released; an emptied
+ * ring much larger than its traffic of the last second shrinks back the same
+ * way, and the pages of a huge record are released as soon as it is taken. Every process notices the move by a
  * generation number and maps the new region on its next operation.
  *
  * Sleepers wait on sequence words (cproc_wait, futex.c); a put or get wakes
@@ -43,6 +44,9 @@
 #define HEADER_BYTES 4096u
 #define INITIAL_CAPACITY (1u << 20)
 #define NOGIL_COPY (256u << 10)
+#define FILE_WRITE_OVER (64u << 10)
+#define RELEASE_OVER (8u << 20)         /* a record this large frees its pages once taken */
+#define SHRINK_WINDOW_NS (1000000000LL)
 #define MAXSIZE_LIMIT INT_MAX           /* multiprocessing's bound for maxsize */
 #define PLAIN_MAX_BYTES 4096           /* larger plain data goes through pickle */
 
@@ -80,6 +84,9 @@ typedef struct {
     uint64_t capacity;                  /* bytes, a multiple of the page size */
     uint64_t head, tail;                /* byte positions; tail - head <= capacity */
     uint64_t file_end;                  /* where the next ring region goes */
+    uint64_t peak;                      /* most bytes held since window_start */
+    int64_t window_start;               /* CLOCK_MONOTONIC ns */
+    uint64_t touched;                   /* ring bytes [0, touched) have been written */
 } queue_header;
 
 typedef struct {
@@ -140,22 +147,70 @@ static void copy_bytes(void *dst, const void *src, size_t n)
         memcpy(dst, src, n);
 }
 
-static void ring_put(char *ring, uint64_t cap, uint64_t pos, const void *src, size_t n)
+/* Writing ring pages nobody has touched yet goes through pwrite on the memfd
+ * rather than the mapping: the kernel then fills the fresh pages without
+ * zeroing them first and without a page fault each. Pages already written
+ * (below hdr->touched) are copied to directly, which is much faster. */
+static int file_write(int fd, const char *buf, size_t n, uint64_t off)
 {
-    uint64_t i = pos % cap;
-    size_t first = n < cap - i ? n : (size_t)(cap - i);
-    copy_bytes(ring + i, src, first);
-    if (n > first)
-        copy_bytes(ring, (const char *)src + first, n - first);
+    int err = 0;
+    Py_BEGIN_ALLOW_THREADS
+    while (n > 0) {
+        ssize_t r = pwrite(fd, buf, n, (off_t)off);
+        if (r < 0 && errno == EINTR)
+            continue;               /* the lock is held: finish; signals run after */
+        if (r <= 0) {
+            err = r < 0 ? errno : EIO;
+            break;
+        }
+        buf += r;
+        off += (uint64_t)r;
+        n -= (size_t)r;
+    }
+    Py_END_ALLOW_THREADS
+    if (err == 0)
+        return 0;
+    errno = err;
+    PyErr_SetFromErrno(err == ENOSPC || err == ENOMEM ? PyExc_MemoryError : PyExc_OSError);
+    return -1;
 }
 
-static void ring_take(const char *ring, uint64_t cap, uint64_t pos, void *dst, size_t n)
+/* Copy n bytes to (writing) or from the ring at byte position pos. */
+static int ring_copy(QueueObject *q, int writing, uint64_t pos, char *buf, size_t n)
 {
-    uint64_t i = pos % cap;
-    size_t first = n < cap - i ? n : (size_t)(cap - i);
-    copy_bytes(dst, ring + i, first);
-    if (n > first)
-        copy_bytes((char *)dst + first, ring, n - first);
+    queue_header *h = q->hdr;
+    uint64_t cap = q->ring_cap;
+    while (n > 0) {
+        uint64_t i = pos % cap;
+        size_t piece = n < cap - i ? n : (size_t)(cap - i);
+        if (!writing)
+            copy_bytes(buf, q->ring + i, piece);
+        else {
+            size_t warm = h->touched <= i ? 0 : h->touched - i < piece ? (size_t)(h->touched - i) : piece;
+            copy_bytes(q->ring + i, buf, warm);
+            if (piece - warm >= FILE_WRITE_OVER) {
+                if (file_write(q->fd, buf + warm, piece - warm, h->ring_off + i + warm) < 0)
+                    return -1;
+            } else
+                memcpy(q->ring + i + warm, buf + warm, piece - warm);
+            if (i + piece > h->touched)
+                h->touched = i + piece;
+        }
+        pos += piece;
+        buf += piece;
+        n -= piece;
+    }
+    return 0;
+}
+
+static inline int ring_put(QueueObject *q, uint64_t pos, const void *src, size_t n)
+{
+    return ring_copy(q, 1, pos, (char *)src, n);
+}
+
+static inline int ring_take(QueueObject *q, uint64_t pos, void *dst, size_t n)
+{
+    return ring_copy(q, 0, pos, dst, n);
 }
 
 /* ---- the lock ----------------------------------------------------------- */
@@ -248,17 +303,108 @@ static int ring_relocate(QueueObject *q, uint64_t new_cap)
         PyErr_SetFromErrno(errno == ENOMEM ? PyExc_MemoryError : PyExc_OSError);
         return -1;
     }
-    ring_take(q->ring, q->ring_cap, h->head, m, used);
+    /* the records, in order, to the start of the new region */
+    for (uint64_t done = 0; done < used;) {
+        uint64_t i = (h->head + done) % old_cap;
+        uint64_t piece = used - done < old_cap - i ? used - done : old_cap - i;
+        if (file_write(q->fd, q->ring + i, (size_t)piece, new_off + done) < 0) {
+            (void)munmap(m, new_cap);
+            return -1;
+        }
+        done += piece;
+    }
     h->ring_off = new_off;
     h->capacity = new_cap;
     h->head = 0;
     h->tail = used;
+    h->touched = used;
     h->file_end = new_off + new_cap;
     atomic_fetch_add(&h->ring_gen, 1);
     /* Give the old region's pages back. Other processes may still have it
      * mapped: they map the new one before touching the ring again. A failure
      * only means the memory stays allocated until the queue is gone. */
     (void)fallocate(q->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)old_off, (off_t)old_cap);
+    (void)munmap(q->ring, q->ring_cap);
+    q->ring = m;
+    q->ring_cap = new_cap;
+    q->ring_gen = atomic_load(&h->ring_gen);
+    return 0;
+}
+
+/* The ring has just been emptied. If, for the last SHRINK_WINDOW_NS, it never
+ * held more than a quarter of its size, move it to a region twice its peak
+ * (at least INITIAL_CAPACITY), giving the rest of its pages back; a ring sized
+ * for its traffic keeps its warm pages. Failing to shrink is harmless. */
+static void ring_maybe_shrink(QueueObject *q)
+{
+    queue_header *h = q->hdr;
+    int64_t now = cproc_monotonic_ns();
+    if (now - h->window_start < SHRINK_WINDOW_NS)
+        return;
+    uint64_t peak = h->peak;
+    h->peak = 0;
+    h->window_start = now;
+    if (h->capacity <= INITIAL_CAPACITY || h->capacity / 4 < peak)
+        return;
+    uint64_t cap = page_round(2 * peak);
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    if (ring_relocate(q, cap < INITIAL_CAPACITY ? INITIAL_CAPACITY : cap) < 0)
+        PyErr_Clear();
+    PyErr_Restore(et, ev, tb);
+}
+
+/* A huge record was taken from [pos, pos + size): give the whole pages it
+ * covered back to the kernel now rather than keep them for the ring's next
+ * turn. Lock held. */
+static void ring_release_pages(QueueObject *q, uint64_t pos, uint64_t size)
+{
+    queue_header *h = q->hdr;
+    uint64_t cap = h->capacity;
+    while (size > 0) {
+        uint64_t i = pos % cap;
+        uint64_t n = size < cap - i ? size : cap - i;
+        uint64_t start = page_round(i), end = (i + n) / page_size * page_size;
+        /* a failure only means the pages stay until the ring reuses them */
+        if (end > start)
+            (void)fallocate(q->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                            (off_t)(h->ring_off + start), (off_t)(end - start));
+        pos += n;
+        size -= n;
+    }
+}
+
+/* Extend the ring, the last region of the file, to new_cap bytes where it
+ * is: its pages stay; only records that wrapped around the old end move, to
+ * just after it. Lock held, ring synced. */
+static int ring_grow_in_place(QueueObject *q, uint64_t new_cap)
+{
+    queue_header *h = q->hdr;
+    uint64_t old_cap = h->capacity, used = h->tail - h->head;
+    uint64_t first = h->head % old_cap;
+    uint64_t wrapped = first + used > old_cap ? first + used - old_cap : 0;
+    if (h->ring_off > (uint64_t)INT64_MAX - new_cap) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (ftruncate(q->fd, (off_t)(h->ring_off + new_cap)) != 0) {
+        PyErr_SetFromErrno(errno == EFBIG || errno == ENOSPC ? PyExc_MemoryError : PyExc_OSError);
+        return -1;
+    }
+    if (wrapped > 0 && file_write(q->fd, q->ring, (size_t)wrapped, h->ring_off + old_cap) < 0)
+        return -1;
+    char *m = mmap(NULL, new_cap, PROT_READ | PROT_WRITE, MAP_SHARED, q->fd, (off_t)h->ring_off);
+    if (m == MAP_FAILED) {
+        PyErr_SetFromErrno(errno == ENOMEM ? PyExc_MemoryError : PyExc_OSError);
+        return -1;
+    }
+    h->capacity = new_cap;
+    h->head = first;
+    h->tail = first + used;
+    if (wrapped > 0)
+        h->touched = old_cap + wrapped;
+    h->file_end = h->ring_off + new_cap;
+    atomic_fetch_add(&h->ring_gen, 1);
     (void)munmap(q->ring, q->ring_cap);
     q->ring = m;
     q->ring_cap = new_cap;
@@ -280,7 +426,7 @@ static int ring_reserve(QueueObject *q, uint64_t need)
     uint64_t cap = h->capacity * 2;
     if (cap < used + need)
         cap = page_round(used + need);
-    return ring_relocate(q, cap);
+    return h->ring_off + h->capacity == h->file_end ? ring_grow_in_place(q, cap) : ring_relocate(q, cap);
 }
 
 /* ---- messages: objects to records --------------------------------------- */
@@ -376,26 +522,31 @@ static inline uint64_t message_record_bytes(const message *m)
     return sizeof(record_header) + align8(m->size);
 }
 
-/* Write at the tail (space reserved). Lock held. */
-static void message_write(QueueObject *q, const message *m)
+/* Write at the tail (space reserved) and advance it. Lock held. */
+static int message_write(QueueObject *q, const message *m)
 {
     queue_header *h = q->hdr;
     uint64_t pos = h->tail;
     record_header rh = {m->size, m->kind, (uint32_t)m->nbuf};
-    ring_put(q->ring, q->ring_cap, pos, &rh, sizeof rh);
+    if (ring_put(q, pos, &rh, sizeof rh) < 0)
+        return -1;
     pos += sizeof rh;
     for (Py_ssize_t i = 0; i < m->nbuf; i++) {
         buffer_entry e = {(uint64_t)m->bufs[i].len, m->bufs[i].readonly ? BUF_READONLY : 0};
-        ring_put(q->ring, q->ring_cap, pos, &e, sizeof e);
+        if (ring_put(q, pos, &e, sizeof e) < 0)
+            return -1;
         pos += sizeof e;
     }
-    ring_put(q->ring, q->ring_cap, pos, m->data.buf, (size_t)m->data.len);
+    if (ring_put(q, pos, m->data.buf, (size_t)m->data.len) < 0)
+        return -1;
     pos += (uint64_t)m->data.len;
     for (Py_ssize_t i = 0; i < m->nbuf; i++) {
-        ring_put(q->ring, q->ring_cap, pos, m->bufs[i].buf, (size_t)m->bufs[i].len);
+        if (ring_put(q, pos, m->bufs[i].buf, (size_t)m->bufs[i].len) < 0)
+            return -1;
         pos += (uint64_t)m->bufs[i].len;
     }
     h->tail += message_record_bytes(m);
+    return 0;
 }
 
 /* ---- records back to objects -------------------------------------------- */
@@ -430,7 +581,8 @@ static uint64_t record_read(QueueObject *q, popped *p)
     queue_header *h = q->hdr;
     uint64_t pos = h->head;
     record_header rh;
-    ring_take(q->ring, q->ring_cap, pos, &rh, sizeof rh);
+    if (ring_take(q, pos, &rh, sizeof rh) < 0)
+        return 0;
     uint64_t total = sizeof rh + align8(rh.size);
     if (total > h->tail - h->head || (rh.kind != K_PICKLE && rh.nbuf != 0) ||
         rh.kind < K_PICKLE || rh.kind > K_PLAIN ||
@@ -449,7 +601,10 @@ static uint64_t record_read(QueueObject *q, popped *p)
             PyErr_NoMemory();
             return 0;
         }
-        ring_take(q->ring, q->ring_cap, pos, entries, rh.nbuf * sizeof *entries);
+        if (ring_take(q, pos, entries, rh.nbuf * sizeof *entries) < 0) {
+            PyMem_Free(entries);
+            return 0;
+        }
         pos += rh.nbuf * sizeof *entries;
         data_len -= rh.nbuf * sizeof *entries;
         p->buffers = PyMem_Calloc(rh.nbuf, sizeof(PyObject *));
@@ -478,12 +633,18 @@ static uint64_t record_read(QueueObject *q, popped *p)
         popped_clear(p);
         return 0;
     }
-    ring_take(q->ring, q->ring_cap, pos, buffer_object_data(p->data), (size_t)data_len);
+    if (ring_take(q, pos, buffer_object_data(p->data), (size_t)data_len) < 0) {
+        popped_clear(p);
+        return 0;
+    }
     pos += data_len;
     for (uint32_t i = 0; i < rh.nbuf; i++) {
         PyObject *b = p->buffers[i];
         Py_ssize_t len = PyBytes_Check(b) ? PyBytes_GET_SIZE(b) : PyByteArray_GET_SIZE(b);
-        ring_take(q->ring, q->ring_cap, pos, buffer_object_data(b), (size_t)len);
+        if (ring_take(q, pos, buffer_object_data(b), (size_t)len) < 0) {
+            popped_clear(p);
+            return 0;
+        }
         pos += (uint64_t)len;
     }
     return total;
@@ -575,8 +736,16 @@ static int try_put(void *ctx, uint32_t *seen)
         c->error = 1;
         return 1;
     }
+    uint64_t tail = h->tail;
     for (Py_ssize_t i = 0; i < c->n; i++)
-        message_write(c->q, &c->msgs[i]);
+        if (message_write(c->q, &c->msgs[i]) < 0) {
+            h->tail = tail;             /* nothing of this batch was published */
+            qlock_release(h);
+            c->error = 1;
+            return 1;
+        }
+    if (h->tail - h->head > h->peak)
+        h->peak = h->tail - h->head;
     if (c->q->kind == Q_JOINABLE)
         atomic_fetch_add(&h->unfinished, (uint32_t)n);
     atomic_fetch_add(&h->count, n);
@@ -643,21 +812,16 @@ static int try_get(void *ctx, uint32_t *seen)
         uint64_t size = record_read(c->q, &c->out[n]);
         if (size == 0)
             break;
+        if (size >= RELEASE_OVER)
+            ring_release_pages(c->q, h->head, size);
         h->head += size;
         n++;
     }
     /* Publish what was taken (a MemoryError part way keeps the rest queued). */
     atomic_fetch_sub(&h->count, (uint64_t)n);
     atomic_fetch_add(&h->get_seq, (uint32_t)n);
-    if (atomic_load(&h->count) == 0 && h->capacity > INITIAL_CAPACITY && n > 0) {
-        /* An emptied, grown ring goes back to its first size: its pages return
-         * to the kernel. Failing to shrink is harmless. */
-        PyObject *et, *ev, *tb;
-        PyErr_Fetch(&et, &ev, &tb);
-        if (ring_relocate(c->q, INITIAL_CAPACITY) < 0)
-            PyErr_Clear();
-        PyErr_Restore(et, ev, tb);
-    }
+    if (atomic_load(&h->count) == 0 && n > 0)
+        ring_maybe_shrink(c->q);
     qlock_release(h);
     if (n == 0) {
         PyMem_Free(c->out);
@@ -1062,7 +1226,8 @@ static PyObject *queue_ring_info(QueueObject *self, PyObject *unused)
     queue_header *h = self->hdr;
     if (qlock_acquire(self) < 0)
         return NULL;
-    PyObject *d = Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:I}", "capacity", (unsigned long long)h->capacity,
+    PyObject *d = Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:I}", "capacity", (unsigned long long)h->capacity,
+                                "peak", (unsigned long long)h->peak,
                                 "used", (unsigned long long)(h->tail - h->head),
                                 "ring_offset", (unsigned long long)h->ring_off,
                                 "file_end", (unsigned long long)h->file_end,
