@@ -124,9 +124,10 @@ class Child:
     it (ChildSet does) so that it is joined, or killed and reaped.
     """
 
-    def __init__(self, fn, *args):
+    def __init__(self, fn, *args, process=None):
         self._r, w = FORK.Pipe(duplex=False)
-        self.proc = FORK.Process(target=_child_main, args=(w, fn, args), daemon=True)
+        Process = process or FORK.Process
+        self.proc = Process(target=_child_main, args=(w, fn, args), daemon=True)
         try:
             self.proc.start()
         finally:
@@ -165,11 +166,12 @@ class Child:
 class ChildSet:
     """Context manager owning Child processes: every one is closed on exit."""
 
-    def __init__(self):
+    def __init__(self, process=None):
+        self.process = process    # a Process class; multiprocessing's fork Process by default
         self.children = []
 
     def start(self, fn, *args):
-        child = Child(fn, *args)
+        child = Child(fn, *args, process=self.process)
         self.children.append(child)
         return child
 

@@ -77,7 +77,7 @@ import types
 import multiprocessing
 import pytest
 
-from _helpers import (FORK, ThreadTask, _child_main, assert_sigint_interrupts, kill_session, popen_impl_script,
+from _helpers import (FORK, ChildSet, ThreadTask, assert_sigint_interrupts, kill_session, popen_impl_script,
                       proc_state, read_line, wait_until)
 
 pytestmark = pytest.mark.timeout(60)
@@ -254,68 +254,6 @@ def new():
     for q in reversed(made):
         _dispose(q)
     made.clear()  # the fixture's value (make) outlives this teardown
-
-
-class Kid:
-    """A child of the implementation under test (Process: mp.Process or
-    cproc.Process) running fn(*args); its return value (or traceback) comes
-    back through a stdlib pipe (_helpers._child_main)."""
-
-    def __init__(self, Process, fn, *args):
-        self._r, w = FORK.Pipe(duplex=False)
-        self.proc = Process(target=_child_main, args=(w, fn, args), daemon=True)
-        try:
-            self.proc.start()
-        finally:
-            w.close()
-        self.pid = self.proc.pid
-
-    def reported(self, timeout=0.0):
-        return self._r.poll(timeout)
-
-    def result(self, timeout=10.0):
-        if not self._r.poll(timeout):
-            raise AssertionError(f"child {self.pid} did not report within {timeout}s")
-        status, value = self._r.recv()
-        if status == "err":
-            raise AssertionError(f"child {self.pid} raised:\n{value}")
-        return value
-
-    def join(self, timeout=10.0):
-        self.proc.join(timeout)
-        if self.proc.exitcode is None:
-            raise AssertionError(f"child {self.pid} did not exit within {timeout}s")
-        return self.proc.exitcode
-
-    def close(self):
-        if self.proc.exitcode is None:
-            self.proc.join(0.5)
-        if self.proc.exitcode is None:
-            self.proc.kill()
-            self.proc.join(5)
-        self._r.close()
-        if self.proc.exitcode is not None:
-            self.proc.close()
-
-
-class Kids:
-    """Context manager owning Kid processes: every one is closed on exit."""
-
-    def __init__(self, Process):
-        self.Process = Process
-        self.kids = []
-
-    def start(self, fn, *args):
-        kid = Kid(self.Process, fn, *args)
-        self.kids.append(kid)
-        return kid
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        for kid in self.kids:
-            kid.close()
 
 
 def assert_finishes(task, q, what, timeout=30.0):
@@ -721,7 +659,7 @@ def _joinable_worker(jq, done):
 def test_joinable_join_with_child_workers(mp, new):
     jq = new(mp.JoinableQueue)
     done = FORK.Value("i", 0)
-    with Kids(mp.Process) as kids:
+    with ChildSet(mp.Process) as kids:
         workers = [kids.start(_joinable_worker, jq, done) for _ in range(3)]
         for i in range(300):
             jq.put(i)
@@ -744,7 +682,7 @@ def _joinable_child_puts(jq, n):
 
 def test_joinable_join_counts_items_put_by_a_child(mp, new):
     jq = new(mp.JoinableQueue)
-    with Kids(mp.Process) as kids:
+    with ChildSet(mp.Process) as kids:
         kid = kids.start(_joinable_child_puts, jq, 20)
         got = [jq.get(timeout=10) for _ in range(20)]
         assert got == [("child", i) for i in range(20)]
@@ -819,7 +757,7 @@ def _simple_child(sq_in, sq_out, n):
 
 def test_simple_queue_across_processes(mp, new):
     sq_in, sq_out = new(mp.SimpleQueue), new(mp.SimpleQueue)
-    with Kids(mp.Process) as kids:
+    with ChildSet(mp.Process) as kids:
         kid = kids.start(_simple_child, sq_in, sq_out, 200)
         for i in range(200):
             sq_in.put(i)
@@ -846,7 +784,7 @@ def _consumer(q, expected):
 
 def test_child_producer(mp, new):
     q = new(mp.Queue)
-    with Kids(mp.Process) as kids:
+    with ChildSet(mp.Process) as kids:
         kid = kids.start(_producer, q, OBJECTS)
         got = [q.get(timeout=30) for _ in OBJECTS]
         assert kid.result() == len(OBJECTS)
@@ -857,7 +795,7 @@ def test_child_producer(mp, new):
 
 def test_child_consumer(mp, new):
     q = new(mp.Queue)
-    with Kids(mp.Process) as kids:
+    with ChildSet(mp.Process) as kids:
         kid = kids.start(_consumer, q, OBJECTS)
         for obj in OBJECTS:
             q.put(obj)
@@ -896,7 +834,7 @@ def check_streams(streams, producers, n):
 def test_many_producers_and_consumers(mp, new):
     q = new(mp.Queue)
     n, producers, consumers = 1000, 3, 2
-    with Kids(mp.Process) as kids:
+    with ChildSet(mp.Process) as kids:
         cons = [kids.start(_fifo_consumer, q) for _ in range(consumers)]
         prods = [kids.start(_fifo_producer, q, p, n) for p in range(producers)]
         for k in prods:
@@ -923,7 +861,7 @@ def _qsize_child(q, put_done, drained, n):
 def test_qsize_full_empty_across_processes(mp, new):
     q = new(mp.Queue, 5)
     put_done, drained = FORK.Event(), FORK.Event()
-    with Kids(mp.Process) as kids:
+    with ChildSet(mp.Process) as kids:
         kid = kids.start(_qsize_child, q, put_done, drained, 5)
         assert put_done.wait(30)
         assert q.qsize() == 5
@@ -947,7 +885,7 @@ def _blocked_getter(q, ready):
 def test_blocked_get_in_a_child_wakes_when_the_parent_puts(mp, new):
     q = new(mp.Queue)
     ready = FORK.Event()
-    with Kids(mp.Process) as kids:
+    with ChildSet(mp.Process) as kids:
         kid = kids.start(_blocked_getter, q, ready)
         assert ready.wait(10)
         assert wait_until(lambda: sleeping(kid.pid), 10), "the child did not go to sleep in get()"
@@ -972,7 +910,7 @@ def test_blocked_put_in_a_child_wakes_when_the_parent_gets(mp, new):
     q = new(mp.Queue, 1)
     q.put("first")
     ready = FORK.Event()
-    with Kids(mp.Process) as kids:
+    with ChildSet(mp.Process) as kids:
         kid = kids.start(_blocked_putter, q, ready, "second")
         assert ready.wait(10)
         assert wait_until(lambda: sleeping(kid.pid), 10), "the child did not go to sleep in put()"
@@ -993,7 +931,7 @@ def _both_sides(q, tag, n):
 def test_queue_created_before_fork_used_by_both_sides(mp, new):
     q = new(mp.Queue)
     n = 1000
-    with Kids(mp.Process) as kids:
+    with ChildSet(mp.Process) as kids:
         kid = kids.start(_both_sides, q, 1, n)
         mine = _both_sides(q, 0, n)
         theirs = kid.result(30)
@@ -1274,7 +1212,7 @@ def test_qsize_and_get_nowait_exact_across_processes(cproc, new):
     to_parent_r, to_parent_w = FORK.Pipe(duplex=False)
     from_parent_r, from_parent_w = FORK.Pipe(duplex=False)
     try:
-        with Kids(cproc.Process) as kids:
+        with ChildSet(cproc.Process) as kids:
             kid = kids.start(_ping_pong_putter, q, to_parent_w, from_parent_r, 300)
             for i in range(300):
                 assert to_parent_r.poll(10), f"round {i}: the child did not put"
@@ -1502,7 +1440,7 @@ def test_joinable_put_many_counts_every_item(cproc, new):
 
 def test_put_many_get_many_across_processes(cproc, new):
     q = new(cproc.Queue, 500)
-    with Kids(cproc.Process) as kids:
+    with ChildSet(cproc.Process) as kids:
         cons = [kids.start(_stress_consumer, q, 2, 50) for _ in range(2)]
         prods = [kids.start(_stress_producer, q, p, 3000, 37) for p in range(2)]
         for k in prods:
@@ -1710,7 +1648,7 @@ def _digest(obj):
 
 def test_large_buffers_from_a_child(cproc, new):
     q = new(cproc.Queue)
-    with Kids(cproc.Process) as kids:
+    with ChildSet(cproc.Process) as kids:
         kid = kids.start(_put_buffers, q)
         digests = kid.result(60)
         assert kid.join() == 0
@@ -1752,7 +1690,7 @@ def _queue_server(conn, kind):
 def test_queue_through_a_pipe_to_a_running_child(cproc, new, kind):
     a, b = cproc.Pipe()
     try:
-        with Kids(cproc.Process) as kids:
+        with ChildSet(cproc.Process) as kids:
             kid = kids.start(_queue_server, b, kind)
             q_in, q_out = new(getattr(cproc, kind)), new(getattr(cproc, kind))
             a.send((q_in, q_out))
@@ -1846,7 +1784,7 @@ def test_child_killed_while_blocked_does_not_disturb_the_queue(cproc, new, call)
     if full:
         q.put_many(["a", "b"])
     ready = FORK.Event()
-    with Kids(cproc.Process) as kids:
+    with ChildSet(cproc.Process) as kids:
         victim = kids.start(_block_in, q, ready, call)
         assert ready.wait(10)
         assert wait_until(lambda: sleeping(victim.pid), 10), f"the child did not go to sleep in {call}"
@@ -1931,7 +1869,7 @@ def test_stress_million_messages(cproc, new, variant):
     n = total // producers
     batch = 250 if variant == "put_many/get_many" else 0
     q = new(cproc.Queue, 1000 if variant == "put/get bounded" else 0)
-    with Kids(cproc.Process) as kids:
+    with ChildSet(cproc.Process) as kids:
         cons = [kids.start(_stress_consumer, q, producers, batch) for _ in range(consumers)]
         prods = [kids.start(_stress_producer, q, p, n, batch) for p in range(producers)]
         for k in prods:
