@@ -228,16 +228,21 @@ def drain(q, limit=1_000_000):
 
 
 def _dispose(q):
-    """Teardown: empty (so multiprocessing's feeder can finish), close, join."""
-    try:
+    """Teardown: empty (so multiprocessing's feeder can finish), close, join.
+
+    In a daemon thread, given 10 s: multiprocessing's get blocks for good on a
+    message whose writer was killed half-way, and join_thread on a feeder that
+    cannot write."""
+
+    def dispose():
         if hasattr(q, "qsize"):
             drain(q)
             q.close()
             q.join_thread()
         else:
             q.close()
-    except Exception:  # noqa: BLE001 - best effort; the leak check reports the rest
-        pass
+
+    ThreadTask(dispose, name="dispose-queue").join(10)
 
 
 @pytest.fixture
