@@ -1055,16 +1055,13 @@ static PyObject *queue_put_many(QueueObject *self, PyObject *const *args, Py_ssi
     }
     message *msgs = PyMem_Calloc(n > 0 ? (size_t)n : 1, sizeof(message));
     int r = msgs == NULL ? (PyErr_NoMemory(), -1) : 0;
-    Py_ssize_t ready = 0;
-    for (; r == 0 && ready < n; ready++)
-        if (message_init(&msgs[ready], PySequence_Fast_GET_ITEM(items, ready)) < 0)
-            r = -1;
-    if (r == 0) {
-        ready = n;
-        if (n > 0)
-            r = put_messages(self, msgs, n, blocking, deadline);
-    } else
-        ready--;                        /* the failed one cleared itself */
+    Py_ssize_t ready = 0;               /* messages initialised (a failed one clears itself) */
+    while (r == 0 && ready < n && message_init(&msgs[ready], PySequence_Fast_GET_ITEM(items, ready)) == 0)
+        ready++;
+    if (r == 0 && ready < n)
+        r = -1;
+    if (r == 0 && n > 0)
+        r = put_messages(self, msgs, n, blocking, deadline);
     for (Py_ssize_t i = 0; i < ready; i++)
         message_clear(&msgs[i]);
     PyMem_Free(msgs);
