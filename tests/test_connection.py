@@ -180,6 +180,39 @@ def _timed(fn, *args, **kwargs):
     return result, time.monotonic() - t0
 
 
+class _Later:
+    """Calls fn(*args) from a timer thread after delay; .at is when it was called.
+
+    A blocking call that returns at or after .at waited for the event,
+    however late the scheduler ran either thread."""
+
+    def __init__(self, delay, fn, *args):
+        self.at = None
+
+        def fire():
+            self.at = time.monotonic()
+            fn(*args)
+
+        self._timer = threading.Timer(delay, fire)
+
+    def __enter__(self):
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._timer.join(10)
+
+
+def _returned_after(later, fn, *args):
+    """Runs fn(*args); asserts it returned after later fired and within 5 s."""
+    t0 = time.monotonic()
+    result = fn(*args)
+    done = time.monotonic()
+    assert later.at is not None and done >= later.at, "returned before the event it waits for"
+    assert done - t0 < 5, f"returned after {done - t0:.3f}s"
+    return result
+
+
 def _assert_waited(elapsed, timeout):
     assert elapsed >= timeout - 0.01, f"returned after {elapsed:.3f}s, before the {timeout}s timeout"
     assert elapsed < timeout + 2.0, f"returned after {elapsed:.3f}s for a {timeout}s timeout"
@@ -767,22 +800,11 @@ def test_poll_timeout(mp, pipe, duplex):
 
 def test_poll_returns_when_data_arrives(mp, pipe):
     a, b = pipe()
-    timer = threading.Timer(0.2, a.send, args=("late",))
-    timer.start()
-    try:
-        result, elapsed = _timed(b.poll, 10)
-    finally:
-        timer.join(10)
-    assert result is True
-    assert 0.15 <= elapsed < 5, f"poll(10) returned after {elapsed:.3f}s"
+    with _Later(0.2, a.send, "late") as later:
+        assert _returned_after(later, b.poll, 10) is True
     assert b.recv() == "late"
-    timer = threading.Timer(0.2, a.send, args=("later",))
-    timer.start()
-    try:
-        result, elapsed = _timed(b.poll, None)  # no timeout: until data
-    finally:
-        timer.join(10)
-    assert result is True and 0.15 <= elapsed < 5
+    with _Later(0.2, a.send, "later") as later:
+        assert _returned_after(later, b.poll, None) is True  # no timeout: until data
     assert b.recv() == "later"
 
 
@@ -1079,14 +1101,8 @@ def test_wait_timeout(mp, pipe):
 def test_wait_blocks_until_ready(mp, pipe):
     wait = conn_module(mp).wait
     a, b = pipe()
-    timer = threading.Timer(0.2, b.send, args=(1,))
-    timer.start()
-    try:
-        ready, elapsed = _timed(wait, [a])
-    finally:
-        timer.join(10)
-    assert ready == [a]
-    assert 0.15 <= elapsed < 5
+    with _Later(0.2, b.send, 1) as later:
+        assert _returned_after(later, wait, [a]) == [a]
 
 
 def test_wait_sockets_and_fds(mp, pipe, closing):

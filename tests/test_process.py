@@ -899,6 +899,10 @@ def test_active_children_reaps_zombies(impl, tmp_path):
         quick2.start()
         read_json(path)
         assert wait_until(lambda: pid_gone(quick.pid) and pid_gone(quick2.pid), 20)
+        # A forkserver child's exit status reaches us through its sentinel
+        # after the server reaps it: wait for that too, as a user would.
+        sentinels = [quick.sentinel, quick2.sentinel]
+        assert wait_until(lambda: len(multiprocessing.connection.wait(sentinels, 0)) == 2, 20)
         direct = _direct_child(quick.pid)  # an unreaped zombie of ours (fork, spawn)
         kids = m.active_children()
         assert long in kids and quick not in kids and quick2 not in kids
