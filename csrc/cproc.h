@@ -165,6 +165,26 @@ extern PyTypeObject cproc_ConnectionType;
 
 extern PyTypeObject cproc_QueueType, cproc_JoinableQueueType, cproc_SimpleQueueType;
 int cproc_queue_init(PyObject *module);
+/* The Pool's transport: records carry a 64-bit tag (task or result id).
+ * put_batch pickles each object with `dumps` (NULL: the queues' own; it
+ * returns (stream, buffers)) and writes all that pickled in one go; errors[i]
+ * is the exception of an object that did not pickle (new reference), else
+ * NULL. Returns -1 with an exception when nothing could be written. */
+int cproc_queue_put_batch(PyObject *queue, PyObject *const *objs, const uint64_t *tags, Py_ssize_t n,
+                          PyObject *dumps, PyObject **errors);
+/* Take 1..max records, waiting until `deadline` (0: do not wait). claim
+ * (max 1): receives the record's tag under the queue's lock, before the
+ * record leaves the ring, so a process killed at any point either left the
+ * record queued or has it in its claim. stop_fn (optional) is polled while
+ * sleeping; 1 ends the wait. objs[i]: the object (ok[i] 1) or the exception
+ * that decoding raised (ok[i] 0), new references. Returns the number taken,
+ * 0 on timeout or stop, -1 with an exception. */
+Py_ssize_t cproc_queue_take_batch(PyObject *queue, Py_ssize_t max, int64_t deadline, _Atomic uint64_t *claim,
+                                  cproc_poll_fn stop_fn, void *stop_ctx,
+                                  uint64_t *tags, PyObject **objs, int *ok);
+
+/* ---- pool.c ------------------------------------------------------------ */
+int cproc_pool_init(PyObject *module);
 
 /* ---- plain.c ------------------------------------------------------------ */
 

@@ -40,7 +40,7 @@ PyMODINIT_FUNC PyInit__cproc(void)
     if (m == NULL)
         return NULL;
     if (cproc_identity_init() < 0 || cproc_sync_init(m) < 0 || cproc_sharedctypes_init(m) < 0 ||
-        cproc_queue_init(m) < 0)
+        cproc_queue_init(m) < 0 || cproc_pool_init(m) < 0)
         goto fail;
     if (add_type(m, &cproc_SegmentType, "Segment") < 0 ||
         add_type(m, &cproc_SharedBlockType, "SharedBlock") < 0 ||

@@ -58,6 +58,7 @@ typedef struct {
     uint64_t size;                      /* payload bytes after this header */
     uint32_t kind;                      /* K_* */
     uint32_t nbuf;                      /* out-of-band buffers (K_PICKLE) */
+    uint64_t tag;                       /* the Pool's task or result id; 0 for queues */
 } record_header;
 
 typedef struct {
@@ -112,6 +113,7 @@ typedef struct {
 typedef struct {
     uint32_t kind;
     uint32_t nbuf;
+    uint64_t tag;
     PyObject *data;                     /* bytes / bytearray / pickle stream */
     PyObject **buffers;                 /* PyMem array of nbuf out-of-band buffers */
 } popped;
@@ -119,6 +121,7 @@ typedef struct {
 /* An object ready to be written: its pickle (or itself) and buffer views. */
 typedef struct {
     uint32_t kind;
+    uint64_t tag;
     PyObject *obj;
     Py_buffer data;
     PyObject *buffer_list;
@@ -444,8 +447,10 @@ static void message_clear(message *m)
     m->nbuf = 0;
 }
 
-/* Pickle `obj` (or take it as it is: bytes, bytearray). */
-static int message_init(message *m, PyObject *obj)
+/* Pickle `obj` (or take it as it is: bytes, bytearray) with `dumps`, a
+ * function returning (pickle stream, out-of-band buffers); NULL: the queues'
+ * own, cproc.queues._dumps. */
+static int message_init(message *m, PyObject *obj, PyObject *dumps)
 {
     memset(m, 0, sizeof *m);
     PyObject *data;
@@ -463,7 +468,7 @@ static int message_init(message *m, PyObject *obj)
             return -1;
     } else {
         m->kind = K_PICKLE;
-        if (py_dumps == NULL) {
+        if (dumps == NULL && py_dumps == NULL) {
             PyObject *mod = PyImport_ImportModule("cproc.queues");
             if (mod == NULL)
                 return -1;
@@ -472,7 +477,7 @@ static int message_init(message *m, PyObject *obj)
             if (py_dumps == NULL)
                 return -1;
         }
-        PyObject *pair = PyObject_CallOneArg(py_dumps, obj);
+        PyObject *pair = PyObject_CallOneArg(dumps ? dumps : py_dumps, obj);
         if (pair == NULL)
             return -1;
         if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
@@ -522,12 +527,12 @@ static inline uint64_t message_record_bytes(const message *m)
     return sizeof(record_header) + align8(m->size);
 }
 
-/* Write at the tail (space reserved) and advance it. Lock held. */
-static int message_write(QueueObject *q, const message *m)
+/* Write the record at *at (space reserved) and advance *at past it. Lock
+ * held; the caller publishes the new tail. */
+static int message_write(QueueObject *q, const message *m, uint64_t *at)
 {
-    queue_header *h = q->hdr;
-    uint64_t pos = h->tail;
-    record_header rh = {m->size, m->kind, (uint32_t)m->nbuf};
+    uint64_t pos = *at;
+    record_header rh = {m->size, m->kind, (uint32_t)m->nbuf, m->tag};
     if (ring_put(q, pos, &rh, sizeof rh) < 0)
         return -1;
     pos += sizeof rh;
@@ -545,7 +550,7 @@ static int message_write(QueueObject *q, const message *m)
             return -1;
         pos += (uint64_t)m->bufs[i].len;
     }
-    h->tail += message_record_bytes(m);
+    *at += message_record_bytes(m);
     return 0;
 }
 
@@ -574,17 +579,17 @@ static char *buffer_object_data(PyObject *o)
     return PyBytes_Check(o) ? PyBytes_AS_STRING(o) : PyByteArray_AS_STRING(o);
 }
 
-/* Copy the record at the head into Python objects. Lock held. Returns the
- * record's size in the ring, 0 on error (MemoryError; the record stays). */
-static uint64_t record_read(QueueObject *q, popped *p)
+/* Copy the record at `pos` (at or after the head) into Python objects. Lock
+ * held. Returns the record's size in the ring, 0 on error (MemoryError; the
+ * record stays). */
+static uint64_t record_read(QueueObject *q, uint64_t pos, popped *p)
 {
     queue_header *h = q->hdr;
-    uint64_t pos = h->head;
     record_header rh;
     if (ring_take(q, pos, &rh, sizeof rh) < 0)
         return 0;
     uint64_t total = sizeof rh + align8(rh.size);
-    if (total > h->tail - h->head || (rh.kind != K_PICKLE && rh.nbuf != 0) ||
+    if (total > h->tail - pos || (rh.kind != K_PICKLE && rh.nbuf != 0) ||
         rh.kind < K_PICKLE || rh.kind > K_PLAIN ||
         (uint64_t)rh.nbuf * sizeof(buffer_entry) > rh.size) {
         PyErr_SetString(PyExc_RuntimeError, "cproc queue: corrupted record in shared memory");
@@ -592,6 +597,7 @@ static uint64_t record_read(QueueObject *q, popped *p)
     }
     pos += sizeof rh;
     p->kind = rh.kind;
+    p->tag = rh.tag;
     p->buffers = NULL;
     p->nbuf = 0;
     uint64_t data_len = rh.size;
@@ -738,12 +744,12 @@ static int try_put(void *ctx, uint32_t *seen)
     }
     uint64_t tail = h->tail;
     for (Py_ssize_t i = 0; i < c->n; i++)
-        if (message_write(c->q, &c->msgs[i]) < 0) {
-            h->tail = tail;             /* nothing of this batch was published */
-            qlock_release(h);
+        if (message_write(c->q, &c->msgs[i], &tail) < 0) {
+            qlock_release(h);           /* nothing of this batch was published */
             c->error = 1;
             return 1;
         }
+    h->tail = tail;
     if (h->tail - h->head > h->peak)
         h->peak = h->tail - h->head;
     if (c->q->kind == Q_JOINABLE)
@@ -781,6 +787,10 @@ typedef struct {
     popped *out;                        /* PyMem array, allocated under the lock */
     Py_ssize_t n;
     int error;
+    _Atomic uint64_t *claim;            /* gets the first record's tag before it leaves the ring */
+    cproc_poll_fn stop_fn;              /* while sleeping: 1 gives up the wait */
+    void *stop_ctx;
+    int stopped;
 } get_ctx;
 
 static int try_get(void *ctx, uint32_t *seen)
@@ -808,16 +818,33 @@ static int try_get(void *ctx, uint32_t *seen)
         return 1;
     }
     Py_ssize_t n = 0;
+    uint64_t head = h->head;
+    int huge = 0;
     while (n < want) {
-        uint64_t size = record_read(c->q, &c->out[n]);
+        uint64_t size = record_read(c->q, head, &c->out[n]);
         if (size == 0)
             break;
-        if (size >= RELEASE_OVER)
-            ring_release_pages(c->q, h->head, size);
-        h->head += size;
+        huge |= size >= RELEASE_OVER;
+        head += size;
         n++;
     }
+    if (n > 0 && c->claim != NULL) {
+        /* A process killed from here on has the record in its claim. */
+        atomic_store(c->claim, c->out[0].tag);
+        atomic_thread_fence(memory_order_seq_cst);
+    }
     /* Publish what was taken (a MemoryError part way keeps the rest queued). */
+    uint64_t old_head = h->head;
+    h->head = head;
+    for (uint64_t pos = old_head; huge && pos < head;) {
+        record_header rh;
+        if (ring_take(c->q, pos, &rh, sizeof rh) < 0)
+            break;
+        uint64_t size = sizeof rh + align8(rh.size);
+        if (size >= RELEASE_OVER)
+            ring_release_pages(c->q, pos, size);
+        pos += size;
+    }
     atomic_fetch_sub(&h->count, (uint64_t)n);
     atomic_fetch_add(&h->get_seq, (uint32_t)n);
     if (atomic_load(&h->count) == 0 && n > 0)
@@ -836,7 +863,15 @@ static int try_get(void *ctx, uint32_t *seen)
     return 1;
 }
 
-/* Take up to `max` records (at least one, or fail with Empty). */
+static int get_stop(void *ctx)
+{
+    get_ctx *c = ctx;
+    return c->stopped = c->stop_fn(c->stop_ctx);
+}
+
+/* Take up to `max` records (at least one, or fail with Empty); c->claim,
+ * c->stop_fn and c->stop_ctx set by the caller. Returns 1 (nothing taken)
+ * when c->stop_fn ended the wait. */
 static int get_records(QueueObject *q, Py_ssize_t max, int blocking, int64_t deadline, get_ctx *c)
 {
     c->q = q;
@@ -844,6 +879,7 @@ static int get_records(QueueObject *q, Py_ssize_t max, int blocking, int64_t dea
     c->out = NULL;
     c->n = 0;
     c->error = 0;
+    c->stopped = 0;
     uint32_t seen;
     int r;
     if (try_get(c, &seen))
@@ -851,9 +887,12 @@ static int get_records(QueueObject *q, Py_ssize_t max, int blocking, int64_t dea
     else if (!blocking)
         r = CPROC_WAIT_TIMEOUT;
     else
-        r = cproc_wait(&q->hdr->put_seq, &q->hdr->get_waiters, try_get, NULL, c, deadline);
+        r = cproc_wait(&q->hdr->put_seq, &q->hdr->get_waiters, try_get,
+                       c->stop_fn ? get_stop : NULL, c, deadline);
     if (r == CPROC_WAIT_ERROR || c->error)
         return -1;
+    if (c->stopped)
+        return 1;
     if (r == CPROC_WAIT_TIMEOUT) {
         PyErr_SetNone(Empty);
         return -1;
@@ -984,7 +1023,7 @@ static PyObject *take(QueueObject *q, Py_ssize_t max, int blocking, int64_t dead
         popped *p = pending_take(q, max, &n);
         return p ? decode_all(q, p, n, want_list) : NULL;
     }
-    get_ctx c;
+    get_ctx c = {0};
     if (get_records(q, max, blocking, deadline, &c) < 0)
         return NULL;
     return decode_all(q, c.out, c.n, want_list);
@@ -1010,7 +1049,7 @@ static PyObject *queue_put(QueueObject *self, PyObject *const *args, Py_ssize_t 
         parse_block_timeout(a[1], a[2], &blocking, &deadline) < 0 || check_open(self) < 0)
         return NULL;
     message m;
-    if (message_init(&m, a[0]) < 0)
+    if (message_init(&m, a[0], NULL) < 0)
         return NULL;
     int r = put_messages(self, &m, 1, blocking, deadline);
     message_clear(&m);
@@ -1024,7 +1063,7 @@ static PyObject *queue_put_nowait(QueueObject *self, PyObject *obj)
     if (check_open(self) < 0)
         return NULL;
     message m;
-    if (message_init(&m, obj) < 0)
+    if (message_init(&m, obj, NULL) < 0)
         return NULL;
     int r = put_messages(self, &m, 1, 0, 0);
     message_clear(&m);
@@ -1056,7 +1095,7 @@ static PyObject *queue_put_many(QueueObject *self, PyObject *const *args, Py_ssi
     message *msgs = PyMem_Calloc(n > 0 ? (size_t)n : 1, sizeof(message));
     int r = msgs == NULL ? (PyErr_NoMemory(), -1) : 0;
     Py_ssize_t ready = 0;               /* messages initialised (a failed one clears itself) */
-    while (r == 0 && ready < n && message_init(&msgs[ready], PySequence_Fast_GET_ITEM(items, ready)) == 0)
+    while (r == 0 && ready < n && message_init(&msgs[ready], PySequence_Fast_GET_ITEM(items, ready), NULL) == 0)
         ready++;
     if (r == 0 && ready < n)
         r = -1;
@@ -1213,6 +1252,102 @@ static PyObject *queue_join(QueueObject *self, PyObject *unused)
                    CPROC_FOREVER) != CPROC_WAIT_OK)
         return NULL;
     Py_RETURN_NONE;
+}
+
+/* ---- the Pool's transport (pool.c) ------------------------------------- */
+
+static PyObject *fetch_exception_instance(void)
+{
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyErr_NormalizeException(&et, &ev, &tb);
+    if (ev != NULL && tb != NULL)
+        PyException_SetTraceback(ev, tb);
+    Py_XDECREF(et);
+    Py_XDECREF(tb);
+    return ev;
+}
+
+static QueueObject *pool_queue(PyObject *queue)
+{
+    if (!PyObject_TypeCheck(queue, &cproc_QueueType) && !PyObject_TypeCheck(queue, &cproc_SimpleQueueType)) {
+        PyErr_SetString(PyExc_TypeError, "a cproc queue is required");
+        return NULL;
+    }
+    QueueObject *q = (QueueObject *)queue;
+    return check_open(q) < 0 ? NULL : q;
+}
+
+int cproc_queue_put_batch(PyObject *queue, PyObject *const *objs, const uint64_t *tags, Py_ssize_t n,
+                          PyObject *dumps, PyObject **errors)
+{
+    QueueObject *q = pool_queue(queue);
+    if (q == NULL)
+        return -1;
+    message *msgs = PyMem_Calloc(n > 0 ? (size_t)n : 1, sizeof(message));
+    if (msgs == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t ready = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        errors[i] = NULL;
+        if (message_init(&msgs[ready], objs[i], dumps) < 0) {
+            if ((errors[i] = fetch_exception_instance()) == NULL) {
+                PyErr_SetString(PyExc_SystemError, "pickling failed without an exception");
+                for (Py_ssize_t j = 0; j < i; j++)
+                    Py_CLEAR(errors[j]);
+                goto fail;
+            }
+            continue;
+        }
+        msgs[ready++].tag = tags[i];
+    }
+    int r = ready > 0 ? put_messages(q, msgs, ready, 1, CPROC_FOREVER) : 0;
+    for (Py_ssize_t i = 0; i < ready; i++)
+        message_clear(&msgs[i]);
+    PyMem_Free(msgs);
+    if (r < 0)
+        for (Py_ssize_t i = 0; i < n; i++)
+            Py_CLEAR(errors[i]);
+    return r;
+fail:
+    for (Py_ssize_t i = 0; i < ready; i++)
+        message_clear(&msgs[i]);
+    PyMem_Free(msgs);
+    return -1;
+}
+
+Py_ssize_t cproc_queue_take_batch(PyObject *queue, Py_ssize_t max, int64_t deadline, _Atomic uint64_t *claim,
+                                  cproc_poll_fn stop_fn, void *stop_ctx,
+                                  uint64_t *tags, PyObject **objs, int *ok)
+{
+    QueueObject *q = pool_queue(queue);
+    if (q == NULL)
+        return -1;
+    get_ctx c = {0};
+    c.claim = claim;
+    c.stop_fn = stop_fn;
+    c.stop_ctx = stop_ctx;
+    int r = get_records(q, max, deadline != 0, deadline, &c);
+    if (r < 0) {
+        if (!PyErr_ExceptionMatches(Empty))
+            return -1;
+        PyErr_Clear();
+        return 0;
+    }
+    if (r > 0)
+        return 0;                       /* stop_fn ended the wait */
+    for (Py_ssize_t i = 0; i < c.n; i++) {
+        tags[i] = c.out[i].tag;
+        objs[i] = popped_decode(&c.out[i]);
+        ok[i] = objs[i] != NULL;
+        if (!ok[i] && (objs[i] = fetch_exception_instance()) == NULL)
+            objs[i] = Py_NewRef(Py_None);
+        popped_clear(&c.out[i]);
+    }
+    PyMem_Free(c.out);
+    return c.n;
 }
 
 static PyObject *queue_ring_info(QueueObject *self, PyObject *unused)

@@ -7,13 +7,14 @@ multiprocessing's ForkingPickler has a class-wide reducer for that type which
 would win; reducer_override (consulted first) keeps cproc's handle.
 """
 
+import collections
 import ctypes
 import io
 import pickle
 
 from multiprocessing.reduction import ForkingPickler as _MPForkingPickler
 
-__all__ = ["ForkingPickler", "dump", "dumps"]
+__all__ = ["ForkingPickler", "dump", "dumps", "dumps_any"]
 
 _CTYPES = (ctypes._SimpleCData, ctypes.Array, ctypes.Structure, ctypes.Union)
 
@@ -36,3 +37,54 @@ def dumps(obj, protocol=None):
     buf = io.BytesIO()
     ForkingPickler(buf, protocol).dump(obj)
     return buf.getbuffer()
+
+
+# ---- any callable: cloudpickle when plain pickle refuses ------------------
+#
+# Pool tasks and the process objects of spawn and forkserver children go
+# through dumps_any: plain pickle first (fast, and what multiprocessing does),
+# cloudpickle only for what plain pickle refuses — lambdas, closures,
+# functions and classes defined in __main__ or a notebook cell under spawn.
+
+_PICKLE_REFUSALS = (pickle.PicklingError, AttributeError, TypeError)
+_cloud_pickler = None
+
+
+def _cloud_pickler_class():
+    global _cloud_pickler
+    if _cloud_pickler is None:
+        import cloudpickle
+
+        class CloudForkingPickler(cloudpickle.Pickler):
+            """cloudpickle with ForkingPickler's reducers and cproc's handles."""
+
+            def __init__(self, file, protocol=None, buffer_callback=None):
+                super().__init__(file, protocol, buffer_callback=buffer_callback)
+                self.dispatch_table = collections.ChainMap(
+                    _MPForkingPickler._extra_reducers, cloudpickle.Pickler.dispatch_table)
+
+            def reducer_override(self, obj):
+                reduced = ForkingPickler.reducer_override(self, obj)
+                if reduced is NotImplemented:
+                    return super().reducer_override(obj)
+                return reduced
+
+        _cloud_pickler = CloudForkingPickler
+    return _cloud_pickler
+
+
+def dumps_any(obj, protocol=None, buffer_callback=None):
+    """The pickle of obj as bytes: ForkingPickler, or cloudpickle when it refuses.
+
+    When cloudpickle fails too, the plain pickler's error is raised: it is
+    the one multiprocessing users know."""
+    buf = io.BytesIO()
+    try:
+        ForkingPickler(buf, protocol, True, buffer_callback).dump(obj)
+    except _PICKLE_REFUSALS as plain_error:
+        buf = io.BytesIO()
+        try:
+            _cloud_pickler_class()(buf, protocol, buffer_callback=buffer_callback).dump(obj)
+        except Exception:
+            raise plain_error from None
+    return buf.getvalue()

@@ -1,0 +1,727 @@
+/* pool.c — the C half of cproc.Pool (the Python half is cproc/pool.py).
+ *
+ * - The worker loop (pool_worker): take a task record from the task queue,
+ *   call, put the result record on the result queue, until a stop record,
+ *   maxtasksperchild, or the pool's owner process is gone. The task's tag
+ *   lands in the worker's slot under the queue's lock (queue.c), so the
+ *   owner always knows which task a dead worker was running.
+ * - Submission (pool_submit): turn an iterable into chunk tasks and write
+ *   them in batches; a chunk that does not pickle fails just that chunk.
+ * - Delivery (pool_collect): the collector thread's wait for result records
+ *   (GIL released) and their delivery to the result objects.
+ * - ApplyResult and MapResult: what apply_async/map_async return. A waiter
+ *   sleeps on a futex word with the GIL released; setting a result wakes it.
+ *
+ * Records: a task is tagged with its task id (ids start at 1; STOP_TAG asks
+ * the worker to leave) and holds (mode, function pickle, args, kwds); a
+ * result is tagged (task id << 1 | success) and holds the value, or the
+ * exception wrapped as multiprocessing does (ExceptionWithTraceback).
+ */
+#include "cproc.h"
+
+#include <limits.h>
+#include <stddef.h>
+
+#define STOP_TAG ((uint64_t)1 << 63)
+#define BATCH 256                      /* records per lock round trip */
+
+enum { MODE_APPLY = 0, MODE_MAP = 1, MODE_STARMAP = 2 };
+
+static PyObject *ExceptionWithTraceback;   /* multiprocessing.pool's */
+static PyObject *MaybeEncodingError;
+static PyObject *pickle_loads;
+
+static int import_pool_names(void)
+{
+    if (ExceptionWithTraceback != NULL)
+        return 0;
+    PyObject *mp = PyImport_ImportModule("multiprocessing.pool");
+    PyObject *pk = mp ? PyImport_ImportModule("pickle") : NULL;
+    if (pk != NULL) {
+        MaybeEncodingError = PyObject_GetAttrString(mp, "MaybeEncodingError");
+        pickle_loads = PyObject_GetAttrString(pk, "loads");
+        ExceptionWithTraceback = PyObject_GetAttrString(mp, "ExceptionWithTraceback");
+    }
+    Py_XDECREF(mp);
+    Py_XDECREF(pk);
+    if (ExceptionWithTraceback == NULL || MaybeEncodingError == NULL || pickle_loads == NULL) {
+        Py_CLEAR(ExceptionWithTraceback);
+        return -1;
+    }
+    return 0;
+}
+
+/* ==== results ============================================================ */
+
+typedef struct {
+    PyObject_HEAD
+    _Atomic uint32_t ready;             /* futex word: 0 pending, 1 ready */
+    _Atomic uint32_t waiters;
+    int success;
+    PyObject *value;                    /* the result, the exception, or MapResult's list */
+    PyObject *callback, *error_callback;
+    PyObject *pool;                     /* keeps the pool alive until ready, as multiprocessing */
+    /* MapResult */
+    uint64_t first_tid;
+    Py_ssize_t chunksize, left;
+    PyObject *weakreflist;
+} ResultObject;
+
+static PyTypeObject ApplyResultType, MapResultType;
+
+static int result_traverse(ResultObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->value);
+    Py_VISIT(self->callback);
+    Py_VISIT(self->error_callback);
+    Py_VISIT(self->pool);
+    return 0;
+}
+
+static int result_clear(ResultObject *self)
+{
+    Py_CLEAR(self->value);
+    Py_CLEAR(self->callback);
+    Py_CLEAR(self->error_callback);
+    Py_CLEAR(self->pool);
+    return 0;
+}
+
+static void result_dealloc(ResultObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    if (self->weakreflist != NULL)
+        PyObject_ClearWeakRefs((PyObject *)self);
+    result_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int parse_callbacks(ResultObject *self, PyObject *pool, PyObject *callback, PyObject *error_callback)
+{
+    self->pool = Py_NewRef(pool);
+    self->callback = callback == Py_None ? NULL : Py_NewRef(callback);
+    self->error_callback = error_callback == Py_None ? NULL : Py_NewRef(error_callback);
+    self->success = 1;
+    return 0;
+}
+
+/* ApplyResult(pool, callback, error_callback) */
+static int applyresult_init(ResultObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *names[] = {"pool", "callback", "error_callback", NULL};
+    PyObject *pool, *cb = Py_None, *ecb = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OO:ApplyResult", names, &pool, &cb, &ecb))
+        return -1;
+    result_clear(self);
+    return parse_callbacks(self, pool, cb, ecb);
+}
+
+/* MapResult(pool, first_tid, chunksize, length, callback, error_callback) */
+static int mapresult_init(ResultObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *names[] = {"pool", "first_tid", "chunksize", "length", "callback", "error_callback", NULL};
+    PyObject *pool, *cb = Py_None, *ecb = Py_None;
+    unsigned long long first;
+    Py_ssize_t chunksize, length;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OKnn|OO:MapResult", names, &pool, &first,
+                                     &chunksize, &length, &cb, &ecb))
+        return -1;
+    if (length < 0) {
+        PyErr_SetString(PyExc_ValueError, "length must not be negative");
+        return -1;
+    }
+    result_clear(self);
+    if (parse_callbacks(self, pool, cb, ecb) < 0)
+        return -1;
+    self->first_tid = first;
+    self->chunksize = chunksize;
+    self->value = PyList_New(length);
+    if (self->value == NULL)
+        return -1;
+    for (Py_ssize_t i = 0; i < length; i++)
+        PyList_SET_ITEM(self->value, i, Py_NewRef(Py_None));
+    if (chunksize <= 0) {               /* nothing to do: ready at once, no callback (as multiprocessing) */
+        self->left = 0;
+        atomic_store(&self->ready, 1);
+        Py_CLEAR(self->pool);
+    } else
+        self->left = length / chunksize + (length % chunksize != 0);
+    return 0;
+}
+
+static void call_callback(PyObject *fn, PyObject *arg)
+{
+    if (fn == NULL)
+        return;
+    PyObject *r = PyObject_CallOneArg(fn, arg);
+    if (r == NULL)                      /* multiprocessing's result thread would die here; we report and go on */
+        PyErr_WriteUnraisable(fn);
+    Py_XDECREF(r);
+}
+
+static void result_finish(ResultObject *self)
+{
+    if (self->success)
+        call_callback(self->callback, self->value);
+    else
+        call_callback(self->error_callback, self->value);
+    atomic_store(&self->ready, 1);
+    if (atomic_load(&self->waiters) != 0)
+        cproc_futex_wake(&self->ready, INT_MAX);
+    Py_CLEAR(self->pool);
+}
+
+/* One task's outcome. Steals nothing; GIL held. */
+static int result_deliver(ResultObject *self, uint64_t tid, int ok, PyObject *value)
+{
+    if (atomic_load(&self->ready))
+        return 0;
+    if (!PyObject_TypeCheck(self, &MapResultType)) {
+        self->success = ok;
+        Py_XSETREF(self->value, Py_NewRef(value));
+        result_finish(self);
+        return 0;
+    }
+    self->left--;
+    if (ok && self->success) {
+        Py_ssize_t i = (Py_ssize_t)(tid - self->first_tid);
+        Py_ssize_t lo = i * self->chunksize, hi = lo + self->chunksize;
+        Py_ssize_t len = PyList_GET_SIZE(self->value);
+        if (hi > len)
+            hi = len;
+        if (PyList_SetSlice(self->value, lo, hi, value) < 0)
+            return -1;
+        if (PyList_GET_SIZE(self->value) != len) {
+            PyErr_SetString(PyExc_RuntimeError, "cproc pool: a chunk's result has the wrong length");
+            return -1;
+        }
+    } else if (!ok && self->success) {
+        self->success = 0;              /* only the first exception is kept */
+        Py_XSETREF(self->value, Py_NewRef(value));
+    }
+    if (self->left == 0)
+        result_finish(self);
+    return 0;
+}
+
+static PyObject *result_py_deliver(ResultObject *self, PyObject *args)
+{
+    unsigned long long tid;
+    int ok;
+    PyObject *value;
+    if (!PyArg_ParseTuple(args, "KpO:_deliver", &tid, &ok, &value))
+        return NULL;
+    if (result_deliver(self, tid, ok, value) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *result_ready(ResultObject *self, PyObject *Py_UNUSED(unused))
+{
+    return PyBool_FromLong(atomic_load(&self->ready));
+}
+
+static PyObject *result_successful(ResultObject *self, PyObject *Py_UNUSED(unused))
+{
+    if (!atomic_load(&self->ready)) {
+        PyErr_Format(PyExc_ValueError, "%R not ready", (PyObject *)self);
+        return NULL;
+    }
+    return PyBool_FromLong(self->success);
+}
+
+static int try_ready(void *ctx, uint32_t *seen)
+{
+    ResultObject *self = ctx;
+    *seen = atomic_load(&self->ready);
+    return *seen != 0;
+}
+
+/* 0 ready, 1 timed out, -1 error (KeyboardInterrupt...). */
+static int result_wait_until(ResultObject *self, PyObject *timeout)
+{
+    if (atomic_load(&self->ready))
+        return 0;
+    int64_t deadline;
+    if (cproc_deadline_from_timeout(timeout, &deadline) < 0)
+        return -1;
+    int r = cproc_wait(&self->ready, &self->waiters, try_ready, NULL, self, deadline);
+    return r == CPROC_WAIT_ERROR ? -1 : r == CPROC_WAIT_TIMEOUT;
+}
+
+static PyObject *result_wait(ResultObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"timeout", NULL};
+    PyObject *a[1];
+    if (cproc_parse_args("wait", args, nargs, kwnames, names, 0, a) < 0 ||
+        result_wait_until(self, a[0] ? a[0] : Py_None) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *result_get(ResultObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"timeout", NULL};
+    PyObject *a[1];
+    if (cproc_parse_args("get", args, nargs, kwnames, names, 0, a) < 0)
+        return NULL;
+    int r = result_wait_until(self, a[0] ? a[0] : Py_None);
+    if (r < 0)
+        return NULL;
+    if (r > 0) {
+        PyObject *mp = PyImport_ImportModule("multiprocessing");
+        PyObject *timeout_error = mp ? PyObject_GetAttrString(mp, "TimeoutError") : NULL;
+        Py_XDECREF(mp);
+        if (timeout_error != NULL) {
+            PyErr_SetNone(timeout_error);
+            Py_DECREF(timeout_error);
+        }
+        return NULL;
+    }
+    if (self->success)
+        return Py_NewRef(self->value);
+    if (PyExceptionInstance_Check(self->value))
+        PyErr_SetObject((PyObject *)Py_TYPE(self->value), self->value);
+    else
+        PyErr_SetObject(PyExc_RuntimeError, self->value);
+    return NULL;
+}
+
+static PyObject *result_class_getitem(PyObject *cls, PyObject *item)
+{
+    return Py_GenericAlias(cls, item);
+}
+
+static PyMethodDef result_methods[] = {
+    {"ready", (PyCFunction)result_ready, METH_NOARGS, "Return whether the call has completed."},
+    {"successful", (PyCFunction)result_successful, METH_NOARGS,
+     "Return whether the call completed without raising an exception; ValueError if not ready."},
+    {"wait", (PyCFunction)(void (*)(void))result_wait, METH_FASTCALL | METH_KEYWORDS,
+     "wait(timeout=None): wait until the result is available or until timeout seconds pass."},
+    {"get", (PyCFunction)(void (*)(void))result_get, METH_FASTCALL | METH_KEYWORDS,
+     "get(timeout=None): the result when it arrives; re-raises the task's exception; "
+     "multiprocessing.TimeoutError if it does not arrive within timeout seconds."},
+    {"_deliver", (PyCFunction)result_py_deliver, METH_VARARGS, "_deliver(tid, ok, value): a task's outcome."},
+    {"__class_getitem__", result_class_getitem, METH_O | METH_CLASS, "See PEP 585"},
+    {NULL},
+};
+
+static PyTypeObject ApplyResultType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "cproc.pool.ApplyResult",
+    .tp_basicsize = sizeof(ResultObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The result of Pool.apply_async(): get(), wait(), ready(), successful().",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)applyresult_init,
+    .tp_dealloc = (destructor)result_dealloc,
+    .tp_traverse = (traverseproc)result_traverse,
+    .tp_clear = (inquiry)result_clear,
+    .tp_methods = result_methods,
+    .tp_weaklistoffset = offsetof(ResultObject, weakreflist),
+};
+
+static PyTypeObject MapResultType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "cproc.pool.MapResult",
+    .tp_basicsize = sizeof(ResultObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The result of Pool.map_async() and starmap_async().",
+    .tp_init = (initproc)mapresult_init,
+    .tp_dealloc = (destructor)result_dealloc,
+    .tp_traverse = (traverseproc)result_traverse,
+    .tp_clear = (inquiry)result_clear,
+};
+
+/* ==== the worker loop ==================================================== */
+
+typedef struct {
+    pid_t owner;
+} stop_ctx;
+
+static int owner_gone(void *ctx)
+{
+    return cproc_pid_is_dead(((stop_ctx *)ctx)->owner);
+}
+
+/* The function a task names: its pickle, loaded once per worker. */
+static PyObject *task_function(PyObject *cache, PyObject *fbytes)
+{
+    PyObject *fn = PyDict_GetItemWithError(cache, fbytes);
+    if (fn != NULL)
+        return Py_NewRef(fn);
+    if (PyErr_Occurred())
+        return NULL;
+    fn = PyObject_CallOneArg(pickle_loads, fbytes);
+    if (fn == NULL)
+        return NULL;
+    if (PyDict_GET_SIZE(cache) >= 64)
+        PyDict_Clear(cache);
+    if (PyDict_SetItem(cache, fbytes, fn) < 0) {
+        Py_DECREF(fn);
+        return NULL;
+    }
+    return fn;
+}
+
+/* Run one task: (mode, function pickle, args, kwds). New reference, or NULL. */
+static PyObject *run_task(PyObject *fcache, PyObject *task)
+{
+    if (!PyTuple_Check(task) || PyTuple_GET_SIZE(task) != 4 || !PyLong_Check(PyTuple_GET_ITEM(task, 0))) {
+        PyErr_SetString(PyExc_RuntimeError, "cproc pool: malformed task record");
+        return NULL;
+    }
+    long mode = PyLong_AsLong(PyTuple_GET_ITEM(task, 0));
+    PyObject *args = PyTuple_GET_ITEM(task, 2), *kwds = PyTuple_GET_ITEM(task, 3);
+    PyObject *fn = task_function(fcache, PyTuple_GET_ITEM(task, 1));
+    if (fn == NULL)
+        return NULL;
+    PyObject *result = NULL;
+    if (mode == MODE_APPLY) {
+        PyObject *targs = PySequence_Tuple(args);
+        if (targs != NULL)
+            result = PyObject_Call(fn, targs, kwds == Py_None || PyDict_GET_SIZE(kwds) == 0 ? NULL : kwds);
+        Py_XDECREF(targs);
+    } else {
+        PyObject *items = PySequence_Fast(args, "cproc pool: a chunk must be a sequence");
+        Py_ssize_t n = items ? PySequence_Fast_GET_SIZE(items) : 0;
+        PyObject *out = items ? PyList_New(n) : NULL;
+        for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
+            PyObject *x = PySequence_Fast_GET_ITEM(items, i), *y;
+            if (mode == MODE_MAP)
+                y = PyObject_CallOneArg(fn, x);
+            else {
+                PyObject *targs = PySequence_Tuple(x);
+                y = targs ? PyObject_Call(fn, targs, NULL) : NULL;
+                Py_XDECREF(targs);
+            }
+            if (y == NULL)
+                Py_CLEAR(out);
+            else
+                PyList_SET_ITEM(out, i, y);
+        }
+        Py_XDECREF(items);
+        result = out;
+    }
+    Py_DECREF(fn);
+    return result;
+}
+
+/* The exception being raised, as multiprocessing sends it: with its traceback's text. */
+static PyObject *wrap_current_exception(void)
+{
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyErr_NormalizeException(&et, &ev, &tb);
+    if (ev == NULL) {
+        Py_XDECREF(et);
+        Py_XDECREF(tb);
+        return Py_NewRef(Py_None);
+    }
+    if (tb != NULL)
+        PyException_SetTraceback(ev, tb);
+    PyObject *wrapped = PyObject_CallFunctionObjArgs(ExceptionWithTraceback, ev, tb ? tb : Py_None, NULL);
+    if (wrapped == NULL) {              /* keep the exception itself */
+        PyErr_Clear();
+        wrapped = Py_NewRef(ev);
+    }
+    Py_XDECREF(et);
+    Py_DECREF(ev);
+    Py_XDECREF(tb);
+    return wrapped;
+}
+
+/* Put the outcome of task `tid`; a value that does not pickle becomes
+ * MaybeEncodingError, as multiprocessing's worker does. */
+static int put_result(PyObject *results, uint64_t tid, int ok, PyObject *value)
+{
+    uint64_t tag = tid << 1 | (uint64_t)(ok != 0);
+    PyObject *error = NULL;
+    if (cproc_queue_put_batch(results, &value, &tag, 1, NULL, &error) < 0)
+        return -1;
+    if (error == NULL)
+        return 0;
+    PyObject *wrapped = PyObject_CallFunctionObjArgs(MaybeEncodingError, error, value, NULL);
+    Py_DECREF(error);
+    if (wrapped == NULL)
+        return -1;
+    tag = tid << 1;
+    int r = cproc_queue_put_batch(results, &wrapped, &tag, 1, NULL, &error);
+    Py_DECREF(wrapped);
+    if (r == 0 && error != NULL) {      /* cannot happen: MaybeEncodingError holds two strings */
+        PyErr_SetObject((PyObject *)Py_TYPE(error), error);
+        Py_DECREF(error);
+        return -1;
+    }
+    return r;
+}
+
+/* pool_worker(tasks, results, slots, index, maxtasks, owner_pid, init_error) */
+static PyObject *pool_worker(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *tasks, *results, *slots, *init_error;
+    Py_ssize_t index, maxtasks;
+    int owner;
+    if (!PyArg_ParseTuple(args, "OOOnniO:pool_worker", &tasks, &results, &slots, &index, &maxtasks,
+                          &owner, &init_error) ||
+        import_pool_names() < 0)
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(slots, &view, PyBUF_WRITABLE) < 0)
+        return NULL;
+    if (index < 0 || (size_t)(index + 1) * sizeof(uint64_t) > (size_t)view.len ||
+        (uintptr_t)view.buf % sizeof(uint64_t) != 0) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "worker slot out of range");
+        return NULL;
+    }
+    _Atomic uint64_t *slot = (_Atomic uint64_t *)view.buf + index;
+    PyObject *fcache = PyDict_New();
+    stop_ctx stop = {(pid_t)owner};
+    int failed = fcache == NULL;
+    for (Py_ssize_t done = 0; !failed && (maxtasks <= 0 || done < maxtasks); done++) {
+        uint64_t tag;
+        PyObject *task;
+        int decoded;
+        Py_ssize_t n = cproc_queue_take_batch(tasks, 1, CPROC_FOREVER, slot, owner_gone, &stop,
+                                              &tag, &task, &decoded);
+        if (n < 0) {
+            failed = 1;
+            break;
+        }
+        if (n == 0 || tag >= STOP_TAG) {          /* the owner is gone, or close() */
+            Py_XDECREF(n ? task : NULL);
+            break;
+        }
+        PyObject *value;
+        int ok = 0;
+        if (init_error != Py_None) {
+            PyErr_SetObject((PyObject *)Py_TYPE(init_error), init_error);
+            value = NULL;
+        } else if (!decoded) {
+            PyErr_SetObject((PyObject *)Py_TYPE(task), task);
+            value = NULL;
+        } else
+            value = run_task(fcache, task);
+        Py_DECREF(task);
+        if (value != NULL)
+            ok = 1;
+        else
+            value = wrap_current_exception();
+        failed = put_result(results, tag, ok, value) < 0;
+        Py_DECREF(value);
+        atomic_store(slot, 0);
+    }
+    Py_XDECREF(fcache);
+    PyBuffer_Release(&view);
+    if (failed)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* ==== submission and delivery ============================================ */
+
+/* Deliver (tid, ok, value) to the result waiting for tid, removed from cache. */
+static int deliver(PyObject *cache, uint64_t tid, int ok, PyObject *value)
+{
+    PyObject *key = PyLong_FromUnsignedLongLong(tid);
+    if (key == NULL)
+        return -1;
+    PyObject *target = PyDict_GetItemWithError(cache, key);
+    if (target == NULL) {               /* terminated, or already failed as lost */
+        Py_DECREF(key);
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    Py_INCREF(target);
+    int r = PyDict_DelItem(cache, key);
+    Py_DECREF(key);
+    if (r == 0) {
+        if (PyObject_TypeCheck(target, &ApplyResultType) || PyObject_TypeCheck(target, &MapResultType))
+            r = result_deliver((ResultObject *)target, tid, ok, value);
+        else {
+            PyObject *res = PyObject_CallMethod(target, "_deliver", "KiO", (unsigned long long)tid, ok, value);
+            r = res ? 0 : -1;
+            Py_XDECREF(res);
+        }
+    }
+    Py_DECREF(target);
+    return r;
+}
+
+/* pool_collect(results, cache, timeout) -> number of results delivered (0: timed out) */
+static PyObject *pool_collect(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *results, *cache, *timeout;
+    if (!PyArg_ParseTuple(args, "OO!O:pool_collect", &results, &PyDict_Type, &cache, &timeout))
+        return NULL;
+    int64_t deadline;
+    if (timeout == Py_None)
+        deadline = CPROC_FOREVER;
+    else if (cproc_deadline_from_timeout(timeout, &deadline) < 0)
+        return NULL;
+    else if (PyFloat_Check(timeout) ? PyFloat_AS_DOUBLE(timeout) <= 0 : PyLong_AsLong(timeout) <= 0)
+        deadline = 0;                   /* do not wait */
+    uint64_t tags[BATCH];
+    PyObject *objs[BATCH];
+    int ok[BATCH];
+    Py_ssize_t n = cproc_queue_take_batch(results, BATCH, deadline, NULL, NULL, NULL, tags, objs, ok);
+    if (n < 0)
+        return NULL;
+    int failed = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!failed && deliver(cache, tags[i] >> 1, ok[i] && (tags[i] & 1), objs[i]) < 0)
+            failed = 1;
+        Py_DECREF(objs[i]);
+    }
+    if (failed)
+        return NULL;
+    return PyLong_FromSsize_t(n);
+}
+
+/* Submit n tasks: tags[i] = first_tid + i, cache[tid] = result; a task that
+ * does not pickle fails at once (error_callback etc.) and the rest go on. */
+static int submit(PyObject *tasks, PyObject *cache, PyObject *result, uint64_t first_tid,
+                  PyObject **objs, Py_ssize_t n, PyObject *dumps)
+{
+    uint64_t tags[BATCH];
+    PyObject *errors[BATCH];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        tags[i] = first_tid + (uint64_t)i;
+        PyObject *key = PyLong_FromUnsignedLongLong(tags[i]);
+        int r = key ? PyDict_SetItem(cache, key, result) : -1;
+        Py_XDECREF(key);
+        if (r < 0)
+            return -1;
+    }
+    if (cproc_queue_put_batch(tasks, objs, tags, n, dumps, errors) < 0)
+        return -1;
+    int failed = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (errors[i] == NULL)
+            continue;
+        if (!failed && deliver(cache, tags[i], 0, errors[i]) < 0)
+            failed = 1;
+        Py_DECREF(errors[i]);
+    }
+    return failed ? -1 : 0;
+}
+
+/* pool_submit(tasks, cache, result, first_tid, mode, fbytes, iterable, chunksize, dumps)
+ * -> the number of tasks: apply (mode 0: iterable is (args, kwds)), or the
+ * chunks of a map/starmap. */
+static PyObject *pool_submit(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "pool_submit takes 9 arguments");
+        return NULL;
+    }
+    PyObject *tasks = args[0], *cache = args[1], *result = args[2], *fbytes = args[5], *dumps = args[8];
+    uint64_t first = PyLong_AsUnsignedLongLong(args[3]);
+    long mode = PyLong_AsLong(args[4]);
+    Py_ssize_t chunksize = PyLong_AsSsize_t(args[7]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (!PyDict_Check(cache)) {
+        PyErr_SetString(PyExc_TypeError, "cache must be a dict");
+        return NULL;
+    }
+    if (dumps == Py_None)
+        dumps = NULL;
+    if (mode == MODE_APPLY) {
+        PyObject *pair = args[6];
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+            PyErr_SetString(PyExc_TypeError, "apply takes (args, kwds)");
+            return NULL;
+        }
+        PyObject *task = PyTuple_Pack(4, args[4], fbytes, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1));
+        if (task == NULL)
+            return NULL;
+        int r = submit(tasks, cache, result, first, &task, 1, dumps);
+        Py_DECREF(task);
+        return r < 0 ? NULL : PyLong_FromLong(1);
+    }
+    if (chunksize < 1) {
+        PyErr_SetString(PyExc_ValueError, "chunksize must be at least 1");
+        return NULL;
+    }
+    PyObject *it = PyObject_GetIter(args[6]);
+    if (it == NULL)
+        return NULL;
+    PyObject *batch[BATCH];
+    Py_ssize_t nbatch = 0, total = 0;
+    int failed = 0, done = 0;
+    while (!failed && !done) {
+        PyObject *chunk = PyTuple_New(chunksize);
+        Py_ssize_t k = 0;
+        while (chunk != NULL && k < chunksize) {
+            PyObject *x = PyIter_Next(it);
+            if (x == NULL)
+                break;
+            PyTuple_SET_ITEM(chunk, k++, x);
+        }
+        if (chunk == NULL || PyErr_Occurred()) {
+            failed = 1;
+            Py_XDECREF(chunk);
+            break;
+        }
+        if (k < chunksize) {
+            done = 1;
+            if (k == 0 || _PyTuple_Resize(&chunk, k) < 0) {
+                failed = chunk != NULL && k != 0;
+                Py_XDECREF(chunk);
+                chunk = NULL;
+            }
+        }
+        if (chunk != NULL) {
+            PyObject *task = PyTuple_Pack(4, args[4], fbytes, chunk, Py_None);
+            Py_DECREF(chunk);
+            if (task == NULL) {
+                failed = 1;
+                break;
+            }
+            batch[nbatch++] = task;
+        }
+        if (nbatch == BATCH || (done && nbatch > 0)) {
+            failed = submit(tasks, cache, result, first + (uint64_t)total, batch, nbatch, dumps) < 0;
+            total += nbatch;
+            for (Py_ssize_t i = 0; i < nbatch; i++)
+                Py_DECREF(batch[i]);
+            nbatch = 0;
+        }
+    }
+    for (Py_ssize_t i = 0; i < nbatch; i++)
+        Py_DECREF(batch[i]);
+    Py_DECREF(it);
+    return failed ? NULL : PyLong_FromSsize_t(total);
+}
+
+static PyMethodDef pool_functions[] = {
+    {"pool_worker", pool_worker, METH_VARARGS,
+     "pool_worker(tasks, results, slots, index, maxtasks, owner_pid, init_error): a Pool worker's loop."},
+    {"pool_collect", pool_collect, METH_VARARGS,
+     "pool_collect(results, cache, timeout): deliver the results that arrive within timeout; their number."},
+    {"pool_submit", (PyCFunction)(void (*)(void))pool_submit, METH_FASTCALL,
+     "pool_submit(tasks, cache, result, first_tid, mode, fbytes, iterable, chunksize, dumps): queue tasks."},
+    {NULL},
+};
+
+int cproc_pool_init(PyObject *module)
+{
+    if (PyType_Ready(&ApplyResultType) < 0)
+        return -1;
+    MapResultType.tp_base = &ApplyResultType;
+    if (PyType_Ready(&MapResultType) < 0 || PyModule_AddFunctions(module, pool_functions) < 0 ||
+        PyModule_AddIntConstant(module, "POOL_STOP_TAG_BIT", 63) < 0)
+        return -1;
+    Py_INCREF(&ApplyResultType);
+    if (PyModule_AddObject(module, "ApplyResult", (PyObject *)&ApplyResultType) < 0) {
+        Py_DECREF(&ApplyResultType);
+        return -1;
+    }
+    Py_INCREF(&MapResultType);
+    if (PyModule_AddObject(module, "MapResult", (PyObject *)&MapResultType) < 0) {
+        Py_DECREF(&MapResultType);
+        return -1;
+    }
+    return 0;
+}

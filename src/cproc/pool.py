@@ -1,0 +1,571 @@
+"""Pool, as multiprocessing.pool.Pool — on cproc's shared-memory queues.
+
+Tasks go from the caller straight into a task queue (csrc/queue.c): no
+task-handler thread. Workers run the loop of csrc/pool.c: take a task, call,
+put the result. One collector thread per pool waits in C for results,
+delivers them to the ApplyResult/MapResult objects (C) or IMapIterator, and
+every tenth of a second looks at the workers: each has a slot in shared
+memory naming the task it runs, so the task of a worker that died (killed,
+segfault, os._exit) fails at once with WorkerLostError and the worker is
+replaced. Nothing waits forever on a task whose worker is gone.
+
+Functions are pickled once per call (once per map), with cloudpickle only
+when plain pickle refuses (lambdas, closures); cproc queues, locks, events
+and shared ctypes objects can be passed as arguments.
+"""
+
+import collections
+import itertools
+import os
+import pickle
+import signal
+import threading
+import time
+import warnings
+import weakref
+
+from multiprocessing import ProcessError, TimeoutError  # noqa: F401
+from multiprocessing import util
+from multiprocessing.pool import (RemoteTraceback, ExceptionWithTraceback,  # noqa: F401
+                                  MaybeEncodingError, ThreadPool, mapstar, starmapstar)
+
+from . import _cproc
+from .reduction import dumps_any
+
+__all__ = ["Pool", "ThreadPool", "ApplyResult", "AsyncResult", "MapResult",
+           "IMapIterator", "IMapUnorderedIterator", "WorkerLostError"]
+
+INIT = "INIT"
+RUN = "RUN"
+CLOSE = "CLOSE"
+TERMINATE = "TERMINATE"
+
+ApplyResult = _cproc.ApplyResult
+AsyncResult = ApplyResult
+MapResult = _cproc.MapResult
+
+_STOP_TAG = 1 << _cproc.POOL_STOP_TAG_BIT
+_MODE_APPLY, _MODE_MAP, _MODE_STARMAP = 0, 1, 2
+_CHECK_EVERY = 0.1          # seconds between looks at the workers
+_IMAP_AHEAD = 256           # tasks an imap keeps submitted beyond what was consumed
+
+
+class WorkerLostError(ProcessError):
+    """A task's worker process died (or the pool was terminated) before it finished.
+
+    ``pid`` and ``exitcode`` (negative: the signal) name the worker, when known.
+    """
+
+    def __init__(self, message, pid=None, exitcode=None):
+        super().__init__(message)
+        self.pid = pid
+        self.exitcode = exitcode
+
+    def __reduce__(self):
+        return type(self), (self.args[0], self.pid, self.exitcode)
+
+
+def _describe_exit(exitcode):
+    if exitcode is not None and exitcode < 0:
+        try:
+            return "killed by signal %s" % signal.Signals(-exitcode).name
+        except ValueError:
+            return "killed by signal %d" % -exitcode
+    return "exit code %s" % exitcode
+
+
+def _dumps_task(obj):
+    """(pickle, out-of-band buffers) of a task: cloudpickle when plain pickle refuses."""
+    buffers = []
+    return dumps_any(obj, pickle.HIGHEST_PROTOCOL, buffers.append), buffers
+
+
+def _worker(tasks, results, slots, index, owner, initializer, initargs, maxtasks):
+    """A pool worker process: run the initializer, then the C task loop."""
+    # Ctrl+C goes to the whole foreground process group: the parent raises
+    # KeyboardInterrupt and terminates the pool; workers must not die of it
+    # in the middle of a task.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    init_error = None
+    if initializer is not None:
+        try:
+            initializer(*initargs)
+        except Exception as e:      # every task reports it: the pool cannot hang on a broken initializer
+            init_error = e
+    _cproc.pool_worker(tasks, results, memoryview(slots).cast("B"), index,
+                       maxtasks or 0, owner, init_error)
+
+
+class _Engine:
+    """The state a pool's collector thread and finalizer share (never the Pool itself,
+    so that an unreferenced Pool is collected and terminated)."""
+
+    def __init__(self, ctx, processes, initializer, initargs, maxtasksperchild):
+        self.ctx = ctx
+        self.processes = processes
+        self.initializer = initializer
+        self.initargs = initargs
+        self.maxtasks = maxtasksperchild
+        self.tasks = _cproc.SimpleQueue()
+        self.results = _cproc.SimpleQueue()
+        from .sharedctypes import RawArray
+        self.slots = RawArray("Q", processes)
+        self.cache = {}
+        self.next_tid = itertools.count(1).__next__
+        self.workers = [None] * processes
+        self.state = INIT
+        self.lock = threading.RLock()       # workers list and state
+        self.owner = os.getpid()
+        self.collector = None
+
+    # ---- workers ----------------------------------------------------------
+
+    def start_worker(self, index):
+        self.slots[index] = 0
+        w = self.ctx.Process(target=_worker,
+                             args=(self.tasks, self.results, self.slots, index, self.owner,
+                                   self.initializer, self.initargs, self.maxtasks))
+        w.name = w.name.replace("Process", "PoolWorker")
+        w.daemon = True
+        w.start()
+        self.workers[index] = w
+        return w
+
+    def check_workers(self):
+        """Fail the task of each worker that exited while running it; replace workers."""
+        with self.lock:
+            for index, w in enumerate(self.workers):
+                if w is None or w.exitcode is None:
+                    continue
+                # Whatever it put before dying is in the result queue: deliver it first.
+                self.drain()
+                claim = self.slots[index]
+                stopped = claim >= _STOP_TAG        # took a stop record: left as asked
+                if claim and not stopped and claim in self.cache:
+                    self.fail(claim, WorkerLostError(
+                        "Worker process %d died (%s) while running a task"
+                        % (w.pid, _describe_exit(w.exitcode)), w.pid, w.exitcode))
+                self.slots[index] = 0
+                self.workers[index] = None
+                if self.state == RUN or (self.state == CLOSE and not stopped):
+                    self.start_worker(index)
+
+    def fail(self, tid, error):
+        target = self.cache.pop(tid, None)
+        if target is not None:
+            target._deliver(tid, False, error)
+
+    # ---- the collector thread ---------------------------------------------
+
+    def collect(self):
+        collect = _cproc.pool_collect
+        next_check = time.monotonic() + _CHECK_EVERY
+        while True:
+            collect(self.results, self.cache, _CHECK_EVERY)
+            if self.state == TERMINATE:
+                return
+            now = time.monotonic()
+            if now >= next_check or self.state == CLOSE:
+                next_check = now + _CHECK_EVERY
+                self.check_workers()
+                if self.state == CLOSE and all(w is None for w in self.workers):
+                    self.drain()
+                    self.fail_all("All of the pool's workers exited before the task finished")
+                    return
+
+    def drain(self):
+        while _cproc.pool_collect(self.results, self.cache, 0):
+            pass
+
+    def wake_collector(self):
+        """A record that delivers nothing: the collector wakes and looks at the state."""
+        _cproc.pool_submit(self.results, {}, None, 0, _MODE_APPLY, b"", ((), None), 1, None)
+
+    def fail_all(self, message):
+        for tid in list(self.cache):
+            self.fail(tid, WorkerLostError(message))
+
+    # ---- ending -------------------------------------------------------------
+
+    def close(self):
+        with self.lock:
+            if self.state != RUN:
+                return
+            self.state = CLOSE
+            stops = [None] * self.processes
+            _cproc.pool_submit(self.tasks, {}, None, _STOP_TAG, _MODE_MAP, b"", stops, 1, None)
+
+    def terminate(self):
+        with self.lock:
+            if self.state == TERMINATE:
+                return
+            self.state = TERMINATE
+            workers = [w for w in self.workers if w is not None]
+        self.wake_collector()
+        for w in workers:
+            if w.exitcode is None:
+                w.terminate()
+        for w in workers:
+            w.join()
+        self.join_collector()
+        self.drain()
+        self.fail_all("The pool was terminated before the task finished")
+        with self.lock:
+            self.workers = [None] * self.processes
+
+    def join_collector(self):
+        collector = self.collector
+        if collector is not None and collector is not threading.current_thread():
+            collector.join()
+
+    def join(self):
+        """After close(): wait for the workers to leave (replacing any that die
+        with tasks still queued), then for the collector."""
+        while True:
+            with self.lock:
+                workers = [w for w in self.workers if w is not None]
+            if not workers:
+                break
+            for w in workers:
+                w.join()
+            self.check_workers()
+        self.wake_collector()
+        self.join_collector()
+
+
+class Pool:
+    """A pool of worker processes, as multiprocessing.pool.Pool."""
+
+    _wrap_exception = True
+
+    @staticmethod
+    def Process(ctx, *args, **kwds):
+        return ctx.Process(*args, **kwds)
+
+    def __init__(self, processes=None, initializer=None, initargs=(),
+                 maxtasksperchild=None, context=None):
+        self._state = INIT
+        self._engine = None
+        if context is None:
+            from .context import _default_context
+            context = _default_context.get_context()
+        self._ctx = context
+        if processes is None:
+            processes = os.cpu_count() or 1
+        if processes < 1:
+            raise ValueError("Number of processes must be at least 1")
+        if maxtasksperchild is not None:
+            if not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0:
+                raise ValueError("maxtasksperchild must be a positive int or None")
+        if initializer is not None and not callable(initializer):
+            raise TypeError('initializer must be a callable')
+        self._processes = processes
+        self._initializer = initializer
+        self._initargs = initargs
+        self._maxtasksperchild = maxtasksperchild
+        engine = self._engine = _Engine(context, processes, initializer, initargs, maxtasksperchild)
+        self._cache = engine.cache
+        self._last_func = self._last_fbytes = None
+        try:
+            for i in range(processes):
+                engine.start_worker(i)
+        except Exception:
+            engine.terminate()
+            raise
+        engine.state = RUN
+        engine.collector = threading.Thread(target=engine.collect, name="cproc-pool-collector", daemon=True)
+        engine.collector.start()
+        self._state = RUN
+        self._terminate = util.Finalize(self, engine.terminate, exitpriority=15)
+
+    @property
+    def _pool(self):
+        engine = self._engine
+        return [] if engine is None else [w for w in engine.workers if w is not None]
+
+    def __del__(self, _warn=warnings.warn, RUN=RUN):
+        if getattr(self, "_state", None) == RUN:
+            _warn(f"unclosed running multiprocessing pool {self!r}", ResourceWarning, source=self)
+
+    def __repr__(self):
+        cls = self.__class__
+        return (f"<{cls.__module__}.{cls.__qualname__} "
+                f"state={self._state} pool_size={len(self._pool)}>")
+
+    def __reduce__(self):
+        raise NotImplementedError("pool objects cannot be passed between processes or pickled")
+
+    def __enter__(self):
+        self._check_running()
+        return self
+
+    def __exit__(self, exc_type, exc_val, exc_tb):
+        self.terminate()
+
+    def _check_running(self):
+        if self._state != RUN:
+            raise ValueError("Pool not running")
+
+    def _fbytes(self, func):
+        if func is not self._last_func:
+            self._last_fbytes = dumps_any(func, pickle.HIGHEST_PROTOCOL)
+            self._last_func = func
+        return self._last_fbytes
+
+    # ---- the calls ----------------------------------------------------------
+
+    def apply(self, func, args=(), kwds={}):
+        """Equivalent of `func(*args, **kwds)`; blocks until the result is ready."""
+        self._check_running()
+        return self.apply_async(func, args, kwds).get()
+
+    def apply_async(self, func, args=(), kwds={}, callback=None, error_callback=None):
+        """Asynchronous version of `apply()` method."""
+        self._check_running()
+        engine = self._engine
+        result = ApplyResult(self, callback, error_callback)
+        try:
+            fbytes = self._fbytes(func)
+        except Exception as e:
+            result._deliver(0, False, e)
+            return result
+        _cproc.pool_submit(engine.tasks, engine.cache, result, engine.next_tid(), _MODE_APPLY,
+                           fbytes, (args, kwds), 1, _dumps_task)
+        return result
+
+    def map(self, func, iterable, chunksize=None):
+        """Apply `func` to each element in `iterable`, collecting the results
+        in a list that is returned."""
+        return self._map_async(func, iterable, _MODE_MAP, chunksize).get()
+
+    def starmap(self, func, iterable, chunksize=None):
+        """Like `map()` method but the elements of the `iterable` are expected to
+        be iterables as well and will be unpacked as arguments. Hence
+        `func` and (a, b) becomes func(a, b)."""
+        return self._map_async(func, iterable, _MODE_STARMAP, chunksize).get()
+
+    def map_async(self, func, iterable, chunksize=None, callback=None, error_callback=None):
+        """Asynchronous version of `map()` method."""
+        return self._map_async(func, iterable, _MODE_MAP, chunksize, callback, error_callback)
+
+    def starmap_async(self, func, iterable, chunksize=None, callback=None, error_callback=None):
+        """Asynchronous version of `starmap()` method."""
+        return self._map_async(func, iterable, _MODE_STARMAP, chunksize, callback, error_callback)
+
+    def _map_async(self, func, iterable, mode, chunksize=None, callback=None, error_callback=None):
+        self._check_running()
+        if not hasattr(iterable, "__len__"):
+            iterable = list(iterable)
+        if chunksize is None:
+            chunksize, extra = divmod(len(iterable), len(self._pool) * 4)
+            if extra:
+                chunksize += 1
+        if len(iterable) == 0:
+            chunksize = 0
+        engine = self._engine
+        nchunks = 0 if chunksize <= 0 else -(-len(iterable) // chunksize)
+        with engine.lock:   # a block of consecutive task ids
+            first = engine.next_tid()
+            for _ in range(nchunks - 1):
+                engine.next_tid()
+        result = MapResult(self, first, chunksize, len(iterable), callback, error_callback)
+        if nchunks == 0:
+            return result
+        try:
+            fbytes = self._fbytes(func)
+        except Exception as e:
+            for i in range(nchunks):
+                result._deliver(first + i, False, e)
+            return result
+        _cproc.pool_submit(engine.tasks, engine.cache, result, first, mode, fbytes,
+                           iterable, chunksize, _dumps_task)
+        return result
+
+    def imap(self, func, iterable, chunksize=1):
+        """Equivalent of `map()` -- can be MUCH slower than `Pool.map()`."""
+        return self._imap(IMapIterator, func, iterable, chunksize)
+
+    def imap_unordered(self, func, iterable, chunksize=1):
+        """Like `imap()` method but ordering of results is arbitrary."""
+        return self._imap(IMapUnorderedIterator, func, iterable, chunksize)
+
+    def _imap(self, cls, func, iterable, chunksize):
+        self._check_running()
+        if chunksize < 1:
+            raise ValueError("Chunksize must be 1+, not {0:n}".format(chunksize))
+        result = cls(self)
+        result._start(func, iterable, chunksize)
+        if chunksize == 1:
+            return result
+        return (item for chunk in result for item in chunk)
+
+    # ---- ending -------------------------------------------------------------
+
+    def close(self):
+        """Stop accepting tasks; the workers leave once the queued tasks are done."""
+        util.debug('closing pool')
+        if self._state == RUN:
+            self._state = CLOSE
+            self._engine.close()
+
+    def terminate(self):
+        """Stop the workers at once; tasks still outstanding fail with WorkerLostError."""
+        util.debug('terminating pool')
+        self._state = TERMINATE
+        self._terminate()
+
+    def join(self):
+        """Wait for the workers to exit (after close() or terminate())."""
+        util.debug('joining pool')
+        if self._state == RUN:
+            raise ValueError("Pool is still running")
+        elif self._state not in (CLOSE, TERMINATE):
+            raise ValueError("In unknown state")
+        engine = self._engine
+        if self._state == TERMINATE:
+            engine.terminate()      # already done unless terminate() raised part way
+        else:
+            engine.join()
+
+
+class _Feed:
+    """What an imap's feeder thread shares with its iterator (never the
+    iterator itself, so an abandoned iterator is collected and the feeder
+    stops)."""
+
+    def __init__(self):
+        self.cond = threading.Condition(threading.Lock())
+        self.submitted = 0
+        self.consumed = 0
+        self.stop = False
+
+
+def _imap_feed(ref, feed, engine, it, fbytes, chunksize):
+    """The feeder thread of one imap: submit while fewer than _IMAP_AHEAD
+    tasks are ahead of the consumer."""
+    position = 0
+    cond = feed.cond
+    while True:
+        with cond:
+            while (feed.submitted - feed.consumed >= _IMAP_AHEAD and not feed.stop
+                   and engine.state != TERMINATE):
+                cond.wait(_CHECK_EVERY)
+            if feed.stop or engine.state == TERMINATE:
+                break
+        try:
+            chunk = list(itertools.islice(it, chunksize))
+        except Exception as e:
+            owner = ref()
+            if owner is not None:
+                with cond:
+                    owner._store(position, False, e)
+                    owner._set_length(position + 1)
+            return
+        owner = ref()
+        if not chunk or owner is None:
+            break
+        tid = engine.next_tid()
+        with cond:
+            owner._index_of[tid] = position
+            feed.submitted += 1
+        if chunksize == 1:
+            _cproc.pool_submit(engine.tasks, engine.cache, owner, tid, _MODE_APPLY, fbytes,
+                               ((chunk[0],), None), 1, _dumps_task)
+        else:
+            _cproc.pool_submit(engine.tasks, engine.cache, owner, tid, _MODE_MAP, fbytes,
+                               chunk, chunksize, _dumps_task)
+        del owner
+        position += 1
+    owner = ref()
+    if owner is not None:
+        with cond:
+            owner._set_length(position)
+
+
+class IMapIterator:
+    """The iterator imap() returns: results in order, submitted lazily.
+
+    A feeder thread draws from the iterable only while fewer than
+    _IMAP_AHEAD tasks are submitted and not yet consumed, so generators
+    (even endless ones) are consumed lazily."""
+
+    _ordered = True
+
+    def __init__(self, pool):
+        self._pool = pool
+        self._feed = _Feed()
+        self._cond = self._feed.cond
+        self._index_of = {}            # task id -> position
+        self._ready = {}               # position -> (ok, value)  (ordered)
+        self._items = collections.deque()   # (ok, value)          (unordered)
+        self._next = 0                 # positions yielded so far
+        self._length = None            # known once the iterable is exhausted
+
+    def _start(self, func, iterable, chunksize):
+        fbytes = self._pool._fbytes(func)
+        threading.Thread(target=_imap_feed, name="cproc-imap-feeder", daemon=True,
+                         args=(weakref.ref(self), self._feed, self._pool._engine, iter(iterable),
+                               fbytes, chunksize)).start()
+
+    def _set_length(self, length):
+        self._length = length
+        self._cond.notify_all()
+
+    def _store(self, position, ok, value):
+        if self._ordered:
+            self._ready[position] = (ok, value)
+        else:
+            self._items.append((ok, value))
+        self._cond.notify_all()
+
+    def _deliver(self, tid, ok, value):
+        with self._cond:
+            position = self._index_of.pop(tid, None)
+            if position is not None:
+                self._store(position, ok, value)
+
+    def __iter__(self):
+        return self
+
+    def next(self, timeout=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                item = self._take()
+                if item is not None:
+                    break
+                if self._length is not None and self._next >= self._length:
+                    self._pool = None
+                    raise StopIteration from None
+                if deadline is None:
+                    self._cond.wait()
+                else:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError from None
+                    self._cond.wait(left)
+            self._next += 1
+            self._feed.consumed += 1
+            self._cond.notify_all()     # room for the feeder
+        ok, value = item
+        if ok:
+            return value
+        raise value
+
+    __next__ = next
+
+    def _take(self):
+        if self._ordered:
+            return self._ready.pop(self._next, None)
+        return self._items.popleft() if self._items else None
+
+    def __del__(self):
+        feed = getattr(self, "_feed", None)
+        if feed is not None:
+            feed.stop = True
+
+
+class IMapUnorderedIterator(IMapIterator):
+    """The iterator imap_unordered() returns: results as they complete."""
+
+    _ordered = False
