@@ -24,6 +24,8 @@
 
 #define STOP_TAG ((uint64_t)1 << 63)
 #define BATCH 256                      /* records per lock round trip */
+#define FLUSH_ITEMS 1024                /* items per batch, at most */
+#define RANGE_CHUNK 256                 /* a range chunk this long travels as a range */
 
 enum { MODE_APPLY = 0, MODE_MAP = 1, MODE_STARMAP = 2 };
 
@@ -606,6 +608,44 @@ static int submit(PyObject *tasks, PyObject *cache, PyObject *result, uint64_t f
     return failed ? -1 : 0;
 }
 
+static PyObject *submit_range(PyObject *tasks, PyObject *cache, PyObject *result, uint64_t first,
+                              PyObject *mode, PyObject *fbytes, PyObject *range, Py_ssize_t chunksize,
+                              PyObject *dumps)
+{
+    Py_ssize_t len = PyObject_Length(range);
+    if (len < 0)
+        return NULL;
+    PyObject *batch[BATCH];
+    Py_ssize_t nbatch = 0, total = 0;
+    int failed = 0;
+    for (Py_ssize_t lo = 0; lo < len && !failed; lo += chunksize) {
+        Py_ssize_t hi = len - lo > chunksize ? lo + chunksize : len;
+        PyObject *start = PyLong_FromSsize_t(lo), *stop = PyLong_FromSsize_t(hi);
+        PyObject *slice = start && stop ? PySlice_New(start, stop, NULL) : NULL;
+        PyObject *chunk = slice ? PyObject_GetItem(range, slice) : NULL;
+        Py_XDECREF(start);
+        Py_XDECREF(stop);
+        Py_XDECREF(slice);
+        PyObject *task = chunk ? PyTuple_Pack(4, mode, fbytes, chunk, Py_None) : NULL;
+        Py_XDECREF(chunk);
+        if (task == NULL) {
+            failed = 1;
+            break;
+        }
+        batch[nbatch++] = task;
+        if (nbatch == BATCH || hi == len || nbatch * chunksize >= FLUSH_ITEMS) {
+            failed = submit(tasks, cache, result, first + (uint64_t)total, batch, nbatch, dumps) < 0;
+            total += nbatch;
+            for (Py_ssize_t i = 0; i < nbatch; i++)
+                Py_DECREF(batch[i]);
+            nbatch = 0;
+        }
+    }
+    for (Py_ssize_t i = 0; i < nbatch; i++)
+        Py_DECREF(batch[i]);
+    return failed ? NULL : PyLong_FromSsize_t(total);
+}
+
 /* pool_submit(tasks, cache, result, first_tid, mode, fbytes, iterable, chunksize, dumps)
  * -> the number of tasks: apply (mode 0: iterable is (args, kwds)), or the
  * chunks of a map/starmap. */
@@ -644,6 +684,8 @@ static PyObject *pool_submit(PyObject *Py_UNUSED(module), PyObject *const *args,
         PyErr_SetString(PyExc_ValueError, "chunksize must be at least 1");
         return NULL;
     }
+    if (PyRange_Check(args[6]) && chunksize >= RANGE_CHUNK) /* chunks of a range are ranges: tiny to send */
+        return submit_range(tasks, cache, result, first, args[4], fbytes, args[6], chunksize, dumps);
     PyObject *it = PyObject_GetIter(args[6]);
     if (it == NULL)
         return NULL;
@@ -681,7 +723,8 @@ static PyObject *pool_submit(PyObject *Py_UNUSED(module), PyObject *const *args,
             }
             batch[nbatch++] = task;
         }
-        if (nbatch == BATCH || (done && nbatch > 0)) {
+        /* Large chunks go at once, so the workers start while we build the next. */
+        if (nbatch == BATCH || (done && nbatch > 0) || nbatch * chunksize >= FLUSH_ITEMS) {
             failed = submit(tasks, cache, result, first + (uint64_t)total, batch, nbatch, dumps) < 0;
             total += nbatch;
             for (Py_ssize_t i = 0; i < nbatch; i++)

@@ -19,6 +19,8 @@ import itertools
 import os
 import pickle
 import signal
+import sys
+import _thread
 import threading
 import time
 import warnings
@@ -213,10 +215,26 @@ class _Engine:
         with self.lock:
             self.workers = [None] * self.processes
 
+    def start_collector(self):
+        # _thread directly: threading.Thread.start() waits until the new
+        # thread runs, a millisecond or more while the new workers start.
+        self.collector_done = threading.Lock()
+        self.collector_done.acquire()
+        self.collector = _thread.start_new_thread(self.collector_main, ())
+
+    def collector_main(self):
+        try:
+            self.collect()
+        except BaseException:
+            if self.state != TERMINATE:     # at interpreter exit the world may be gone
+                sys.excepthook(*sys.exc_info())
+        finally:
+            self.collector_done.release()
+
     def join_collector(self):
-        collector = self.collector
-        if collector is not None and collector is not threading.current_thread():
-            collector.join()
+        if self.collector is not None and self.collector != _thread.get_ident():
+            with self.collector_done:
+                pass
 
     def join(self):
         """After close(): wait for the workers to leave (replacing any that die
@@ -273,8 +291,7 @@ class Pool:
             engine.terminate()
             raise
         engine.state = RUN
-        engine.collector = threading.Thread(target=engine.collect, name="cproc-pool-collector", daemon=True)
-        engine.collector.start()
+        engine.start_collector()
         self._state = RUN
         self._terminate = util.Finalize(self, engine.terminate, exitpriority=15)
 
