@@ -12,7 +12,7 @@ if not _sys.platform.startswith("linux"):
 from . import _cproc  # noqa: F401  (the C core; fails loudly if not built)
 from . import context as _context
 from .context import (ProcessError, BufferTooShort, TimeoutError,  # noqa: F401
-                      AuthenticationError, OwnerDiedWarning)
+                      AuthenticationError, OwnerDiedWarning, WorkerLostError)
 
 from . import connection  # noqa: F401
 
@@ -22,4 +22,4 @@ globals().update((name, getattr(_context._default_context, name))
                  for name in _context._exported)
 
 __all__ = ["ProcessError", "BufferTooShort", "TimeoutError", "AuthenticationError",
-           "OwnerDiedWarning"] + list(_context._exported)
+           "OwnerDiedWarning", "WorkerLostError"] + list(_context._exported)

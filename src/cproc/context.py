@@ -14,9 +14,29 @@ from . import _cproc
 from . import process
 
 __all__ = ["BaseContext", "DefaultContext", "Process", "ProcessError", "BufferTooShort",
-           "TimeoutError", "AuthenticationError", "OwnerDiedWarning"]
+           "TimeoutError", "AuthenticationError", "OwnerDiedWarning", "WorkerLostError"]
 
 OwnerDiedWarning = _cproc.OwnerDiedWarning
+
+
+class WorkerLostError(ProcessError):
+    """A Pool task's worker process died (or the pool was terminated) before
+    the task finished: what cproc's AsyncResult.get() raises where
+    multiprocessing's would wait forever.
+
+    ``pid`` and ``exitcode`` (negative: the signal) name the worker, when known.
+    """
+
+    def __init__(self, message, pid=None, exitcode=None):
+        super().__init__(message)
+        self.pid = pid
+        self.exitcode = exitcode
+
+    def __reduce__(self):
+        return type(self), (self.args[0], self.pid, self.exitcode)
+
+
+WorkerLostError.__module__ = "cproc"
 
 
 class BaseContext:
@@ -25,6 +45,7 @@ class BaseContext:
     TimeoutError = TimeoutError
     AuthenticationError = AuthenticationError
     OwnerDiedWarning = OwnerDiedWarning
+    WorkerLostError = WorkerLostError
 
     current_process = staticmethod(process.current_process)
     parent_process = staticmethod(process.parent_process)
@@ -109,6 +130,22 @@ class BaseContext:
         """Returns a queue object"""
         from .queues import SimpleQueue
         return SimpleQueue(ctx=self.get_context())
+
+    def Manager(self):
+        """Returns a manager associated with a running server process
+
+        The managers methods such as `Lock()`, `Condition()` and `Queue()`
+        can be used to create shared objects.
+        """
+        from .managers import SyncManager
+        m = SyncManager(ctx=self.get_context())
+        m.start()
+        return m
+
+    def Pool(self, processes=None, initializer=None, initargs=(), maxtasksperchild=None):
+        """Returns a process pool object"""
+        from .pool import Pool
+        return Pool(processes, initializer, initargs, maxtasksperchild, context=self.get_context())
 
     def Pipe(self, duplex=True):
         """Returns two connection object connected by a pipe"""
@@ -292,5 +329,5 @@ _exported = [
     "get_context", "set_start_method", "get_start_method", "get_all_start_methods",
     "set_executable", "set_forkserver_preload", "freeze_support", "get_logger", "log_to_stderr",
     "Pipe", "Queue", "JoinableQueue", "SimpleQueue", "Lock", "RLock", "Condition", "Semaphore", "BoundedSemaphore", "Event", "Barrier",
-    "RawValue", "RawArray", "Value", "Array",
+    "RawValue", "RawArray", "Value", "Array", "Pool", "Manager",
 ]

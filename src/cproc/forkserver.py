@@ -69,7 +69,7 @@ class ForkServer:
         try:
             main_path = None
             if "__main__" in self._preload:
-                data = _mp_spawn.get_preparation_data("ignore")
+                data = spawn.get_preparation_data("ignore")
                 main_path = data.get("init_main_from_path")
                 sys_path = data.get("sys_path")
             prog = ("from cproc.forkserver import main; main(%d, %r, %r, %r)"
@@ -139,12 +139,14 @@ class Popen:
         self.returncode = None
         self._pidfd = self._status = None
         _mp_util._flush_std_streams()   # nothing buffered may come out after the child's output
-        prep_data = _mp_spawn.get_preparation_data(process_obj._name)
+        prep_data = spawn.get_preparation_data(process_obj._name)
         fp = io.BytesIO()
         _mp_context.set_spawning_popen(self)
         try:
             reduction.dump(prep_data, fp)
-            reduction.dump(process_obj, fp)
+            # plain pickle, or cloudpickle for what it refuses (lambdas,
+            # closures, the functions of a __main__ the child cannot import)
+            fp.write(spawn.dumps_process_obj(prep_data, process_obj))
         finally:
             _mp_context.set_spawning_popen(None)
         self.pid, self._status = _forkserver.request(fp.getbuffer())

@@ -32,6 +32,7 @@ from multiprocessing.pool import (RemoteTraceback, ExceptionWithTraceback,  # no
                                   MaybeEncodingError, ThreadPool, mapstar, starmapstar)
 
 from . import _cproc
+from .context import WorkerLostError
 from .reduction import dumps_any
 
 __all__ = ["Pool", "ThreadPool", "ApplyResult", "AsyncResult", "MapResult",
@@ -50,21 +51,6 @@ _STOP_TAG = 1 << _cproc.POOL_STOP_TAG_BIT
 _MODE_APPLY, _MODE_MAP, _MODE_STARMAP = 0, 1, 2
 _CHECK_EVERY = 0.1          # seconds between looks at the workers
 _IMAP_AHEAD = 256           # tasks an imap keeps submitted beyond what was consumed
-
-
-class WorkerLostError(ProcessError):
-    """A task's worker process died (or the pool was terminated) before it finished.
-
-    ``pid`` and ``exitcode`` (negative: the signal) name the worker, when known.
-    """
-
-    def __init__(self, message, pid=None, exitcode=None):
-        super().__init__(message)
-        self.pid = pid
-        self.exitcode = exitcode
-
-    def __reduce__(self):
-        return type(self), (self.args[0], self.pid, self.exitcode)
 
 
 def _describe_exit(exitcode):

@@ -5,7 +5,6 @@ import io
 import os
 
 from multiprocessing import context as _mp_context
-from multiprocessing import spawn as _mp_spawn
 
 from . import _cproc
 from . import reduction
@@ -30,12 +29,14 @@ class Popen(_cproc.Popen):
 
     def __init__(self, process_obj):
         self._fds = []
-        prep_data = _mp_spawn.get_preparation_data(process_obj._name)
+        prep_data = spawn.get_preparation_data(process_obj._name)
         fp = io.BytesIO()
         _mp_context.set_spawning_popen(self)   # lets the authkey be pickled
         try:
             reduction.dump(prep_data, fp)
-            reduction.dump(process_obj, fp)
+            # plain pickle, or cloudpickle for what it refuses (lambdas,
+            # closures, the functions of a __main__ the child cannot import)
+            fp.write(spawn.dumps_process_obj(prep_data, process_obj))
         finally:
             _mp_context.set_spawning_popen(None)
         child_r, parent_w = os.pipe()

@@ -13,7 +13,8 @@ from multiprocessing import reduction as _mp_reduction
 from multiprocessing import spawn as _mp_spawn
 from multiprocessing import util as _mp_util
 
-__all__ = ["get_executable", "set_executable", "get_command_line", "spawn_main"]
+__all__ = ["get_executable", "set_executable", "get_command_line", "get_preparation_data",
+           "dumps_process_obj", "spawn_main"]
 
 _executable = sys.executable
 
@@ -32,6 +33,39 @@ def get_command_line(pipe_handle):
     prog = "from cproc.spawn import spawn_main; spawn_main(%d)" % pipe_handle
     opts = _mp_util._args_from_interpreter_flags()
     return [_executable] + opts + ["-c", prog, "--multiprocessing-fork"]
+
+
+def get_preparation_data(name):
+    """multiprocessing's preparation data, less a main path the child cannot run.
+
+    A program read from stdin has __main__.__file__ == "<stdin>": multiprocessing
+    hands that path to the child, which dies trying to run it. cproc leaves it
+    out; the objects of such a __main__ then travel by value (dumps_process_obj)."""
+    d = _mp_spawn.get_preparation_data(name)
+    path = d.get("init_main_from_path")
+    if path is not None and not os.path.isfile(path):
+        del d["init_main_from_path"]
+    return d
+
+
+def dumps_process_obj(prep_data, process_obj):
+    """The pickle (bytes) of the Process object of a spawn or forkserver child.
+
+    Plain pickle first, cloudpickle for what it refuses (reduction.dumps_any):
+    lambdas, closures, local classes.  When the child cannot re-create the main
+    module (python -c, a program read from stdin, an interactive session), the
+    functions and classes of __main__ must travel by value, which only
+    cloudpickle does: it goes first then.  Call with the spawning popen set."""
+    from . import reduction
+    if "init_main_from_path" in prep_data or "init_main_from_name" in prep_data:
+        return reduction.dumps_any(process_obj)
+    try:
+        import io
+        buf = io.BytesIO()
+        reduction._cloud_pickler_class()(buf).dump(process_obj)
+        return buf.getvalue()
+    except Exception:
+        return reduction.dumps_any(process_obj)   # raises plain pickle's error
 
 
 def spawn_main(pipe_handle):
