@@ -7,6 +7,7 @@
     python benchmarks/run.py --json raw.json # also dump every per-round time
     python benchmarks/run.py --candidate multiprocessing   # self-check: ratios ~1.0
     python benchmarks/run.py --list          # list the registered cases
+    python benchmarks/run.py --plot chart.png  # also draw the chart (matplotlib)
 
 For every case the implementations are alternated within each round
 (multiprocessing, cproc[, peers...], multiprocessing, cproc, ...) after one
@@ -398,6 +399,8 @@ def main(argv=None):
                          "mp, cproc")
     ap.add_argument("--list", action="store_true",
                     help="list the cases and exit")
+    ap.add_argument("--plot", metavar="FILE.png",
+                    help="also draw the ratios as a bar chart (needs matplotlib)")
     args = ap.parse_args(argv)
 
     rounds = args.rounds or (3 if args.quick else 7)
@@ -502,6 +505,13 @@ def main(argv=None):
     else:
         progress("(Markdown not written: partial, quick or non-cproc run; "
                  "pass --output FILE to write it)\n")
+    if args.plot:
+        from plot import plot
+        if plot(results, args.plot, REFERENCE, cand_label):
+            progress(f"wrote {args.plot}\n")
+        else:
+            progress(f"chart not drawn: matplotlib is not installed "
+                     f"(pip install matplotlib), so {args.plot} was not written\n")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"meta": meta, "cases": results}, f, indent=1)

@@ -1,11 +1,17 @@
-"""python -m cproc info | demo
+"""python -m cproc info | demo | bench | check
 
-info  prints the version, the platform support and what the C core provides.
-demo  runs a short, visible self-check of the primitives across two processes.
+info   the version, the platform support and what the C core provides.
+demo   runs the user's tutorial snippets (the bundled seed examples) under
+       multiprocessing and, with only the import changed, under cproc, showing
+       each one's output and a PASS/FAIL line; exit status 0 only if all pass.
+bench  times cproc against multiprocessing side by side (the benchmarks of
+       the source tree, bundled): the table, and a chart with --plot FILE.png.
+check  a short, visible self-check of the primitives across two processes.
 """
 
 import argparse
 import os
+import subprocess
 import pickle
 import platform
 import signal
@@ -178,7 +184,7 @@ CHECKS = [
 ]
 
 
-def cmd_demo(args):
+def cmd_check(args):
     print(f"cproc {cproc.__version__} self-check: primitives across processes\n")
     failed = 0
     for name, check in CHECKS:
@@ -192,13 +198,72 @@ def cmd_demo(args):
     return 1 if failed else 0
 
 
+def bundled(name):
+    """A directory shipped with cproc: inside the installed package (the wheel
+    carries examples/seeds and benchmarks), or in the source tree of a
+    development install."""
+    here = os.path.dirname(os.path.abspath(cproc.__file__))
+    for path in (os.path.join(here, "_bundled", name),
+                 os.path.join(os.path.dirname(os.path.dirname(here)), name)):
+        if os.path.isdir(path):
+            return path
+    raise SystemExit(f"python -m cproc: {name} is not bundled with this installation of cproc ({here})")
+
+
+def cmd_demo(args):
+    runner = os.path.join(bundled(os.path.join("examples", "seeds")), "run_examples.py")
+    cmd = [sys.executable, runner, "--module", "cproc", "--jobs", str(args.jobs)]
+    if not args.quiet:
+        cmd.append("--show")
+    for only in args.only:
+        cmd += ["--only", only]
+    print("The seed examples (the tutorials' own snippets) run with multiprocessing, then with "
+          "`import cproc as multiprocessing`; their outputs are compared (pids and times normalised).",
+          flush=True)
+    return subprocess.call(cmd)
+
+
+def cmd_bench(args):
+    runner = os.path.join(bundled("benchmarks"), "run.py")
+    cmd = [sys.executable, runner]
+    if args.quick:
+        cmd.append("--quick")
+    if args.plot:
+        cmd += ["--plot", os.path.abspath(args.plot)]
+    if args.rounds:
+        cmd += ["--rounds", str(args.rounds)]
+    for only in args.only:
+        cmd += ["--only", only]
+    cmd += ["--output", os.path.abspath(args.output)] if args.output else ["--no-write"]
+    return subprocess.call(cmd)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m cproc", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("info", help="version, platform support, what the C core provides")
-    sub.add_parser("demo", help="a visible self-check of the primitives across processes")
+    sub.add_parser("info", help="version, platform support, what the C core provides",
+                   description="Print the version, the platform support and what the C core provides.")
+    demo = sub.add_parser("demo", help="run the seed examples under multiprocessing and cproc, compare",
+                          description="Run the bundled seed examples (the tutorials' snippets) with "
+                                      "multiprocessing and, with only the import changed, with cproc; "
+                                      "show each output and a PASS/FAIL line. Exit status 0 only if all pass.")
+    demo.add_argument("--only", action="append", default=[], metavar="NN",
+                      help="run only these examples (number or file stem; repeatable)")
+    demo.add_argument("--jobs", type=int, default=2, help="examples run at the same time (default 2)")
+    demo.add_argument("--quiet", action="store_true", help="PASS/FAIL lines only, not the outputs")
+    bench = sub.add_parser("bench", help="time cproc against multiprocessing (table, optional chart)",
+                           description="Time cproc against multiprocessing side by side (alternating "
+                                       "rounds, medians, ratios) and print the Markdown table.")
+    bench.add_argument("--quick", action="store_true", help="3 rounds, smaller sizes (about a minute)")
+    bench.add_argument("--plot", metavar="FILE.png", help="also draw the chart (needs matplotlib)")
+    bench.add_argument("--rounds", type=int, help="rounds per case (default 7, 3 with --quick)")
+    bench.add_argument("--only", action="append", default=[], metavar="SUBSTR",
+                       help="only the cases whose name contains SUBSTR (repeatable)")
+    bench.add_argument("--output", metavar="FILE.md", help="also write the table to this file")
+    sub.add_parser("check", help="a visible self-check of the primitives across processes",
+                   description="A short self-check of the primitives across two processes.")
     args = parser.parse_args(argv)
-    return {"info": cmd_info, "demo": cmd_demo}[args.command](args)
+    return {"info": cmd_info, "demo": cmd_demo, "bench": cmd_bench, "check": cmd_check}[args.command](args)
 
 
 if __name__ == "__main__":
