@@ -61,3 +61,18 @@ def test_check_passes(tmp_path):
     r = cproc_cli(tmp_path, "check")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "8 passed, 0 failed" in r.stdout
+
+
+def test_readme_lists_every_name_of_multiprocessing():
+    import multiprocessing
+    import re
+    readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+    with open(readme, encoding="utf-8") as f:
+        text = f.read()
+    table = text[text.index("## Compatibility with multiprocessing"):]
+    table = table[:table.index("\n\n", table.index("|---"))]
+    listed = set(re.findall(r"`(\w+)`", "\n".join(line.split("|")[1] for line in table.splitlines()
+                                                  if line.startswith("| `"))))
+    assert set(multiprocessing.__all__) <= listed, sorted(set(multiprocessing.__all__) - listed)
+    import cproc
+    assert all(hasattr(cproc, name) for name in multiprocessing.__all__)

@@ -183,6 +183,26 @@ class BaseContext:
         from .forkserver import _forkserver
         _forkserver.set_forkserver_preload(module_names)
 
+    def allow_connection_pickling(self):
+        """Install support for sending connections and sockets
+        between processes
+        """
+        # cproc's Connections always pickle (to a handle); this loads the
+        # reducers multiprocessing registers for sockets, as it does there.
+        from . import connection  # noqa: F401
+        import multiprocessing.connection  # noqa: F401
+
+    @property
+    def reducer(self):
+        """Controls how objects will be reduced to a form that can be
+        shared with other processes."""
+        from . import reduction
+        return globals().get("_reducer", reduction)
+
+    @reducer.setter
+    def reducer(self, reduction):
+        globals()["_reducer"] = reduction
+
     def get_context(self, method=None):
         if method is None:
             return self
@@ -330,4 +350,5 @@ _exported = [
     "set_executable", "set_forkserver_preload", "freeze_support", "get_logger", "log_to_stderr",
     "Pipe", "Queue", "JoinableQueue", "SimpleQueue", "Lock", "RLock", "Condition", "Semaphore", "BoundedSemaphore", "Event", "Barrier",
     "RawValue", "RawArray", "Value", "Array", "Pool", "Manager",
+    "allow_connection_pickling", "reducer",
 ]
