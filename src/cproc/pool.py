@@ -68,6 +68,22 @@ def _dumps_task(obj):
     return dumps_any(obj, pickle.HIGHEST_PROTOCOL, buffers.append), buffers
 
 
+def _dumps_task_by_value(obj):
+    """The same for workers that cannot import __main__: cloudpickle first."""
+    buffers = []
+    return dumps_any(obj, pickle.HIGHEST_PROTOCOL, buffers.append, by_value=True), buffers
+
+
+def _workers_import_main(ctx):
+    """Whether ctx's workers find the functions of __main__ by name: fork
+    children have them; spawn and forkserver ones re-create __main__ from its
+    file or module, which a notebook, `python -c` or stdin does not have."""
+    if ctx.get_start_method() == "fork":
+        return True
+    from .spawn import get_preparation_data, main_importable
+    return main_importable(get_preparation_data("cproc-pool"))
+
+
 def _worker(tasks, results, slots, index, owner, initializer, initargs, maxtasks):
     """A pool worker process: run the initializer, then the C task loop."""
     # Ctrl+C goes to the whole foreground process group: the parent raises
@@ -105,6 +121,8 @@ class _Engine:
         self.lock = threading.RLock()       # workers list and state
         self.owner = os.getpid()
         self.collector = None
+        self.by_value = not _workers_import_main(ctx)
+        self.dumps_task = _dumps_task_by_value if self.by_value else _dumps_task
 
     # ---- workers ----------------------------------------------------------
 
@@ -311,7 +329,7 @@ class Pool:
 
     def _fbytes(self, func):
         if func is not self._last_func:
-            self._last_fbytes = dumps_any(func, pickle.HIGHEST_PROTOCOL)
+            self._last_fbytes = dumps_any(func, pickle.HIGHEST_PROTOCOL, by_value=self._engine.by_value)
             self._last_func = func
         return self._last_fbytes
 
@@ -333,7 +351,7 @@ class Pool:
             result._deliver(0, False, e)
             return result
         _cproc.pool_submit(engine.tasks, engine.cache, result, engine.next_tid(), _MODE_APPLY,
-                           fbytes, (args, kwds), 1, _dumps_task)
+                           fbytes, (args, kwds), 1, engine.dumps_task)
         return result
 
     def map(self, func, iterable, chunksize=None):
@@ -381,7 +399,7 @@ class Pool:
                 result._deliver(first + i, False, e)
             return result
         _cproc.pool_submit(engine.tasks, engine.cache, result, first, mode, fbytes,
-                           iterable, chunksize, _dumps_task)
+                           iterable, chunksize, engine.dumps_task)
         return result
 
     def imap(self, func, iterable, chunksize=1):
@@ -473,10 +491,10 @@ def _imap_feed(ref, feed, engine, it, fbytes, chunksize):
             feed.submitted += 1
         if chunksize == 1:
             _cproc.pool_submit(engine.tasks, engine.cache, owner, tid, _MODE_APPLY, fbytes,
-                               ((chunk[0],), None), 1, _dumps_task)
+                               ((chunk[0],), None), 1, engine.dumps_task)
         else:
             _cproc.pool_submit(engine.tasks, engine.cache, owner, tid, _MODE_MAP, fbytes,
-                               chunk, chunksize, _dumps_task)
+                               chunk, chunksize, engine.dumps_task)
         del owner
         position += 1
     owner = ref()

@@ -73,11 +73,21 @@ def _cloud_pickler_class():
     return _cloud_pickler
 
 
-def dumps_any(obj, protocol=None, buffer_callback=None):
+def dumps_any(obj, protocol=None, buffer_callback=None, by_value=False):
     """The pickle of obj as bytes: ForkingPickler, or cloudpickle when it refuses.
 
     When cloudpickle fails too, the plain pickler's error is raised: it is
-    the one multiprocessing users know."""
+    the one multiprocessing users know. by_value: cloudpickle first, for a
+    receiver that cannot import __main__ (spawn and forkserver children of a
+    notebook, ``python -c`` or a program read from stdin), where plain pickle
+    would succeed by name and the receiver then fail to find the name."""
+    if by_value:
+        buf = io.BytesIO()
+        try:
+            _cloud_pickler_class()(buf, protocol, buffer_callback=buffer_callback).dump(obj)
+            return buf.getvalue()
+        except Exception:
+            pass
     buf = io.BytesIO()
     try:
         ForkingPickler(buf, protocol, True, buffer_callback).dump(obj)

@@ -57,15 +57,12 @@ def dumps_process_obj(prep_data, process_obj):
     functions and classes of __main__ must travel by value, which only
     cloudpickle does: it goes first then.  Call with the spawning popen set."""
     from . import reduction
-    if "init_main_from_path" in prep_data or "init_main_from_name" in prep_data:
-        return reduction.dumps_any(process_obj)
-    try:
-        import io
-        buf = io.BytesIO()
-        reduction._cloud_pickler_class()(buf).dump(process_obj)
-        return buf.getvalue()
-    except Exception:
-        return reduction.dumps_any(process_obj)   # raises plain pickle's error
+    return reduction.dumps_any(process_obj, by_value=not main_importable(prep_data))
+
+
+def main_importable(prep_data):
+    """Whether a spawned child re-creates __main__ (from a file or a module name)."""
+    return "init_main_from_path" in prep_data or "init_main_from_name" in prep_data
 
 
 def spawn_main(pipe_handle):
