@@ -1,0 +1,126 @@
+# Type stubs for cproc.pool (modelled on typeshed's multiprocessing/pool.pyi).
+# ApplyResult and MapResult are C types; ThreadPool is multiprocessing's.
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from multiprocessing import ProcessError as ProcessError, TimeoutError as TimeoutError
+from multiprocessing.pool import ThreadPool as ThreadPool
+from multiprocessing.process import BaseProcess
+from types import GenericAlias, TracebackType
+from typing import Any, Final, Generic, Literal, NoReturn, TypeVar, overload
+from typing_extensions import Self
+
+from .context import BaseContext, WorkerLostError as WorkerLostError
+
+__all__ = [
+    "Pool",
+    "ThreadPool",
+    "ApplyResult",
+    "AsyncResult",
+    "MapResult",
+    "IMapIterator",
+    "IMapUnorderedIterator",
+    "WorkerLostError",
+]
+
+_S = TypeVar("_S")
+_T = TypeVar("_T")
+
+class ApplyResult(Generic[_T]):
+    """The result of apply_async(); get() raises WorkerLostError if the worker died."""
+
+    def __init__(
+        self, pool: Pool, callback: Callable[[_T], object] | None = None, error_callback: Callable[[BaseException], object] | None = None
+    ) -> None: ...
+    def get(self, timeout: float | None = None) -> _T: ...
+    def wait(self, timeout: float | None = None) -> None: ...
+    def ready(self) -> bool: ...
+    def successful(self) -> bool: ...
+    def __class_getitem__(cls, item: Any, /) -> GenericAlias: ...
+
+AsyncResult = ApplyResult
+
+class MapResult(ApplyResult[list[_T]]):
+    def __init__(
+        self,
+        pool: Pool,
+        first_tid: int,
+        chunksize: int,
+        length: int,
+        callback: Callable[[list[_T]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> None: ...
+
+class IMapIterator(Iterator[_T]):
+    def __init__(self, pool: Pool) -> None: ...
+    def __iter__(self) -> Self: ...
+    def next(self, timeout: float | None = None) -> _T: ...
+    def __next__(self, timeout: float | None = None) -> _T: ...
+    def __del__(self) -> None: ...
+
+class IMapUnorderedIterator(IMapIterator[_T]): ...
+
+class Pool:
+    """A pool of worker processes, as multiprocessing.pool.Pool."""
+
+    def __init__(
+        self,
+        processes: int | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: Iterable[Any] = (),
+        maxtasksperchild: int | None = None,
+        context: BaseContext | None = None,
+    ) -> None: ...
+    @staticmethod
+    def Process(ctx: BaseContext, *args: Any, **kwds: Any) -> BaseProcess: ...
+    def apply(self, func: Callable[..., _T], args: Iterable[Any] = (), kwds: Mapping[str, Any] = {}) -> _T: ...
+    def apply_async(
+        self,
+        func: Callable[..., _T],
+        args: Iterable[Any] = (),
+        kwds: Mapping[str, Any] = {},
+        callback: Callable[[_T], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> ApplyResult[_T]: ...
+    def map(self, func: Callable[[_S], _T], iterable: Iterable[_S], chunksize: int | None = None) -> list[_T]: ...
+    def map_async(
+        self,
+        func: Callable[[_S], _T],
+        iterable: Iterable[_S],
+        chunksize: int | None = None,
+        callback: Callable[[list[_T]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> MapResult[_T]: ...
+    # With chunksize > 1, cproc's imap returns a plain iterator over the results
+    # (no next(timeout)); with the default chunksize=1, an IMapIterator.
+    @overload
+    def imap(self, func: Callable[[_S], _T], iterable: Iterable[_S], chunksize: Literal[1] = 1) -> IMapIterator[_T]: ...
+    @overload
+    def imap(self, func: Callable[[_S], _T], iterable: Iterable[_S], chunksize: int) -> Iterator[_T]: ...
+    @overload
+    def imap_unordered(
+        self, func: Callable[[_S], _T], iterable: Iterable[_S], chunksize: Literal[1] = 1
+    ) -> IMapUnorderedIterator[_T]: ...
+    @overload
+    def imap_unordered(self, func: Callable[[_S], _T], iterable: Iterable[_S], chunksize: int) -> Iterator[_T]: ...
+    def starmap(self, func: Callable[..., _T], iterable: Iterable[Iterable[Any]], chunksize: int | None = None) -> list[_T]: ...
+    def starmap_async(
+        self,
+        func: Callable[..., _T],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: int | None = None,
+        callback: Callable[[list[_T]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> MapResult[_T]: ...
+    def close(self) -> None: ...
+    def terminate(self) -> None: ...
+    def join(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc_val: BaseException | None, exc_tb: TracebackType | None
+    ) -> None: ...
+    def __del__(self) -> None: ...
+    def __reduce__(self) -> NoReturn: ...
+
+INIT: Final = "INIT"
+RUN: Final = "RUN"
+CLOSE: Final = "CLOSE"
+TERMINATE: Final = "TERMINATE"
