@@ -523,9 +523,16 @@ class IMapIterator:
         self._length = None            # known once the iterable is exhausted
 
     def _start(self, func, iterable, chunksize):
-        fbytes = self._pool._fbytes(func)
+        try:
+            fbytes = self._pool._fbytes(func)
+            it = iter(iterable)
+        except Exception as e:      # raised by the iterator, as multiprocessing's
+            with self._cond:
+                self._store(0, False, e)
+                self._set_length(1)
+            return
         threading.Thread(target=_imap_feed, name="cproc-imap-feeder", daemon=True,
-                         args=(weakref.ref(self), self._feed, self._pool._engine, iter(iterable),
+                         args=(weakref.ref(self), self._feed, self._pool._engine, it,
                                fbytes, chunksize)).start()
 
     def _set_length(self, length):
