@@ -587,6 +587,12 @@ static int submit(PyObject *tasks, PyObject *cache, PyObject *result, uint64_t f
 {
     uint64_t tags[BATCH];
     PyObject *errors[BATCH];
+    if (n <= 0)
+        return 0;
+    if (n > BATCH) {
+        PyErr_SetString(PyExc_SystemError, "cproc pool: batch too large");
+        return -1;
+    }
     for (Py_ssize_t i = 0; i < n; i++) {
         tags[i] = first_tid + (uint64_t)i;
         PyObject *key = PyLong_FromUnsignedLongLong(tags[i]);
@@ -608,42 +614,87 @@ static int submit(PyObject *tasks, PyObject *cache, PyObject *result, uint64_t f
     return failed ? -1 : 0;
 }
 
-static PyObject *submit_range(PyObject *tasks, PyObject *cache, PyObject *result, uint64_t first,
-                              PyObject *mode, PyObject *fbytes, PyObject *range, Py_ssize_t chunksize,
-                              PyObject *dumps)
+/* Tasks being batched for submit(): one lock round trip per batch. */
+typedef struct {
+    PyObject *tasks, *cache, *result, *dumps;
+    uint64_t next_tid;
+    Py_ssize_t chunksize, n, total;
+    PyObject *items[BATCH];
+} task_batch;
+
+static int batch_flush(task_batch *b)
+{
+    int r = b->n == 0 ? 0 : submit(b->tasks, b->cache, b->result, b->next_tid, b->items, b->n, b->dumps);
+    for (Py_ssize_t i = 0; i < b->n; i++)
+        Py_DECREF(b->items[i]);
+    b->next_tid += (uint64_t)b->n;
+    b->total += b->n;
+    b->n = 0;
+    return r;
+}
+
+/* Add (mode, fbytes, chunk, None) to the batch; large chunks go at once, so
+ * the workers start while the next is built. Steals nothing. */
+static int batch_add(task_batch *b, PyObject *mode, PyObject *fbytes, PyObject *chunk)
+{
+    PyObject *task = PyTuple_Pack(4, mode, fbytes, chunk, Py_None);
+    if (task == NULL)
+        return -1;
+    b->items[b->n++] = task;
+    if (b->n == BATCH || b->n * b->chunksize >= FLUSH_ITEMS)
+        return batch_flush(b);
+    return 0;
+}
+
+/* The chunks of a range, as ranges. */
+static int submit_range(task_batch *b, PyObject *mode, PyObject *fbytes, PyObject *range)
 {
     Py_ssize_t len = PyObject_Length(range);
     if (len < 0)
-        return NULL;
-    PyObject *batch[BATCH];
-    Py_ssize_t nbatch = 0, total = 0;
-    int failed = 0;
-    for (Py_ssize_t lo = 0; lo < len && !failed; lo += chunksize) {
-        Py_ssize_t hi = len - lo > chunksize ? lo + chunksize : len;
+        return -1;
+    for (Py_ssize_t lo = 0; lo < len; lo += b->chunksize) {
+        Py_ssize_t hi = len - lo > b->chunksize ? lo + b->chunksize : len;
         PyObject *start = PyLong_FromSsize_t(lo), *stop = PyLong_FromSsize_t(hi);
         PyObject *slice = start && stop ? PySlice_New(start, stop, NULL) : NULL;
         PyObject *chunk = slice ? PyObject_GetItem(range, slice) : NULL;
         Py_XDECREF(start);
         Py_XDECREF(stop);
         Py_XDECREF(slice);
-        PyObject *task = chunk ? PyTuple_Pack(4, mode, fbytes, chunk, Py_None) : NULL;
+        int r = chunk ? batch_add(b, mode, fbytes, chunk) : -1;
         Py_XDECREF(chunk);
-        if (task == NULL) {
-            failed = 1;
+        if (r < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* The chunks of any iterable, as tuples. */
+static int submit_chunks(task_batch *b, PyObject *mode, PyObject *fbytes, PyObject *iterable)
+{
+    PyObject *it = PyObject_GetIter(iterable);
+    if (it == NULL)
+        return -1;
+    int r = 0;
+    for (Py_ssize_t k = b->chunksize; r == 0 && k == b->chunksize;) {
+        PyObject *chunk = PyTuple_New(b->chunksize);
+        if (chunk == NULL) {
+            r = -1;
             break;
         }
-        batch[nbatch++] = task;
-        if (nbatch == BATCH || hi == len || nbatch * chunksize >= FLUSH_ITEMS) {
-            failed = submit(tasks, cache, result, first + (uint64_t)total, batch, nbatch, dumps) < 0;
-            total += nbatch;
-            for (Py_ssize_t i = 0; i < nbatch; i++)
-                Py_DECREF(batch[i]);
-            nbatch = 0;
+        for (k = 0; k < b->chunksize; k++) {
+            PyObject *x = PyIter_Next(it);
+            if (x == NULL)
+                break;
+            PyTuple_SET_ITEM(chunk, k, x);
         }
+        if (PyErr_Occurred() || (k > 0 && k < b->chunksize && _PyTuple_Resize(&chunk, k) < 0))
+            r = -1;
+        else if (k > 0)
+            r = batch_add(b, mode, fbytes, chunk);
+        Py_XDECREF(chunk);
     }
-    for (Py_ssize_t i = 0; i < nbatch; i++)
-        Py_DECREF(batch[i]);
-    return failed ? NULL : PyLong_FromSsize_t(total);
+    Py_DECREF(it);
+    return r;
 }
 
 /* pool_submit(tasks, cache, result, first_tid, mode, fbytes, iterable, chunksize, dumps)
@@ -684,58 +735,20 @@ static PyObject *pool_submit(PyObject *Py_UNUSED(module), PyObject *const *args,
         PyErr_SetString(PyExc_ValueError, "chunksize must be at least 1");
         return NULL;
     }
+    task_batch b = {tasks, cache, result, dumps, first, chunksize, 0, 0, {NULL}};
+    int r;
     if (PyRange_Check(args[6]) && chunksize >= RANGE_CHUNK) /* chunks of a range are ranges: tiny to send */
-        return submit_range(tasks, cache, result, first, args[4], fbytes, args[6], chunksize, dumps);
-    PyObject *it = PyObject_GetIter(args[6]);
-    if (it == NULL)
+        r = submit_range(&b, args[4], fbytes, args[6]);
+    else
+        r = submit_chunks(&b, args[4], fbytes, args[6]);
+    if (r < 0) {
+        for (Py_ssize_t i = 0; i < b.n; i++)
+            Py_DECREF(b.items[i]);
         return NULL;
-    PyObject *batch[BATCH];
-    Py_ssize_t nbatch = 0, total = 0;
-    int failed = 0, done = 0;
-    while (!failed && !done) {
-        PyObject *chunk = PyTuple_New(chunksize);
-        Py_ssize_t k = 0;
-        while (chunk != NULL && k < chunksize) {
-            PyObject *x = PyIter_Next(it);
-            if (x == NULL)
-                break;
-            PyTuple_SET_ITEM(chunk, k++, x);
-        }
-        if (chunk == NULL || PyErr_Occurred()) {
-            failed = 1;
-            Py_XDECREF(chunk);
-            break;
-        }
-        if (k < chunksize) {
-            done = 1;
-            if (k == 0 || _PyTuple_Resize(&chunk, k) < 0) {
-                failed = chunk != NULL && k != 0;
-                Py_XDECREF(chunk);
-                chunk = NULL;
-            }
-        }
-        if (chunk != NULL) {
-            PyObject *task = PyTuple_Pack(4, args[4], fbytes, chunk, Py_None);
-            Py_DECREF(chunk);
-            if (task == NULL) {
-                failed = 1;
-                break;
-            }
-            batch[nbatch++] = task;
-        }
-        /* Large chunks go at once, so the workers start while we build the next. */
-        if (nbatch == BATCH || (done && nbatch > 0) || nbatch * chunksize >= FLUSH_ITEMS) {
-            failed = submit(tasks, cache, result, first + (uint64_t)total, batch, nbatch, dumps) < 0;
-            total += nbatch;
-            for (Py_ssize_t i = 0; i < nbatch; i++)
-                Py_DECREF(batch[i]);
-            nbatch = 0;
-        }
     }
-    for (Py_ssize_t i = 0; i < nbatch; i++)
-        Py_DECREF(batch[i]);
-    Py_DECREF(it);
-    return failed ? NULL : PyLong_FromSsize_t(total);
+    if (batch_flush(&b) < 0)
+        return NULL;
+    return PyLong_FromSsize_t(b.total);
 }
 
 static PyMethodDef pool_functions[] = {
