@@ -288,11 +288,16 @@ def worker_lost_error(cproc):
     return importlib.import_module(cproc.__name__ + ".pool").WorkerLostError
 
 
+# Under the CI's AddressSanitizer stage (libasan preloaded, abort_on_error=1)
+# a segfault is caught by ASan, which reports it and aborts: the worker dies
+# of SIGABRT, and the message must name that.
+_SEGV_SIGNAL = signal.SIGABRT if "libasan" in os.environ.get("LD_PRELOAD", "") else signal.SIGSEGV
+
 EXIT_HOW = {
     # how: (exitcode, what the message names besides the pid)
     "exit3": (3, "3"),
     "sigkill": (-signal.SIGKILL, "SIGKILL"),
-    "segfault": (-signal.SIGSEGV, "SIGSEGV"),
+    "segfault": (-_SEGV_SIGNAL, _SEGV_SIGNAL.name),
 }
 
 
