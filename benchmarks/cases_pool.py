@@ -331,18 +331,38 @@ def mpire_lifecycle(mod, n):
     return _lifecycle(n, one, _mp)   # mpire's workers are multiprocessing's
 
 
+def fork_floor(mod, n):
+    """What any fork-based Pool(2) pays per lifecycle: two bare os.fork() of
+    this process whose children _exit(0) at once, and their waitpid()."""
+    t0 = perf_counter()
+    for _ in range(n):
+        pids = []
+        for _ in range(WORKERS):
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            pids.append(pid)
+        for pid in pids:
+            os.waitpid(pid, 0)
+    return perf_counter() - t0
+
+
 @case("Pool(2) lifecycle: create, apply one task, close, join", target=0.3,
       size=10, quick=4,
       work="{size:,} × Pool(2) → apply(echo, (i,)) → close() → join()",
       peers=[Peer("mpire", "mpire", run=mpire_lifecycle, target=1.0),
-             Peer("loky", "loky", run=loky_lifecycle)],
+             Peer("loky", "loky", run=loky_lifecycle),
+             Peer("C floor", "multiprocessing", run=fork_floor, floor=True)],
       note="Everything is timed, from creating the pool to join() returning. "
            "mpire: a fresh WorkerPool(n_jobs=2) → apply → stop_and_join(). "
            "loky (report only): a fresh ProcessPoolExecutor(max_workers=2), "
            "not the reusable executor → submit().result() → "
            "shutdown(wait=True); its workers are exec-started interpreters, "
            "so that row measures interpreter start-up more than pool "
-           "machinery.")
+           "machinery. The “C floor” row is two bare os.fork() of the "
+           "benchmark process whose children _exit(0) at once, and their "
+           "waitpid(): what any fork-based Pool(2) pays, before running any "
+           "Python in the workers.")
 def pool_lifecycle(mod, n):
     Pool = mod.Pool
 

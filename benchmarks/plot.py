@@ -34,7 +34,7 @@ def plot(results, path, reference, candidate):
     series = [(f"{candidate} / {reference}", candidate)] + \
              [(f"{label} / {reference}", label) for label in peer_labels]
     height = 0.8 / len(series)
-    fig, ax = plt.subplots(figsize=(10, 0.45 * len(rows) * len(series) + 1.5))
+    fig, ax = plt.subplots(figsize=(11, 0.42 * len(rows) + 1.6))
     for k, (label, impl) in enumerate(series):
         ys, xs = [], []
         for i, r in enumerate(rows):
@@ -49,8 +49,7 @@ def plot(results, path, reference, candidate):
     ax.axvline(1.0, color="grey", lw=0.8, ls="--")
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_yticks([i + 0.4 - height / 2 for i in range(len(rows))])
     ax.set_yticklabels([r["name"] for r in rows], fontsize=8)
     ax.invert_yaxis()
