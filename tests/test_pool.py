@@ -55,6 +55,7 @@ import collections
 import contextlib
 import ctypes
 import faulthandler
+import functools
 import importlib
 import itertools
 import os
@@ -1318,3 +1319,40 @@ def test_imap_over_an_endless_generator_can_be_abandoned(cproc):
     finally:
         p.terminate()
         p.join()
+
+
+# --------------------------------------------------------------------------
+# Pool.Process: subclasses choose the worker class (the "nestable pool" recipe)
+
+
+def _sum_of_doubles_in_a_pool(module_name, n):
+    """A task that runs its own Pool: only possible in a non-daemonic worker."""
+    mod = importlib.import_module(module_name)
+    with mod.Pool(2) as p:
+        return sum(p.map(square, range(n)))
+
+
+def _nestable_pool_class(name):
+    base = importlib.import_module(name + ".context").ForkProcess
+
+    class NoDaemonProcess(base):
+        @property
+        def daemon(self):
+            return False
+
+        @daemon.setter
+        def daemon(self, value):
+            pass
+
+    class NestablePool(importlib.import_module(name + ".pool").Pool):
+        @staticmethod
+        def Process(ctx, *args, **kwds):
+            return NoDaemonProcess(*args, **kwds)
+
+    return NestablePool
+
+
+def test_a_pool_subclass_chooses_its_worker_process_class(mp):
+    NestablePool = _nestable_pool_class(mp.name)
+    with running(NestablePool(2, context=mp.get_context("fork"))) as p:
+        assert p.map(functools.partial(_sum_of_doubles_in_a_pool, mp.name), [3, 4]) == [5, 14]

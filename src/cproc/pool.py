@@ -15,6 +15,7 @@ and shared ctypes objects can be passed as arguments.
 """
 
 import collections
+import functools
 import itertools
 import os
 import pickle
@@ -104,8 +105,9 @@ class _Engine:
     """The state a pool's collector thread and finalizer share (never the Pool itself,
     so that an unreferenced Pool is collected and terminated)."""
 
-    def __init__(self, ctx, processes, initializer, initargs, maxtasksperchild):
+    def __init__(self, ctx, processes, initializer, initargs, maxtasksperchild, new_process):
         self.ctx = ctx
+        self.new_process = new_process      # Pool.Process(ctx, ...), which subclasses may override
         self.processes = processes
         self.initializer = initializer
         self.initargs = initargs
@@ -115,7 +117,8 @@ class _Engine:
         from .sharedctypes import RawArray
         self.slots = RawArray("Q", processes)
         self.cache = {}
-        self.next_tid = itertools.count(1).__next__
+        self.last_tid = 0
+        self.tid_lock = threading.Lock()
         self.workers = [None] * processes
         self.state = INIT
         self.lock = threading.RLock()       # workers list and state
@@ -124,11 +127,18 @@ class _Engine:
         self.by_value = not _workers_import_main(ctx)
         self.dumps_task = _dumps_task_by_value if self.by_value else _dumps_task
 
+    def take_tids(self, n=1):
+        """The first of n consecutive new task ids."""
+        with self.tid_lock:
+            first = self.last_tid + 1
+            self.last_tid += n
+        return first
+
     # ---- workers ----------------------------------------------------------
 
     def start_worker(self, index):
         self.slots[index] = 0
-        w = self.ctx.Process(target=_worker,
+        w = self.new_process(target=_worker,
                              args=(self.tasks, self.results, self.slots, index, self.owner,
                                    self.initializer, self.initargs, self.maxtasks))
         w.name = w.name.replace("Process", "PoolWorker")
@@ -285,7 +295,8 @@ class Pool:
         self._initializer = initializer
         self._initargs = initargs
         self._maxtasksperchild = maxtasksperchild
-        engine = self._engine = _Engine(context, processes, initializer, initargs, maxtasksperchild)
+        engine = self._engine = _Engine(context, processes, initializer, initargs, maxtasksperchild,
+                                        functools.partial(type(self).Process, context))
         self._cache = engine.cache
         self._last_func = self._last_fbytes = None
         try:
@@ -350,7 +361,7 @@ class Pool:
         except Exception as e:
             result._deliver(0, False, e)
             return result
-        _cproc.pool_submit(engine.tasks, engine.cache, result, engine.next_tid(), _MODE_APPLY,
+        _cproc.pool_submit(engine.tasks, engine.cache, result, engine.take_tids(), _MODE_APPLY,
                            fbytes, (args, kwds), 1, engine.dumps_task)
         return result
 
@@ -385,10 +396,7 @@ class Pool:
             chunksize = 0
         engine = self._engine
         nchunks = 0 if chunksize <= 0 else -(-len(iterable) // chunksize)
-        with engine.lock:   # a block of consecutive task ids
-            first = engine.next_tid()
-            for _ in range(nchunks - 1):
-                engine.next_tid()
+        first = engine.take_tids(nchunks)
         result = MapResult(self, first, chunksize, len(iterable), callback, error_callback)
         if nchunks == 0:
             return result
@@ -485,7 +493,7 @@ def _imap_feed(ref, feed, engine, it, fbytes, chunksize):
         owner = ref()
         if not chunk or owner is None:
             break
-        tid = engine.next_tid()
+        tid = engine.take_tids()
         with cond:
             owner._index_of[tid] = position
             feed.submitted += 1
