@@ -208,6 +208,9 @@ int cproc_sync_init(PyObject *module);
 static inline PyObject *Py_NewRef(PyObject *o) { Py_INCREF(o); return o; }
 #endif
 
+/* The exception being raised as an instance (its traceback attached), the
+ * error indicator cleared; NULL when none is set. */
+PyObject *cproc_fetch_exception(void);
 /* Parse a METH_FASTCALL|METH_KEYWORDS call against the NULL-terminated
  * `names`; out[i] is the argument or NULL when absent; the first `nrequired`
  * must be given. Error messages as the interpreter's own. */

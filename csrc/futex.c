@@ -223,6 +223,18 @@ int cproc_poll_until(struct pollfd *pfds, unsigned long n, int64_t deadline)
 
 /* ---- argument parsing shared by acquire() and friends ------------------- */
 
+PyObject *cproc_fetch_exception(void)
+{
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyErr_NormalizeException(&et, &ev, &tb);
+    if (ev != NULL && tb != NULL)
+        PyException_SetTraceback(ev, tb);
+    Py_XDECREF(et);
+    Py_XDECREF(tb);
+    return ev;
+}
+
 int cproc_parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
                      const char *const *names, int nrequired, PyObject **out)
 {

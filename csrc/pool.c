@@ -412,24 +412,17 @@ static PyObject *run_task(PyObject *fcache, PyObject *task)
 /* The exception being raised, as multiprocessing sends it: with its traceback's text. */
 static PyObject *wrap_current_exception(void)
 {
-    PyObject *et, *ev, *tb;
-    PyErr_Fetch(&et, &ev, &tb);
-    PyErr_NormalizeException(&et, &ev, &tb);
-    if (ev == NULL) {
-        Py_XDECREF(et);
-        Py_XDECREF(tb);
+    PyObject *exc = cproc_fetch_exception();
+    if (exc == NULL)
         return Py_NewRef(Py_None);
-    }
-    if (tb != NULL)
-        PyException_SetTraceback(ev, tb);
-    PyObject *wrapped = PyObject_CallFunctionObjArgs(ExceptionWithTraceback, ev, tb ? tb : Py_None, NULL);
+    PyObject *tb = PyException_GetTraceback(exc);
+    PyObject *wrapped = PyObject_CallFunctionObjArgs(ExceptionWithTraceback, exc, tb ? tb : Py_None, NULL);
+    Py_XDECREF(tb);
     if (wrapped == NULL) {              /* keep the exception itself */
         PyErr_Clear();
-        wrapped = Py_NewRef(ev);
+        wrapped = Py_NewRef(exc);
     }
-    Py_XDECREF(et);
-    Py_DECREF(ev);
-    Py_XDECREF(tb);
+    Py_DECREF(exc);
     return wrapped;
 }
 

@@ -1256,18 +1256,6 @@ static PyObject *queue_join(QueueObject *self, PyObject *unused)
 
 /* ---- the Pool's transport (pool.c) ------------------------------------- */
 
-static PyObject *fetch_exception_instance(void)
-{
-    PyObject *et, *ev, *tb;
-    PyErr_Fetch(&et, &ev, &tb);
-    PyErr_NormalizeException(&et, &ev, &tb);
-    if (ev != NULL && tb != NULL)
-        PyException_SetTraceback(ev, tb);
-    Py_XDECREF(et);
-    Py_XDECREF(tb);
-    return ev;
-}
-
 static QueueObject *pool_queue(PyObject *queue)
 {
     if (!PyObject_TypeCheck(queue, &cproc_QueueType) && !PyObject_TypeCheck(queue, &cproc_SimpleQueueType)) {
@@ -1293,7 +1281,7 @@ int cproc_queue_put_batch(PyObject *queue, PyObject *const *objs, const uint64_t
     for (Py_ssize_t i = 0; i < n; i++) {
         errors[i] = NULL;
         if (message_init(&msgs[ready], objs[i], dumps) < 0) {
-            if ((errors[i] = fetch_exception_instance()) == NULL) {
+            if ((errors[i] = cproc_fetch_exception()) == NULL) {
                 PyErr_SetString(PyExc_SystemError, "pickling failed without an exception");
                 for (Py_ssize_t j = 0; j < i; j++)
                     Py_CLEAR(errors[j]);
@@ -1342,7 +1330,7 @@ Py_ssize_t cproc_queue_take_batch(PyObject *queue, Py_ssize_t max, int64_t deadl
         tags[i] = c.out[i].tag;
         objs[i] = popped_decode(&c.out[i]);
         ok[i] = objs[i] != NULL;
-        if (!ok[i] && (objs[i] = fetch_exception_instance()) == NULL)
+        if (!ok[i] && (objs[i] = cproc_fetch_exception()) == NULL)
             objs[i] = Py_NewRef(Py_None);
         popped_clear(&c.out[i]);
     }

@@ -27,7 +27,7 @@ import time
 import warnings
 import weakref
 
-from multiprocessing import ProcessError, TimeoutError  # noqa: F401
+from multiprocessing import TimeoutError
 from multiprocessing import util
 from multiprocessing.pool import (RemoteTraceback, ExceptionWithTraceback,  # noqa: F401
                                   MaybeEncodingError, ThreadPool, mapstar, starmapstar)
