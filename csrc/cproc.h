@@ -161,6 +161,34 @@ PyObject *cproc_pidfd_send_signal(PyObject *module, PyObject *args);
 PyObject *cproc_wait_fds(PyObject *module, PyObject *args);
 extern PyTypeObject cproc_ConnectionType;
 
+/* ---- spill.c: large queue records outside the ring ----------------------- */
+
+#define CPROC_SPILL_SLOTS 128
+#define CPROC_SPILL_SPAN (UINT64_C(1) << 35)   /* the largest record a block holds */
+
+typedef struct {
+    _Atomic uint64_t word;              /* state, and the pid writing or reading the block */
+    uint64_t warm;                      /* bytes at the block's start that may hold pages */
+} cproc_spill_slot;
+
+/* pread/pwrite all n bytes at off, GIL released; -1 with an exception. */
+int cproc_file_write(int fd, const void *buf, size_t n, uint64_t off);
+int cproc_file_read(int fd, void *buf, size_t n, uint64_t off);
+/* Where block `slot` starts in the queue's memfd. */
+uint64_t cproc_spill_offset(int slot);
+/* Queue lock held: a free block for `size` bytes, now being written by us;
+ * -1 when none is free (no exception: the record goes in the ring). */
+int cproc_spill_claim(cproc_spill_slot *slots, int fd, uint64_t size);
+/* Queue lock held: the block's record was published / taken by a reader
+ * (-1: the block was not queued, the ring is corrupt). */
+void cproc_spill_queued(cproc_spill_slot *s);
+int cproc_spill_take(cproc_spill_slot *s);
+/* The block's writer (put failed) or reader (done) frees it; no lock. */
+void cproc_spill_free(cproc_spill_slot *slots, int slot, int fd, uint64_t size);
+/* Queue lock held, the queue quiet: give back the kept pages of free blocks. */
+void cproc_spill_trim(cproc_spill_slot *slots, int fd);
+void cproc_spill_usage(const cproc_spill_slot *slots, int *in_use, uint64_t *warm);
+
 /* ---- queue.c ----------------------------------------------------------- */
 
 extern PyTypeObject cproc_QueueType, cproc_JoinableQueueType, cproc_SimpleQueueType;

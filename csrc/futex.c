@@ -15,6 +15,7 @@
 #include <math.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -23,6 +24,9 @@
 #include <unistd.h>
 
 #define SPIN_COUNT 100
+#ifndef YIELD_COUNT
+#define YIELD_COUNT 10
+#endif
 #define POLL_FIRST_NS (10 * 1000000LL)   /* first dead-holder check after 10 ms */
 #define POLL_EVERY_NS (100 * 1000000LL)  /* then every 100 ms */
 /* A signal that arrives while we are not inside the sleeping system call
@@ -140,6 +144,11 @@ int cproc_wait(_Atomic uint32_t *word, _Atomic uint32_t *waiters,
         if (try_fn(ctx, &seen))
             return CPROC_WAIT_OK;
         cpu_relax();
+    }
+    for (int i = 0; i < YIELD_COUNT; i++) {
+        if (try_fn(ctx, &seen))
+            return CPROC_WAIT_OK;
+        sched_yield();
     }
     int64_t next_poll = poll_fn ? cproc_monotonic_ns() + POLL_FIRST_NS : CPROC_FOREVER;
     int result;

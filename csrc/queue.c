@@ -27,6 +27,12 @@
  * protocol 5: NumPy arrays, memoryviews) a table of buffer lengths, the pickle
  * stream and the buffers. Exact bytes and bytearray objects travel raw, small
  * plain data (plain.c) in its own compact encoding.
+ *
+ * A record of SPILL_OVER bytes or more goes to a block of its own (spill.c)
+ * when one is free: the ring then holds a K_SPILLED record (a spill_ref and
+ * the buffer table) and the block the stream and the buffers. Its producer
+ * writes the block before taking the lock, its consumer reads it after
+ * releasing the lock, so large messages are copied in parallel, not in turn.
  */
 #include "cproc.h"
 
@@ -45,12 +51,13 @@
 #define INITIAL_CAPACITY (1u << 20)
 #define NOGIL_COPY (256u << 10)
 #define FILE_WRITE_OVER (64u << 10)
+#define SPILL_OVER (256u << 10)         /* a payload this large goes to a block of its own */
 #define RELEASE_OVER (8u << 20)         /* a record this large frees its pages once taken */
 #define SHRINK_WINDOW_NS (1000000000LL)
 #define MAXSIZE_LIMIT INT_MAX           /* multiprocessing's bound for maxsize */
 #define PLAIN_MAX_BYTES 4096           /* larger plain data goes through pickle */
 
-enum { K_PICKLE = 1, K_BYTES = 2, K_BYTEARRAY = 3, K_PLAIN = 4 };
+enum { K_PICKLE = 1, K_BYTES = 2, K_BYTEARRAY = 3, K_PLAIN = 4, K_SPILLED = 5 };
 enum { BUF_READONLY = 1 };
 enum { Q_QUEUE = 0, Q_JOINABLE = 1, Q_SIMPLE = 2 };
 
@@ -65,6 +72,14 @@ typedef struct {
     uint64_t len;
     uint64_t flags;                     /* BUF_READONLY */
 } buffer_entry;
+
+/* A K_SPILLED record's payload: this, then the buffer table (nbuf entries);
+ * the block holds the stream (or raw bytes) and then the buffers. */
+typedef struct {
+    uint32_t slot;
+    uint32_t kind;                      /* the message's own K_* */
+    uint64_t bytes;                     /* in the block */
+} spill_ref;
 
 typedef struct {
     uint32_t magic;
@@ -88,7 +103,11 @@ typedef struct {
     uint64_t peak;                      /* most bytes held since window_start */
     int64_t window_start;               /* CLOCK_MONOTONIC ns */
     uint64_t touched;                   /* ring bytes [0, touched) have been written */
+    uint32_t spilled_recently;          /* a block was claimed since window_start */
+    cproc_spill_slot spill[CPROC_SPILL_SLOTS];
 } queue_header;
+
+_Static_assert(sizeof(queue_header) <= HEADER_BYTES, "the queue header must fit its page");
 
 typedef struct {
     PyObject_HEAD
@@ -116,6 +135,8 @@ typedef struct {
     uint64_t tag;
     PyObject *data;                     /* bytes / bytearray / pickle stream */
     PyObject **buffers;                 /* PyMem array of nbuf out-of-band buffers */
+    int spill;                          /* 1 + the block to read data and buffers from; 0: read */
+    uint64_t spill_bytes;
 } popped;
 
 /* An object ready to be written: its pickle (or itself) and buffer views. */
@@ -128,6 +149,8 @@ typedef struct {
     Py_ssize_t nbuf;
     Py_buffer *bufs;
     uint64_t size;                      /* payload bytes */
+    int spill;                          /* 1 + the block holding the payload; 0: none */
+    int spill_queued;                   /* its record is published: the block is the queue's */
 } message;
 
 static PyObject *Empty, *Full;          /* queue.Empty, queue.Full */
@@ -150,33 +173,11 @@ static void copy_bytes(void *dst, const void *src, size_t n)
         memcpy(dst, src, n);
 }
 
-/* Writing ring pages nobody has touched yet goes through pwrite on the memfd
- * rather than the mapping: the kernel then fills the fresh pages without
- * zeroing them first and without a page fault each. Pages already written
- * (below hdr->touched) are copied to directly, which is much faster. */
-static int file_write(int fd, const char *buf, size_t n, uint64_t off)
-{
-    int err = 0;
-    Py_BEGIN_ALLOW_THREADS
-    while (n > 0) {
-        ssize_t r = pwrite(fd, buf, n, (off_t)off);
-        if (r < 0 && errno == EINTR)
-            continue;               /* the lock is held: finish; signals run after */
-        if (r <= 0) {
-            err = r < 0 ? errno : EIO;
-            break;
-        }
-        buf += r;
-        off += (uint64_t)r;
-        n -= (size_t)r;
-    }
-    Py_END_ALLOW_THREADS
-    if (err == 0)
-        return 0;
-    errno = err;
-    PyErr_SetFromErrno(err == ENOSPC || err == ENOMEM ? PyExc_MemoryError : PyExc_OSError);
-    return -1;
-}
+/* Ring pages nobody has touched yet are written with pwrite on the memfd
+ * (cproc_file_write) rather than through the mapping: the kernel then fills
+ * the fresh pages without zeroing them first and without a page fault each.
+ * Pages already written (below hdr->touched) are copied to directly, which is
+ * much faster. */
 
 /* Copy n bytes to (writing) or from the ring at byte position pos. */
 static int ring_copy(QueueObject *q, int writing, uint64_t pos, char *buf, size_t n)
@@ -192,7 +193,7 @@ static int ring_copy(QueueObject *q, int writing, uint64_t pos, char *buf, size_
             size_t warm = h->touched <= i ? 0 : h->touched - i < piece ? (size_t)(h->touched - i) : piece;
             copy_bytes(q->ring + i, buf, warm);
             if (piece - warm >= FILE_WRITE_OVER) {
-                if (file_write(q->fd, buf + warm, piece - warm, h->ring_off + i + warm) < 0)
+                if (cproc_file_write(q->fd, buf + warm, piece - warm, h->ring_off + i + warm) < 0)
                     return -1;
             } else
                 memcpy(q->ring + i + warm, buf + warm, piece - warm);
@@ -287,6 +288,29 @@ static int qlock_acquire(QueueObject *q)
 
 /* ---- moving the ring ---------------------------------------------------- */
 
+/* Make the memfd at least `end` bytes long (the ring is mapped from it),
+ * never shorter: spill blocks may lie beyond. Ring regions stay below the
+ * first block. */
+static int file_extend(int fd, uint64_t end)
+{
+    struct stat st;
+    if (end > cproc_spill_offset(0)) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (fstat(fd, &st) != 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    if ((uint64_t)st.st_size >= end)
+        return 0;
+    if (ftruncate(fd, (off_t)end) != 0) {
+        PyErr_SetFromErrno(errno == EFBIG || errno == ENOSPC ? PyExc_MemoryError : PyExc_OSError);
+        return -1;
+    }
+    return 0;
+}
+
 /* Move the records to a new region of `new_cap` bytes. Lock held, ring synced. */
 static int ring_relocate(QueueObject *q, uint64_t new_cap)
 {
@@ -297,10 +321,8 @@ static int ring_relocate(QueueObject *q, uint64_t new_cap)
         PyErr_NoMemory();
         return -1;
     }
-    if (ftruncate(q->fd, (off_t)(new_off + new_cap)) != 0) {
-        PyErr_SetFromErrno(errno == EFBIG || errno == ENOSPC ? PyExc_MemoryError : PyExc_OSError);
+    if (file_extend(q->fd, new_off + new_cap) < 0)
         return -1;
-    }
     char *m = mmap(NULL, new_cap, PROT_READ | PROT_WRITE, MAP_SHARED, q->fd, (off_t)new_off);
     if (m == MAP_FAILED) {
         PyErr_SetFromErrno(errno == ENOMEM ? PyExc_MemoryError : PyExc_OSError);
@@ -310,7 +332,7 @@ static int ring_relocate(QueueObject *q, uint64_t new_cap)
     for (uint64_t done = 0; done < used;) {
         uint64_t i = (h->head + done) % old_cap;
         uint64_t piece = used - done < old_cap - i ? used - done : old_cap - i;
-        if (file_write(q->fd, q->ring + i, (size_t)piece, new_off + done) < 0) {
+        if (cproc_file_write(q->fd, q->ring + i, (size_t)piece, new_off + done) < 0) {
             (void)munmap(m, new_cap);
             return -1;
         }
@@ -337,7 +359,8 @@ static int ring_relocate(QueueObject *q, uint64_t new_cap)
 /* The ring has just been emptied. If, for the last SHRINK_WINDOW_NS, it never
  * held more than a quarter of its size, move it to a region twice its peak
  * (at least INITIAL_CAPACITY), giving the rest of its pages back; a ring sized
- * for its traffic keeps its warm pages. Failing to shrink is harmless. */
+ * for its traffic keeps its warm pages. Failing to shrink is harmless. Spill
+ * blocks give back the pages they keep when none was used in the window. */
 static void ring_maybe_shrink(QueueObject *q)
 {
     queue_header *h = q->hdr;
@@ -347,6 +370,9 @@ static void ring_maybe_shrink(QueueObject *q)
     uint64_t peak = h->peak;
     h->peak = 0;
     h->window_start = now;
+    if (!h->spilled_recently)
+        cproc_spill_trim(h->spill, q->fd);
+    h->spilled_recently = 0;
     if (h->capacity <= INITIAL_CAPACITY || h->capacity / 4 < peak)
         return;
     uint64_t cap = page_round(2 * peak);
@@ -390,11 +416,9 @@ static int ring_grow_in_place(QueueObject *q, uint64_t new_cap)
         PyErr_NoMemory();
         return -1;
     }
-    if (ftruncate(q->fd, (off_t)(h->ring_off + new_cap)) != 0) {
-        PyErr_SetFromErrno(errno == EFBIG || errno == ENOSPC ? PyExc_MemoryError : PyExc_OSError);
+    if (file_extend(q->fd, h->ring_off + new_cap) < 0)
         return -1;
-    }
-    if (wrapped > 0 && file_write(q->fd, q->ring, (size_t)wrapped, h->ring_off + old_cap) < 0)
+    if (wrapped > 0 && cproc_file_write(q->fd, q->ring, (size_t)wrapped, h->ring_off + old_cap) < 0)
         return -1;
     char *m = mmap(NULL, new_cap, PROT_READ | PROT_WRITE, MAP_SHARED, q->fd, (off_t)h->ring_off);
     if (m == MAP_FAILED) {
@@ -522,9 +546,16 @@ static int message_init(message *m, PyObject *obj, PyObject *dumps)
     return 0;
 }
 
+/* The size of its record in the ring: the whole payload, or for a message
+ * in a spill block its spill_ref and buffer table. */
+static inline uint64_t message_ring_payload(const message *m)
+{
+    return m->spill ? sizeof(spill_ref) + (uint64_t)m->nbuf * sizeof(buffer_entry) : m->size;
+}
+
 static inline uint64_t message_record_bytes(const message *m)
 {
-    return sizeof(record_header) + align8(m->size);
+    return sizeof(record_header) + align8(message_ring_payload(m));
 }
 
 /* Write the record at *at (space reserved) and advance *at past it. Lock
@@ -532,29 +563,84 @@ static inline uint64_t message_record_bytes(const message *m)
 static int message_write(QueueObject *q, const message *m, uint64_t *at)
 {
     uint64_t pos = *at;
-    record_header rh = {m->size, m->kind, (uint32_t)m->nbuf, m->tag};
+    record_header rh = {message_ring_payload(m), m->spill ? K_SPILLED : m->kind, (uint32_t)m->nbuf, m->tag};
     if (ring_put(q, pos, &rh, sizeof rh) < 0)
         return -1;
     pos += sizeof rh;
+    if (m->spill) {
+        spill_ref ref = {(uint32_t)(m->spill - 1), m->kind, m->size - (uint64_t)m->nbuf * sizeof(buffer_entry)};
+        if (ring_put(q, pos, &ref, sizeof ref) < 0)
+            return -1;
+        pos += sizeof ref;
+    }
     for (Py_ssize_t i = 0; i < m->nbuf; i++) {
         buffer_entry e = {(uint64_t)m->bufs[i].len, m->bufs[i].readonly ? BUF_READONLY : 0};
         if (ring_put(q, pos, &e, sizeof e) < 0)
             return -1;
         pos += sizeof e;
     }
-    if (ring_put(q, pos, m->data.buf, (size_t)m->data.len) < 0)
-        return -1;
-    pos += (uint64_t)m->data.len;
-    for (Py_ssize_t i = 0; i < m->nbuf; i++) {
-        if (ring_put(q, pos, m->bufs[i].buf, (size_t)m->bufs[i].len) < 0)
+    if (m->spill == 0) {
+        if (ring_put(q, pos, m->data.buf, (size_t)m->data.len) < 0)
             return -1;
-        pos += (uint64_t)m->bufs[i].len;
+        pos += (uint64_t)m->data.len;
+        for (Py_ssize_t i = 0; i < m->nbuf; i++) {
+            if (ring_put(q, pos, m->bufs[i].buf, (size_t)m->bufs[i].len) < 0)
+                return -1;
+            pos += (uint64_t)m->bufs[i].len;
+        }
     }
     *at += message_record_bytes(m);
     return 0;
 }
 
+/* ---- messages in spill blocks (spill.c) --------------------------------- */
+
+/* Move a large message's stream and buffers to a free block, written with
+ * the queue's lock released; a message that stays in the ring (none free,
+ * too small or too large) is left as it is. */
+static int message_spill(QueueObject *q, message *m)
+{
+    uint64_t bytes = m->size - (uint64_t)m->nbuf * sizeof(buffer_entry);
+    if (bytes < SPILL_OVER || bytes > CPROC_SPILL_SPAN)
+        return 0;
+    if (qlock_acquire(q) < 0)
+        return -1;
+    int slot = cproc_spill_claim(q->hdr->spill, q->fd, bytes);
+    q->hdr->spilled_recently = 1;
+    qlock_release(q->hdr);
+    if (slot < 0)
+        return 0;
+    uint64_t off = cproc_spill_offset(slot);
+    int r = cproc_file_write(q->fd, m->data.buf, (size_t)m->data.len, off);
+    off += (uint64_t)m->data.len;
+    for (Py_ssize_t i = 0; r == 0 && i < m->nbuf; i++) {
+        r = cproc_file_write(q->fd, m->bufs[i].buf, (size_t)m->bufs[i].len, off);
+        off += (uint64_t)m->bufs[i].len;
+    }
+    if (r < 0) {
+        cproc_spill_free(q->hdr->spill, slot, q->fd, 0);
+        return -1;
+    }
+    m->spill = slot + 1;
+    return 0;
+}
+
+/* A put that did not publish its message frees the message's block. */
+static void message_unspill(QueueObject *q, message *m)
+{
+    if (m->spill && !m->spill_queued)
+        cproc_spill_free(q->hdr->spill, m->spill - 1, q->fd, 0);
+    m->spill = 0;
+}
+
 /* ---- records back to objects -------------------------------------------- */
+
+static void popped_unspill(QueueObject *q, popped *p)
+{
+    if (p->spill)
+        cproc_spill_free(q->hdr->spill, p->spill - 1, q->fd, p->spill_bytes);
+    p->spill = 0;
+}
 
 static void popped_clear(popped *p)
 {
@@ -579,9 +665,22 @@ static char *buffer_object_data(PyObject *o)
     return PyBytes_Check(o) ? PyBytes_AS_STRING(o) : PyByteArray_AS_STRING(o);
 }
 
+static Py_ssize_t buffer_object_size(PyObject *o)
+{
+    return PyBytes_Check(o) ? PyBytes_GET_SIZE(o) : PyByteArray_GET_SIZE(o);
+}
+
+static int corrupted(void)
+{
+    PyErr_SetString(PyExc_RuntimeError, "cproc queue: corrupted record in shared memory");
+    return 0;
+}
+
 /* Copy the record at `pos` (at or after the head) into Python objects. Lock
  * held. Returns the record's size in the ring, 0 on error (MemoryError; the
- * record stays). */
+ * record stays). A record whose data is in a spill block gets its objects
+ * allocated and the block marked as ours (p->spill); popped_fill copies the
+ * data after the lock is released. */
 static uint64_t record_read(QueueObject *q, uint64_t pos, popped *p)
 {
     queue_header *h = q->hdr;
@@ -589,38 +688,48 @@ static uint64_t record_read(QueueObject *q, uint64_t pos, popped *p)
     if (ring_take(q, pos, &rh, sizeof rh) < 0)
         return 0;
     uint64_t total = sizeof rh + align8(rh.size);
-    if (total > h->tail - pos || (rh.kind != K_PICKLE && rh.nbuf != 0) ||
-        rh.kind < K_PICKLE || rh.kind > K_PLAIN ||
-        (uint64_t)rh.nbuf * sizeof(buffer_entry) > rh.size) {
-        PyErr_SetString(PyExc_RuntimeError, "cproc queue: corrupted record in shared memory");
-        return 0;
-    }
+    uint64_t table = (uint64_t)rh.nbuf * sizeof(buffer_entry);
+    if (total > h->tail - pos || rh.kind < K_PICKLE || rh.kind > K_SPILLED || table > rh.size)
+        return corrupted();
     pos += sizeof rh;
-    p->kind = rh.kind;
+    uint32_t kind = rh.kind;
+    uint64_t data_len = rh.size - table;        /* the stream and the buffers */
+    spill_ref ref = {0};
+    if (rh.kind == K_SPILLED) {
+        if (rh.size != sizeof ref + table || ring_take(q, pos, &ref, sizeof ref) < 0)
+            return rh.size != sizeof ref + table ? corrupted() : 0;
+        pos += sizeof ref;
+        if (ref.slot >= CPROC_SPILL_SLOTS || ref.kind < K_PICKLE || ref.kind > K_BYTEARRAY ||
+            ref.bytes > CPROC_SPILL_SPAN)
+            return corrupted();
+        kind = ref.kind;
+        data_len = ref.bytes;
+    }
+    if (kind != K_PICKLE && rh.nbuf != 0)
+        return corrupted();
+    p->kind = kind;
     p->tag = rh.tag;
     p->buffers = NULL;
     p->nbuf = 0;
-    uint64_t data_len = rh.size;
+    p->spill = 0;
     if (rh.nbuf > 0) {
-        buffer_entry *entries = PyMem_Malloc(rh.nbuf * sizeof *entries);
+        buffer_entry *entries = PyMem_Malloc(table);
         if (entries == NULL) {
             PyErr_NoMemory();
             return 0;
         }
-        if (ring_take(q, pos, entries, rh.nbuf * sizeof *entries) < 0) {
+        if (ring_take(q, pos, entries, table) < 0) {
             PyMem_Free(entries);
             return 0;
         }
-        pos += rh.nbuf * sizeof *entries;
-        data_len -= rh.nbuf * sizeof *entries;
+        pos += table;
         p->buffers = PyMem_Calloc(rh.nbuf, sizeof(PyObject *));
         int ok = p->buffers != NULL;
         if (!ok)
             PyErr_NoMemory();
         for (uint32_t i = 0; ok && i < rh.nbuf; i++) {
             if (entries[i].len > data_len) {
-                PyErr_SetString(PyExc_RuntimeError, "cproc queue: corrupted record in shared memory");
-                ok = 0;
+                ok = corrupted();
                 break;
             }
             data_len -= entries[i].len;
@@ -634,19 +743,28 @@ static uint64_t record_read(QueueObject *q, uint64_t pos, popped *p)
             return 0;
         }
     }
-    p->data = new_buffer_object(rh.kind != K_BYTEARRAY, data_len);
+    p->data = new_buffer_object(kind != K_BYTEARRAY, data_len);
     if (p->data == NULL) {
         popped_clear(p);
         return 0;
+    }
+    if (rh.kind == K_SPILLED) {
+        if (cproc_spill_take(&h->spill[ref.slot]) < 0) {
+            popped_clear(p);
+            return corrupted();
+        }
+        p->spill = (int)ref.slot + 1;
+        p->spill_bytes = ref.bytes;
+        return total;
     }
     if (ring_take(q, pos, buffer_object_data(p->data), (size_t)data_len) < 0) {
         popped_clear(p);
         return 0;
     }
     pos += data_len;
-    for (uint32_t i = 0; i < rh.nbuf; i++) {
+    for (uint32_t i = 0; i < p->nbuf; i++) {
         PyObject *b = p->buffers[i];
-        Py_ssize_t len = PyBytes_Check(b) ? PyBytes_GET_SIZE(b) : PyByteArray_GET_SIZE(b);
+        Py_ssize_t len = buffer_object_size(b);
         if (ring_take(q, pos, buffer_object_data(b), (size_t)len) < 0) {
             popped_clear(p);
             return 0;
@@ -654,6 +772,25 @@ static uint64_t record_read(QueueObject *q, uint64_t pos, popped *p)
         pos += (uint64_t)len;
     }
     return total;
+}
+
+/* Copy a popped record's data and buffers out of its spill block (lock not
+ * held), then free the block. */
+static int popped_fill(QueueObject *q, popped *p)
+{
+    if (p->spill == 0)
+        return 0;
+    uint64_t off = cproc_spill_offset(p->spill - 1);
+    Py_ssize_t len = buffer_object_size(p->data);
+    int r = cproc_file_read(q->fd, buffer_object_data(p->data), (size_t)len, off);
+    off += (uint64_t)len;
+    for (uint32_t i = 0; r == 0 && i < p->nbuf; i++) {
+        len = buffer_object_size(p->buffers[i]);
+        r = cproc_file_read(q->fd, buffer_object_data(p->buffers[i]), (size_t)len, off);
+        off += (uint64_t)len;
+    }
+    popped_unspill(q, p);
+    return r;
 }
 
 /* The object a popped record holds. */
@@ -749,6 +886,11 @@ static int try_put(void *ctx, uint32_t *seen)
             c->error = 1;
             return 1;
         }
+    for (Py_ssize_t i = 0; i < c->n; i++)
+        if (c->msgs[i].spill) {
+            cproc_spill_queued(&h->spill[c->msgs[i].spill - 1]);
+            c->msgs[i].spill_queued = 1;
+        }
     h->tail = tail;
     if (h->tail - h->head > h->peak)
         h->peak = h->tail - h->head;
@@ -765,13 +907,25 @@ static int put_messages(QueueObject *q, message *msgs, Py_ssize_t n, int blockin
 {
     put_ctx c = {q, msgs, n, 0};
     uint32_t seen;
-    int r;
-    if (try_put(&c, &seen))
+    int r = CPROC_WAIT_OK;
+    /* Large messages go to spill blocks first, unless a bounded queue has no
+     * room for them now (they then wait in this process and are copied into
+     * the ring once there is). */
+    queue_header *h = q->hdr;
+    if (h->maxsize == 0 || atomic_load(&h->count) + (uint64_t)n <= (uint64_t)h->maxsize)
+        for (Py_ssize_t i = 0; r == CPROC_WAIT_OK && i < n; i++)
+            if (message_spill(q, &msgs[i]) < 0)
+                r = CPROC_WAIT_ERROR;
+    if (r != CPROC_WAIT_OK)
+        ;
+    else if (try_put(&c, &seen))
         r = CPROC_WAIT_OK;
     else if (!blocking)
         r = CPROC_WAIT_TIMEOUT;
     else
-        r = cproc_wait(&q->hdr->get_seq, &q->hdr->put_waiters, try_put, NULL, &c, deadline);
+        r = cproc_wait(&h->get_seq, &h->put_waiters, try_put, NULL, &c, deadline);
+    for (Py_ssize_t i = 0; i < n; i++)
+        message_unspill(q, &msgs[i]);
     if (r == CPROC_WAIT_ERROR || c.error)
         return -1;
     if (r == CPROC_WAIT_TIMEOUT) {
@@ -897,6 +1051,19 @@ static int get_records(QueueObject *q, Py_ssize_t max, int blocking, int64_t dea
         PyErr_SetNone(Empty);
         return -1;
     }
+    /* Records in spill blocks: copied now that the lock is free. A failure
+     * here (pread on our own memfd: not expected) loses what was taken. */
+    for (Py_ssize_t i = 0; i < c->n; i++)
+        if (popped_fill(q, &c->out[i]) < 0) {
+            for (Py_ssize_t j = 0; j < c->n; j++) {
+                popped_unspill(q, &c->out[j]);
+                popped_clear(&c->out[j]);
+            }
+            PyMem_Free(c->out);
+            c->out = NULL;
+            c->n = 0;
+            return -1;
+        }
     return 0;
 }
 
@@ -1346,13 +1513,19 @@ static PyObject *queue_ring_info(QueueObject *self, PyObject *unused)
     queue_header *h = self->hdr;
     if (qlock_acquire(self) < 0)
         return NULL;
-    PyObject *d = Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:I}", "capacity", (unsigned long long)h->capacity,
+    int spill_in_use;
+    uint64_t spill_warm;
+    cproc_spill_usage(h->spill, &spill_in_use, &spill_warm);
+    PyObject *d = Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:I,s:i,s:i,s:K}", "capacity", (unsigned long long)h->capacity,
                                 "peak", (unsigned long long)h->peak,
                                 "used", (unsigned long long)(h->tail - h->head),
                                 "ring_offset", (unsigned long long)h->ring_off,
                                 "file_end", (unsigned long long)h->file_end,
                                 "count", (unsigned long long)atomic_load(&h->count),
-                                "generation", atomic_load(&h->ring_gen));
+                                "generation", atomic_load(&h->ring_gen),
+                                "spill_blocks", CPROC_SPILL_SLOTS,
+                                "spill_blocks_in_use", spill_in_use,
+                                "spill_kept_bytes", (unsigned long long)spill_warm);
     qlock_release(h);
     return d;
 }

@@ -1,0 +1,171 @@
+/* spill.c — the blocks that hold a queue's large records outside its ring,
+ * and reading and writing a queue's memfd with pread/pwrite.
+ *
+ * A record of SPILL_OVER bytes or more is not copied into the ring under the
+ * queue's lock: its producer claims one of CPROC_SPILL_SLOTS blocks (under
+ * the lock: a few loads and a store), writes the payload into the block with
+ * pwrite and the lock released, then publishes a small reference record in
+ * the ring. A consumer takes the reference under the lock, marks the block
+ * as being read, and preads the payload into its objects after releasing the
+ * lock. So a producer and a consumer copy large messages at the same time,
+ * and neither holds the lock while it copies.
+ *
+ * Block i is the file range [SPILL_BASE + i * SPILL_SPAN, + SPILL_SPAN) of
+ * the queue's memfd, far beyond any ring region; the file is sparse, so only
+ * pages written cost memory. A freed block keeps its pages (the next message
+ * written there finds them warm) up to SPILL_KEEP_MAX bytes, and all blocks
+ * together up to SPILL_KEEP_TOTAL; the queue gives them back once it has
+ * been quiet for a while (cproc_spill_trim, from the ring's shrink check).
+ *
+ * A slot's word is its state in the low 32 bits and the pid of the process
+ * writing or reading it in the high 32: one atomic word, so a claim is one
+ * compare-and-swap and freeing is one store (no lock needed). A process
+ * killed while it writes or reads a block leaves the slot owned by a dead
+ * pid; the next claim that finds no free slot takes such slots back.
+ */
+#include "cproc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <unistd.h>
+
+enum { SLOT_FREE = 0, SLOT_WRITING = 1, SLOT_QUEUED = 2, SLOT_READING = 3 };
+
+#define SPILL_BASE (UINT64_C(1) << 40)
+#define SPILL_KEEP_MAX (UINT64_C(8) << 20)     /* a block keeps its pages up to this size */
+#define SPILL_KEEP_TOTAL (UINT64_C(64) << 20)  /* and all blocks together up to this */
+
+static inline uint64_t slot_word(uint32_t state, pid_t pid) { return (uint64_t)(uint32_t)pid << 32 | state; }
+static inline uint32_t word_state(uint64_t w) { return (uint32_t)w; }
+static inline pid_t word_pid(uint64_t w) { return (pid_t)(uint32_t)(w >> 32); }
+
+uint64_t cproc_spill_offset(int slot) { return SPILL_BASE + (uint64_t)slot * CPROC_SPILL_SPAN; }
+
+/* ---- whole-buffer pread/pwrite, GIL released ------------------------------ */
+
+static int file_io(int writing, int fd, char *buf, size_t n, uint64_t off)
+{
+    int err = 0;
+    Py_BEGIN_ALLOW_THREADS
+    while (n > 0) {
+        ssize_t r = writing ? pwrite(fd, buf, n, (off_t)off) : pread(fd, buf, n, (off_t)off);
+        if (r < 0 && errno == EINTR)
+            continue;               /* finish: the caller runs signal handlers after */
+        if (r <= 0) {
+            err = r < 0 ? errno : EIO;  /* 0: a read past the end of the file */
+            break;
+        }
+        buf += r;
+        off += (uint64_t)r;
+        n -= (size_t)r;
+    }
+    Py_END_ALLOW_THREADS
+    if (err == 0)
+        return 0;
+    errno = err;
+    PyErr_SetFromErrno(err == ENOSPC || err == ENOMEM ? PyExc_MemoryError : PyExc_OSError);
+    return -1;
+}
+
+int cproc_file_write(int fd, const void *buf, size_t n, uint64_t off)
+{
+    return file_io(1, fd, (char *)buf, n, off);
+}
+
+int cproc_file_read(int fd, void *buf, size_t n, uint64_t off)
+{
+    return file_io(0, fd, buf, n, off);
+}
+
+/* ---- the slots ------------------------------------------------------------ */
+
+static void release_pages(int fd, int slot, uint64_t from, uint64_t to)
+{
+    /* a failure only means the pages stay until the queue is gone */
+    if (to > from)
+        (void)fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                        (off_t)(cproc_spill_offset(slot) + from), (off_t)(to - from));
+}
+
+/* Take back slots whose writer or reader died. Lock held. */
+static void reclaim_dead(cproc_spill_slot *slots, int fd)
+{
+    for (int i = 0; i < CPROC_SPILL_SLOTS; i++) {
+        uint64_t w = atomic_load(&slots[i].word);
+        uint32_t state = word_state(w);
+        if ((state == SLOT_WRITING || state == SLOT_READING) && cproc_pid_is_dead(word_pid(w))) {
+            release_pages(fd, i, 0, slots[i].warm);
+            slots[i].warm = 0;
+            atomic_compare_exchange_strong(&slots[i].word, &w, slot_word(SLOT_FREE, 0));
+        }
+    }
+}
+
+int cproc_spill_claim(cproc_spill_slot *slots, int fd, uint64_t size)
+{
+    if (size > CPROC_SPILL_SPAN)
+        return -1;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < CPROC_SPILL_SLOTS; i++) {
+            uint64_t free_word = slot_word(SLOT_FREE, 0);
+            if (atomic_compare_exchange_strong(&slots[i].word, &free_word, slot_word(SLOT_WRITING, cproc_pid))) {
+                if (slots[i].warm < size)
+                    slots[i].warm = size;   /* pages that may exist if we die writing */
+                return i;
+            }
+        }
+        if (pass == 0)
+            reclaim_dead(slots, fd);
+    }
+    return -1;
+}
+
+void cproc_spill_queued(cproc_spill_slot *s)
+{
+    atomic_store(&s->word, slot_word(SLOT_QUEUED, 0));
+}
+
+int cproc_spill_take(cproc_spill_slot *s)
+{
+    uint64_t queued = slot_word(SLOT_QUEUED, 0);
+    return atomic_compare_exchange_strong(&s->word, &queued, slot_word(SLOT_READING, cproc_pid)) ? 0 : -1;
+}
+
+void cproc_spill_free(cproc_spill_slot *slots, int slot, int fd, uint64_t size)
+{
+    cproc_spill_slot *s = &slots[slot];
+    uint64_t others = 0;
+    for (int i = 0; i < CPROC_SPILL_SLOTS; i++)
+        others += i == slot ? 0 : slots[i].warm;
+    uint64_t keep = size <= SPILL_KEEP_MAX && others + size <= SPILL_KEEP_TOTAL ? size : 0;
+    if (s->warm > keep) {
+        release_pages(fd, slot, keep, s->warm);
+        s->warm = keep;
+    }
+    atomic_store(&s->word, slot_word(SLOT_FREE, 0));
+}
+
+void cproc_spill_trim(cproc_spill_slot *slots, int fd)
+{
+    for (int i = 0; i < CPROC_SPILL_SLOTS; i++) {
+        uint64_t free_word = slot_word(SLOT_FREE, 0);
+        /* own it while its pages go, so no claim writes into them meanwhile */
+        if (slots[i].warm > 0 &&
+            atomic_compare_exchange_strong(&slots[i].word, &free_word, slot_word(SLOT_WRITING, cproc_pid))) {
+            release_pages(fd, i, 0, slots[i].warm);
+            slots[i].warm = 0;
+            atomic_store(&slots[i].word, free_word);
+        }
+    }
+}
+
+void cproc_spill_usage(const cproc_spill_slot *slots, int *in_use, uint64_t *warm)
+{
+    *in_use = 0;
+    *warm = 0;
+    for (int i = 0; i < CPROC_SPILL_SLOTS; i++) {
+        *in_use += word_state(atomic_load(&slots[i].word)) != SLOT_FREE;
+        *warm += slots[i].warm;
+    }
+}
