@@ -5,9 +5,10 @@ machinery for both implementations) and times only the messages.
 """
 
 import os
+import socket
 from time import perf_counter
 
-from harness import case
+from harness import Peer, case
 
 ORDER = 30
 
@@ -61,8 +62,43 @@ def pipe_round_trip(mod, n):
     return elapsed
 
 
+def raw_socket_floor(mod, n):
+    """The same bytes over a bare socketpair (what Pipe() uses), with no
+    framing and no Connection: sendall of 1 MiB, recv_into a reused buffer.
+    The least a socket-based Connection can cost."""
+    a, b = socket.socketpair()
+    payload = b"x" * (1 << 20)
+
+    def sink():
+        a.close()
+        buf = memoryview(bytearray(1 << 20))
+        for _ in range(n):
+            got = 0
+            while got < len(buf):
+                got += b.recv_into(buf[got:])
+        b.sendall(b"d")
+
+    pid = _fork(sink)
+    b.close()
+    try:
+        t0 = perf_counter()
+        for _ in range(n):
+            a.sendall(payload)
+        if a.recv(1) != b"d":
+            raise AssertionError("sink did not finish")
+        elapsed = perf_counter() - t0
+    finally:
+        a.close()
+        _reap(pid)
+    return elapsed
+
+
 @case("Connection.send_bytes of 1 MiB", target=0.7,
-      size=500, quick=100, work="{size:,} × 1 MiB to a reading child")
+      size=500, quick=100, work="{size:,} × 1 MiB to a reading child",
+      peers=[Peer("C floor", "multiprocessing", run=raw_socket_floor, floor=True)],
+      note="The “C floor” row sends the same bytes over a bare socketpair "
+           "(sendall, recv_into a reused buffer), with no framing and no "
+           "Connection: what the kernel's socket costs any Pipe.")
 def send_bytes_1mib(mod, n):
     a, b = mod.Pipe()
     payload = b"x" * (1 << 20)

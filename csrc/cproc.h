@@ -168,7 +168,7 @@ extern PyTypeObject cproc_ConnectionType;
 
 typedef struct {
     _Atomic uint64_t word;              /* state, and the pid writing or reading the block */
-    uint64_t warm;                      /* bytes at the block's start that may hold pages */
+    _Atomic uint64_t warm;              /* bytes at the block's start that may hold pages */
 } cproc_spill_slot;
 
 /* pread/pwrite all n bytes at off, GIL released; -1 with an exception. */

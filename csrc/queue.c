@@ -696,8 +696,10 @@ static uint64_t record_read(QueueObject *q, uint64_t pos, popped *p)
     uint64_t data_len = rh.size - table;        /* the stream and the buffers */
     spill_ref ref = {0};
     if (rh.kind == K_SPILLED) {
-        if (rh.size != sizeof ref + table || ring_take(q, pos, &ref, sizeof ref) < 0)
-            return rh.size != sizeof ref + table ? corrupted() : 0;
+        if (rh.size != sizeof ref + table)
+            return corrupted();
+        if (ring_take(q, pos, &ref, sizeof ref) < 0)
+            return 0;
         pos += sizeof ref;
         if (ref.slot >= CPROC_SPILL_SLOTS || ref.kind < K_PICKLE || ref.kind > K_BYTEARRAY ||
             ref.bytes > CPROC_SPILL_SPAN)

@@ -189,23 +189,15 @@ def _consume(q, count):
     return digest.hexdigest()
 
 
-def test_child_producer_parent_consumer(cproc, queue):
+@pytest.mark.parametrize("child_role", ["producer", "consumer"])
+def test_large_and_small_messages_between_processes(cproc, queue, child_role):
     q = queue()
+    in_child, in_parent = (_produce, _consume) if child_role == "producer" else (_consume, _produce)
     with ChildSet(cproc.Process) as kids:
-        producer = kids.start(_produce, q, 300)
-        mine = _consume(q, 300)
-        assert producer.result(60) == mine
-        assert producer.join() == 0
-    assert blocks_in_use(q) == 0
-
-
-def test_parent_producer_child_consumer(cproc, queue):
-    q = queue()
-    with ChildSet(cproc.Process) as kids:
-        consumer = kids.start(_consume, q, 300)
-        mine = _produce(q, 300)
-        assert consumer.result(60) == mine
-        assert consumer.join() == 0
+        child = kids.start(in_child, q, 300)
+        mine = in_parent(q, 300)
+        assert child.result(60) == mine
+        assert child.join() == 0
     assert blocks_in_use(q) == 0
 
 
