@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 enum { SLOT_FREE = 0, SLOT_WRITING = 1, SLOT_QUEUED = 2, SLOT_READING = 3 };
@@ -44,10 +45,30 @@ uint64_t cproc_spill_offset(int slot) { return SPILL_BASE + (uint64_t)slot * CPR
 
 /* ---- whole-buffer pread/pwrite, GIL released ------------------------------ */
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23          /* Linux 5.14 */
+#endif
+#define PREFAULT_OVER (256u << 10)
+
+/* A large buffer just allocated for a message is often fresh memory (glibc
+ * maps big blocks anew): fault all its pages in with one call instead of
+ * one trap per page during the copy (~10x cheaper on a VM). The contents are
+ * unchanged; on kernels without MADV_POPULATE_WRITE this does nothing. */
+static void prefault(char *buf, size_t n)
+{
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t start = ((uintptr_t)buf + page - 1) & ~(page - 1);
+    uintptr_t end = ((uintptr_t)buf + n) & ~(page - 1);
+    if (end > start)
+        (void)madvise((void *)start, end - start, MADV_POPULATE_WRITE);
+}
+
 static int file_io(int writing, int fd, char *buf, size_t n, uint64_t off)
 {
     int err = 0;
     Py_BEGIN_ALLOW_THREADS
+    if (!writing && n >= PREFAULT_OVER)
+        prefault(buf, n);
     while (n > 0) {
         ssize_t r = writing ? pwrite(fd, buf, n, (off_t)off) : pread(fd, buf, n, (off_t)off);
         if (r < 0 && errno == EINTR)
