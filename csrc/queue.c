@@ -173,13 +173,12 @@ static void copy_bytes(void *dst, const void *src, size_t n)
         memcpy(dst, src, n);
 }
 
-/* Ring pages nobody has touched yet are written with pwrite on the memfd
+/* Copy n bytes to (writing) or from the ring at byte position pos. Ring
+ * pages nobody has touched yet are written with pwrite on the memfd
  * (cproc_file_write) rather than through the mapping: the kernel then fills
  * the fresh pages without zeroing them first and without a page fault each.
  * Pages already written (below hdr->touched) are copied to directly, which is
  * much faster. */
-
-/* Copy n bytes to (writing) or from the ring at byte position pos. */
 static int ring_copy(QueueObject *q, int writing, uint64_t pos, char *buf, size_t n)
 {
     queue_header *h = q->hdr;
