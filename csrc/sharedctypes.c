@@ -148,6 +148,8 @@ static int sync_release_status(SynchronizedObject *self, int status)
 
 /* ---- SynchronizedBase --------------------------------------------------- */
 
+static PyObject *get_standard_types(void);
+
 /* Work out where obj lives and whether its items are a standard number type. */
 static int describe_ctypes_object(SynchronizedObject *self, PyObject *obj)
 {
@@ -175,7 +177,10 @@ static int describe_ctypes_object(SynchronizedObject *self, PyObject *obj)
         if (self->length == -1 && PyErr_Occurred())
             return -1;
     }
-    int standard = PySet_Contains(standard_types, elem);
+    PyObject *standard_set = get_standard_types();
+    if (standard_set == NULL)
+        return -1;
+    int standard = PySet_Contains(standard_set, elem);
     if (standard < 0)
         return -1;
     if (standard) {
@@ -595,25 +600,33 @@ PyTypeObject cproc_SynchronizedStringType = {
     .tp_getset = string_getset,
 };
 
-int cproc_sharedctypes_init(PyObject *module)
+/* The set of ctypes' own number types, made on first use: importing ctypes
+ * costs every process that imports cproc ~2 ms, and a wrapper is only ever
+ * made around a ctypes object (so ctypes is loaded by then). */
+static PyObject *get_standard_types(void)
 {
-    (void)module;
+    if (standard_types != NULL)
+        return standard_types;
     PyObject *ctypes = PyImport_ImportModule("ctypes");
     if (ctypes == NULL)
-        return -1;
-    standard_types = PySet_New(NULL);
+        return NULL;
+    PyObject *set = PySet_New(NULL);
     static const char *const names[] = {
         "c_char", "c_byte", "c_ubyte", "c_bool", "c_short", "c_ushort", "c_int", "c_uint",
         "c_long", "c_ulong", "c_longlong", "c_ulonglong", "c_float", "c_double", NULL};
-    for (int i = 0; standard_types && names[i]; i++) {
+    for (int i = 0; set && names[i]; i++) {
         PyObject *t = PyObject_GetAttrString(ctypes, names[i]);
-        if (t == NULL || PySet_Add(standard_types, t) < 0)
-            Py_CLEAR(standard_types);
+        if (t == NULL || PySet_Add(set, t) < 0)
+            Py_CLEAR(set);
         Py_XDECREF(t);
     }
     Py_DECREF(ctypes);
-    if (standard_types == NULL)
-        return -1;
+    return standard_types = set;
+}
+
+int cproc_sharedctypes_init(PyObject *module)
+{
+    (void)module;
     cproc_SynchronizedType.tp_base = &cproc_SynchronizedBaseType;
     cproc_SynchronizedArrayType.tp_base = &cproc_SynchronizedBaseType;
     cproc_SynchronizedStringType.tp_base = &cproc_SynchronizedArrayType;

@@ -398,3 +398,27 @@ def test_set_forkserver_preload(name, tmp_path):
     pids = log.read_text().split() if log.exists() else []
     assert len(pids) == 1, f"preloadmod imported by {pids}: expected once, by the server"
     assert int(pids[0]) != main_pid
+
+
+# --------------------------------------------------------------------------
+# import cost: every spawned child imports cproc
+
+
+def test_import_leaves_ctypes_and_connection_for_first_use():
+    """``import cproc`` (what each spawn or forkserver child does first) loads
+    neither ctypes nor cproc.connection (socket, multiprocessing.connection);
+    both load on first use, and then behave as usual."""
+    code = (
+        "import sys, pickle, cproc\n"
+        "print('ctypes' in sys.modules, 'cproc.connection' in sys.modules)\n"
+        "a, b = cproc.Pipe()\n"
+        "a.send('hi'); print(b.recv(), cproc.connection.Connection is type(a))\n"
+        "v = cproc.RawValue('i', 7)\n"
+        "w = pickle.loads(cproc.reduction.ForkingPickler.dumps(v))\n"
+        "w.value = 9; print(v.value, 'ctypes' in sys.modules)\n"
+    )
+    import subprocess
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env=H.child_env())
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:3] == ["False False", "hi True", "9 True"]

@@ -14,9 +14,18 @@ from . import context as _context
 from .context import (ProcessError, BufferTooShort, TimeoutError,  # noqa: F401
                       AuthenticationError, OwnerDiedWarning, WorkerLostError)
 
-from . import connection  # noqa: F401
-
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # cproc.connection is imported on first use, as in multiprocessing: it
+    # brings in socket and multiprocessing.connection, a few milliseconds of
+    # every spawned child's start-up that most children never need.
+    if name == "connection":
+        import importlib
+        return importlib.import_module(".connection", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 globals().update((name, getattr(_context._default_context, name))
                  for name in _context._exported)

@@ -8,20 +8,31 @@ would win; reducer_override (consulted first) keeps cproc's handle.
 """
 
 import collections
-import ctypes
 import io
 import pickle
+import sys
 
 from multiprocessing.reduction import ForkingPickler as _MPForkingPickler
 
 __all__ = ["ForkingPickler", "dump", "dumps", "dumps_any"]
 
-_CTYPES = (ctypes._SimpleCData, ctypes.Array, ctypes.Structure, ctypes.Union)
+# ctypes' base classes, looked up once ctypes is loaded: importing it here
+# would cost every process that imports cproc (every spawned child) ~2 ms,
+# and no ctypes object can exist before ctypes is imported.
+_CTYPES = ()
+
+
+def _ctypes_classes():
+    global _CTYPES
+    ctypes = sys.modules.get("ctypes")
+    if ctypes is not None:
+        _CTYPES = (ctypes._SimpleCData, ctypes.Array, ctypes.Structure, ctypes.Union)
+    return _CTYPES
 
 
 class ForkingPickler(_MPForkingPickler):
     def reducer_override(self, obj):
-        if isinstance(obj, _CTYPES):
+        if isinstance(obj, _CTYPES or _ctypes_classes()):
             reduce = vars(obj).get("__reduce_ex__")
             if reduce is not None:
                 return reduce(pickle.HIGHEST_PROTOCOL)
