@@ -63,6 +63,7 @@ import pickle
 import re
 import resource
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -1049,8 +1050,15 @@ def test_ctrl_c_interrupts_a_blocked_pool_call_and_leaves_no_worker(mp, tmp_path
             os.killpg(proc.pid, signal.SIGINT)
         try:
             returncode = proc.wait(10)
-        except Exception:
-            raise AssertionError("the script did not exit within 10 s of SIGINT")
+        except subprocess.TimeoutExpired:
+            if mp.name == "multiprocessing":
+                # Seen once in CI (close.join, SIGINT to the main process
+                # only): a KeyboardInterrupt that lands inside multiprocessing's
+                # Pool internals can leave one of its locks held, and the
+                # terminate() run on leaving `with` then waits forever. This
+                # is the hang cproc removes; cproc's side must always exit.
+                pytest.xfail("multiprocessing hung after SIGINT (its terminate-after-interrupt race)")
+            raise AssertionError("the script did not exit within 10 s of SIGINT") from None
         elapsed = time.monotonic() - t0
         stderr = proc.stderr.read().decode(errors="replace")
         assert returncode == -signal.SIGINT, f"exit status {returncode}:\n{stderr}"
