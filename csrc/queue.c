@@ -52,6 +52,7 @@
 #define NOGIL_COPY (256u << 10)
 #define FILE_WRITE_OVER (64u << 10)
 #define SPILL_OVER (256u << 10)         /* a payload this large goes to a block of its own */
+#define SPILL_MAX_BUFFERS 64            /* (one pwrite/pread each: more stay in the ring) */
 #define RELEASE_OVER (8u << 20)         /* a record this large frees its pages once taken */
 #define SHRINK_WINDOW_NS (1000000000LL)
 #define MAXSIZE_LIMIT INT_MAX           /* multiprocessing's bound for maxsize */
@@ -596,11 +597,11 @@ static int message_write(QueueObject *q, const message *m, uint64_t *at)
 
 /* Move a large message's stream and buffers to a free block, written with
  * the queue's lock released; a message that stays in the ring (none free,
- * too small or too large) is left as it is. */
+ * too small or too large, or made of many small buffers) is left as it is. */
 static int message_spill(QueueObject *q, message *m)
 {
     uint64_t bytes = m->size - (uint64_t)m->nbuf * sizeof(buffer_entry);
-    if (bytes < SPILL_OVER || bytes > CPROC_SPILL_SPAN)
+    if (bytes < SPILL_OVER || bytes > CPROC_SPILL_SPAN || m->nbuf > SPILL_MAX_BUFFERS)
         return 0;
     if (qlock_acquire(q) < 0)
         return -1;

@@ -104,6 +104,17 @@ def test_large_message_goes_through_a_block(queue, kind):
     assert q.qsize() == 0
 
 
+@pytest.mark.skipif(numpy is None, reason="numpy is not installed")
+def test_message_of_many_small_buffers_stays_in_the_ring(queue):
+    # 100 out-of-band buffers (one system call each in a block): the ring
+    arrays = [numpy.full(4 * KiB, i, dtype="u1") for i in range(100)]
+    q = queue()
+    q.put(arrays)
+    assert blocks_in_use(q) == 0 and info(q)["used"] > 400 * KiB
+    got = q.get(timeout=10)
+    assert len(got) == 100 and all(numpy.array_equal(g, a) for g, a in zip(got, arrays))
+
+
 def test_message_just_under_the_threshold_stays_in_the_ring(queue):
     q = queue()
     q.put(b"x" * (SPILL_OVER - 1))
