@@ -789,6 +789,90 @@ def assert_sigint_interrupts(proc, expected_post, line_timeout):
     assert proc.wait(10) == 0
 
 
+# A script that blocks in {call} after printing "ready"; on Ctrl+C it prints
+# "KeyboardInterrupt", then "after <repr of {post}>", and exits 0.
+CTRL_C_SCRIPT = r"""
+sys.stdout.write('ready\n'); sys.stdout.flush()
+try:
+    {call}
+except KeyboardInterrupt:
+    sys.stdout.write('KeyboardInterrupt\n'); sys.stdout.flush()
+    sys.stdout.write('after %r\n' % ({post},)); sys.stdout.flush()
+    sys.exit(0)
+sys.stdout.write('returned\n'); sys.stdout.flush()
+sys.exit(3)
+"""
+
+# A script whose second thread blocks in {call} while the main thread counts
+# how often it runs, then does {finish} to unblock it: "spins N alive", then
+# "result <repr of what call returned> alive".
+GIL_SCRIPT = r"""
+import threading
+{setup}
+res = {{}}
+def blocked():
+    try:
+        res['v'] = {call}
+    except BaseException as e:
+        res['v'] = repr(e)
+t = threading.Thread(target=blocked, daemon=True)
+t.start()
+time.sleep(0.1)
+spins = 0
+t_end = time.monotonic() + 0.3
+while time.monotonic() < t_end:
+    spins += 1
+print('spins', spins, t.is_alive(), flush=True)
+{finish}
+t.join(10)
+print('result', repr(res.get('v')), t.is_alive(), flush=True)
+"""
+
+
+def check_ctrl_c_script(proc, expected_post, line_timeout=3):
+    """proc runs CTRL_C_SCRIPT: it gets ready, SIGINT interrupts it at once
+    (assert_sigint_interrupts); its stderr has no traceback.  Ends proc."""
+    stderr = ""
+    try:
+        line = read_line(proc.stdout, 20)
+        assert line == "ready", f"script did not get ready: {line!r}"
+        assert_sigint_interrupts(proc, expected_post, line_timeout)
+    finally:
+        stderr = end_script(proc)
+    assert "Traceback" not in stderr, stderr
+
+
+def check_gil_script(proc, expected, peer_line=None):
+    """proc runs GIL_SCRIPT: the main thread kept running (and the call kept
+    blocking) until finish, then the call returned `expected` (a repr), after
+    the optional peer_line.  Ends proc."""
+    stderr = ""
+    try:
+        line = read_line(proc.stdout, 20)
+        assert line is not None, "the main thread never ran again while another thread was blocked"
+        word, spins, alive = line.split()
+        assert word == "spins"
+        assert int(spins) > 10000, f"main thread starved ({spins} spins) while another thread was blocked"
+        assert alive == "True", "the call did not block"
+        if peer_line is not None:
+            assert read_line(proc.stdout, 10) == peer_line
+        assert read_line(proc.stdout, 10) == f"result {expected} False"
+        assert proc.wait(10) == 0
+    finally:
+        stderr = end_script(proc)
+    assert "Traceback" not in stderr, stderr
+
+
+def end_script(proc):
+    """Kill what is left of a popen_impl_script session; its stderr as text."""
+    kill_session(proc.pid)
+    proc.wait(10)
+    stderr = proc.stderr.read().decode(errors="replace")
+    proc.stdout.close()
+    proc.stderr.close()
+    return stderr
+
+
 def kill_session(sid):
     try:
         os.killpg(sid, signal.SIGKILL)

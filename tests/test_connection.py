@@ -40,8 +40,6 @@ import pickle
 import socket
 import stat
 import struct
-import subprocess
-import sys
 import threading
 import time
 
@@ -49,7 +47,8 @@ import multiprocessing
 import multiprocessing.connection
 import pytest
 
-from _helpers import FORK, ThreadTask, assert_sigint_interrupts, child_env, read_line
+from _helpers import (CTRL_C_SCRIPT, FORK, GIL_SCRIPT, ThreadTask, check_ctrl_c_script, check_gil_script,
+                      popen_impl_script)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -1284,29 +1283,9 @@ def test_fork_child_simplex_pipe(mp, pipe):
 # blocking calls: the GIL is released, Ctrl+C interrupts (fresh subprocesses)
 
 
-def _script(impl_name, body):
-    head = (
-        "import os, sys, time, threading, importlib\n"
-        f"IMPL = {impl_name!r}\n"
-        "if IMPL == 'cproc':\n"
-        "    import cproc as m\n"
-        "else:\n"
-        "    import multiprocessing\n"
-        "    m = multiprocessing.get_context('fork')\n"
-        "CM = importlib.import_module(IMPL + '.connection')\n"
-    )
-    return subprocess.Popen([sys.executable, "-c", head + body], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0, env=child_env())
-
-
-def _end(proc):
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(10)
-    stderr = proc.stderr.read().decode(errors="replace")
-    proc.stdout.close()
-    proc.stderr.close()
-    return stderr
+def _script(tmp_path, name, mp, body):
+    """body run as a fresh script under mp, with CM its connection module."""
+    return popen_impl_script(tmp_path, name, "CM = m.connection\n" + body, mp.name, "fork")
 
 
 # name: (setup, blocking call in a thread, what the main thread then does)
@@ -1322,64 +1301,17 @@ GIL_CASES = {
                          "print('peer got', len(b.recv_bytes()), flush=True)"),
 }
 
-GIL_BODY = r"""
-{setup}
-res = {{}}
-def blocked():
-    try:
-        res['v'] = {call}
-    except BaseException as e:
-        res['v'] = repr(e)
-t = threading.Thread(target=blocked, daemon=True)
-t.start()
-time.sleep(0.1)
-spins = 0
-t_end = time.monotonic() + 0.3
-while time.monotonic() < t_end:
-    spins += 1
-print('spins', spins, t.is_alive(), flush=True)
-{finish}
-t.join(10)
-print('result', repr(res.get('v')), t.is_alive(), flush=True)
-"""
-
 GIL_EXPECTED = {"recv": "'v'", "recv(simplex)": "'v'", "recv_bytes": "b'v'", "recv_bytes_into": "1",
                 "poll(None)": "True", "poll(10)": "True", "wait": "1", "send_bytes(8MiB)": "'sent'"}
 
 
 @pytest.mark.parametrize("case", list(GIL_CASES))
-def test_blocked_call_lets_other_threads_run(mp, case):
+def test_blocked_call_lets_other_threads_run(mp, tmp_path, case):
     setup, call, finish = GIL_CASES[case]
-    proc = _script(mp.name, GIL_BODY.format(setup=setup, call=call, finish=finish))
-    stderr = ""
-    try:
-        line = read_line(proc.stdout, 20)
-        assert line is not None, "the main thread never ran again while another thread was blocked"
-        word, spins, alive = line.split()
-        assert word == "spins"
-        assert int(spins) > 10000, f"main thread starved ({spins} spins) while another thread was blocked"
-        assert alive == "True", "the call did not block"
-        if case == "send_bytes(8MiB)":
-            assert read_line(proc.stdout, 10) == f"peer got {8 << 20}"
-        assert read_line(proc.stdout, 10) == f"result {GIL_EXPECTED[case]} False"
-        assert proc.wait(10) == 0
-    finally:
-        stderr = _end(proc)
-    assert "Traceback" not in stderr, stderr
+    proc = _script(tmp_path, "gil", mp, GIL_SCRIPT.format(setup=setup, call=call, finish=finish))
+    peer_line = f"peer got {8 << 20}" if case == "send_bytes(8MiB)" else None
+    check_gil_script(proc, GIL_EXPECTED[case], peer_line)
 
-
-CTRL_C_RUN = r"""
-{setup}
-sys.stdout.write('ready\n'); sys.stdout.flush()
-try:
-    {call}
-except KeyboardInterrupt:
-    sys.stdout.write('KeyboardInterrupt\n'); sys.stdout.flush()
-    sys.stdout.write('after %r\n' % ({post},)); sys.stdout.flush()
-    sys.exit(0)
-sys.stdout.write('returned\n'); sys.stdout.flush()
-sys.exit(3)
-"""
 
 # name: (setup, blocking call, expression printed after the interrupt, its expected repr)
 AFTER = "(b.send(7), a.recv())[1]"
@@ -1397,17 +1329,10 @@ CTRL_C_CASES = {
 
 
 @pytest.mark.parametrize("case", list(CTRL_C_CASES))
-def test_ctrl_c_interrupts_blocked_call(mp, case):
+def test_ctrl_c_interrupts_blocked_call(mp, tmp_path, case):
     setup, call, post, expected_post = CTRL_C_CASES[case]
-    proc = _script(mp.name, CTRL_C_RUN.format(setup=setup, call=call, post=post))
-    stderr = ""
-    try:
-        line = read_line(proc.stdout, 20)
-        assert line == "ready", f"script did not get ready: {line!r}"
-        assert_sigint_interrupts(proc, expected_post, line_timeout=3)
-    finally:
-        stderr = _end(proc)
-    assert "Traceback" not in stderr, stderr
+    body = setup + "\n" + CTRL_C_SCRIPT.format(call=call, post=post)
+    check_ctrl_c_script(_script(tmp_path, "ctrl_c", mp, body), expected_post)
 
 
 # ==========================================================================

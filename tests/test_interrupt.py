@@ -18,7 +18,7 @@ from threading import BrokenBarrierError
 
 import pytest
 
-from _helpers import FORK, ChildSet, ThreadTask, assert_sigint_interrupts, read_line, spawn_script
+from _helpers import CTRL_C_SCRIPT, FORK, ChildSet, ThreadTask, assert_sigint_interrupts, read_line, spawn_script
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -45,18 +45,6 @@ def holder(obj, times=1):
     os.read(r, 1)
     return pid
 
-"""
-
-RUN = r"""
-sys.stdout.write('ready\n'); sys.stdout.flush()
-try:
-    {call}
-except KeyboardInterrupt:
-    sys.stdout.write('KeyboardInterrupt\n'); sys.stdout.flush()
-    sys.stdout.write('after %r\n' % ({post},)); sys.stdout.flush()
-    sys.exit(0)
-sys.stdout.write('returned\n'); sys.stdout.flush()
-sys.exit(3)
 """
 
 # name: (setup, blocking call, expression printed after the interrupt, its expected repr)
@@ -88,7 +76,7 @@ BLOCKING_CASES = {
 @pytest.mark.parametrize("case", list(BLOCKING_CASES))
 def test_ctrl_c_interrupts_blocking_call(mp, case):
     setup, call, post, expected_post = BLOCKING_CASES[case]
-    body = PRELUDE + setup + "\n" + RUN.format(call=call, post=post)
+    body = PRELUDE + setup + "\n" + CTRL_C_SCRIPT.format(call=call, post=post)
     with spawn_script(mp.name, body) as proc:
         try:
             line = read_line(proc.stdout, 20)

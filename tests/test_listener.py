@@ -26,7 +26,6 @@ The other side of a connection is a thread, or a fork child
 import gc
 import importlib
 import os
-import socket
 import stat
 import warnings
 

@@ -77,8 +77,8 @@ import types
 import multiprocessing
 import pytest
 
-from _helpers import (FORK, ChildSet, ThreadTask, assert_sigint_interrupts, kill_session, popen_impl_script,
-                      proc_state, read_line, wait_until)
+from _helpers import (CTRL_C_SCRIPT, FORK, GIL_SCRIPT, ChildSet, ThreadTask, check_ctrl_c_script, check_gil_script,
+                      popen_impl_script, proc_state, wait_until)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -949,37 +949,6 @@ def test_queue_created_before_fork_used_by_both_sides(mp, new):
 # blocking calls in fresh subprocesses: the GIL is released, Ctrl+C interrupts
 
 
-def _end(proc):
-    kill_session(proc.pid)
-    proc.wait(10)
-    stderr = proc.stderr.read().decode(errors="replace")
-    proc.stdout.close()
-    proc.stderr.close()
-    return stderr
-
-
-GIL_BODY = r"""
-import threading
-{setup}
-res = {{}}
-def blocked():
-    try:
-        res['v'] = {call}
-    except BaseException as e:
-        res['v'] = repr(e)
-t = threading.Thread(target=blocked, daemon=True)
-t.start()
-time.sleep(0.1)
-spins = 0
-t_end = time.monotonic() + 0.3
-while time.monotonic() < t_end:
-    spins += 1
-print('spins', spins, t.is_alive(), flush=True)
-{finish}
-t.join(10)
-print('result', repr(res.get('v')), t.is_alive(), flush=True)
-"""
-
 # name: (setup, call blocked in a thread, what the main thread then does, repr of the call's result)
 GIL_CASES = {
     "Queue.get": ("q = m.Queue()", "q.get()", "q.put('v')", "'v'"),
@@ -999,20 +968,8 @@ GIL_CASES_CPROC = {
 
 
 def _gil_check(tmp_path, impl, case, setup, call, finish, expected):
-    body = GIL_BODY.format(setup=setup, call=call, finish=finish)
-    proc = popen_impl_script(tmp_path, "gil", body, impl, "fork")
-    try:
-        line = read_line(proc.stdout, 20)
-        assert line is not None, "the main thread never ran again while another thread was blocked"
-        word, spins, alive = line.split()
-        assert word == "spins"
-        assert int(spins) > 10000, f"main thread starved ({spins} spins) while another thread was blocked"
-        assert alive == "True", "the call did not block"
-        assert read_line(proc.stdout, 10) == f"result {expected} False"
-        assert proc.wait(10) == 0
-    finally:
-        stderr = _end(proc)
-    assert "Traceback" not in stderr, stderr
+    body = GIL_SCRIPT.format(setup=setup, call=call, finish=finish)
+    check_gil_script(popen_impl_script(tmp_path, "gil", body, impl, "fork"), expected)
 
 
 @pytest.mark.parametrize("case", list(GIL_CASES))
@@ -1024,19 +981,6 @@ def test_blocked_call_lets_other_threads_run(mp, tmp_path, case):
 def test_blocked_batch_call_lets_other_threads_run(cproc, tmp_path, case):
     _gil_check(tmp_path, "cproc", case, *GIL_CASES_CPROC[case])
 
-
-CTRL_C_RUN = r"""
-{setup}
-sys.stdout.write('ready\n'); sys.stdout.flush()
-try:
-    {call}
-except KeyboardInterrupt:
-    sys.stdout.write('KeyboardInterrupt\n'); sys.stdout.flush()
-    sys.stdout.write('after %r\n' % ({post},)); sys.stdout.flush()
-    sys.exit(0)
-sys.stdout.write('returned\n'); sys.stdout.flush()
-sys.exit(3)
-"""
 
 AFTER_GET = "(q.put(7), q.get(timeout=5))[1]"
 AFTER_PUT = "(q.qsize(), q.get(timeout=5), q.qsize())"
@@ -1062,14 +1006,8 @@ CTRL_C_CASES_CPROC = {
 
 
 def _ctrl_c_check(tmp_path, impl, setup, call, post, expected_post):
-    proc = popen_impl_script(tmp_path, "ctrl_c", CTRL_C_RUN.format(setup=setup, call=call, post=post), impl, "fork")
-    try:
-        line = read_line(proc.stdout, 20)
-        assert line == "ready", f"script did not get ready: {line!r}"
-        assert_sigint_interrupts(proc, expected_post, line_timeout=3)
-    finally:
-        stderr = _end(proc)
-    assert "Traceback" not in stderr, stderr
+    body = setup + "\n" + CTRL_C_SCRIPT.format(call=call, post=post)
+    check_ctrl_c_script(popen_impl_script(tmp_path, "ctrl_c", body, impl, "fork"), expected_post)
 
 
 @pytest.mark.parametrize("case", list(CTRL_C_CASES))

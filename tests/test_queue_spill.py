@@ -17,7 +17,6 @@ for reuse only within a bound and given back once the queue is quiet.
 import hashlib
 import os
 import pickle
-import time
 
 import pytest
 
