@@ -188,6 +188,12 @@ void cproc_spill_free(cproc_spill_slot *slots, int slot, int fd, uint64_t size);
 /* Queue lock held, the queue quiet: give back the kept pages of free blocks. */
 void cproc_spill_trim(cproc_spill_slot *slots, int fd);
 void cproc_spill_usage(const cproc_spill_slot *slots, int *in_use, uint64_t *warm);
+/* Queue lock taken over from a dead holder: in_ring[i] says whether a record
+ * in the ring refers to block i; blocks are made to agree (spill.c). */
+void cproc_spill_repair(cproc_spill_slot *slots, int fd, const uint8_t *in_ring);
+/* Give the pages of [off, off + len) of a memfd back (GIL held; released
+ * while a large range goes). Failing only keeps the pages. */
+void cproc_punch_hole(int fd, uint64_t off, uint64_t len);
 
 /* ---- queue.c ----------------------------------------------------------- */
 

@@ -292,6 +292,11 @@ int cproc_parse_block_timeout(const char *fname, PyObject *const *args, Py_ssize
         return -1;
     *blocking = 1;
     if (val[0] != NULL) {
+        if (!PyLong_Check(val[0])) {    /* as _multiprocessing.SemLock: an int */
+            PyErr_Format(PyExc_TypeError, "'%.200s' object cannot be interpreted as an integer",
+                         Py_TYPE(val[0])->tp_name);
+            return -1;
+        }
         *blocking = PyObject_IsTrue(val[0]);
         if (*blocking < 0)
             return -1;

@@ -8,16 +8,20 @@
  * put pickles in the caller (no feeder thread), takes the queue's lock, copies
  * the record to the tail and publishes it; get copies the record at the head
  * out under the lock and unpickles after releasing it. The lock word holds
- * the holder's pid and the head/tail/count are published only after a copy
- * is complete, so a process killed inside put or get leaves a consistent
- * ring that the next caller takes over.
+ * the holder's pid. A record enters the ring when one store moves the tail
+ * past it and leaves when one store moves the head, each after its copy is
+ * complete; a process killed anywhere inside put or get therefore leaves the
+ * records whole, and the process that takes the lock over from it recounts
+ * them and puts the spill blocks right (queue_repair).
  *
  * The ring never refuses a record: when one does not fit in the free space
- * the ring moves to a larger region further on in the file (sparse: only what
- * is used costs memory) and the old region's pages are released; an emptied
- * ring much larger than its traffic of the last second shrinks back the same
- * way, and the pages of a huge record are released as soon as it is taken. Every process notices the move by a
- * generation number and maps the new region on its next operation.
+ * the ring grows in place (the file is sparse: only what is used costs
+ * memory); an emptied ring much larger than its traffic of the last second
+ * moves to a smaller region and gives the old one's pages back, and the pages
+ * of a huge record are released as soon as it is taken. The header describes
+ * the ring twice: a change of place or size fills in the spare description
+ * and switches to it with one store of the generation number, by which every
+ * process also notices that it must map the ring again.
  *
  * Sleepers wait on sequence words (cproc_wait, futex.c); a put or get wakes
  * only when someone sleeps. The GIL is released while waiting and while
@@ -39,6 +43,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stddef.h>
 #include <linux/falloc.h>
 #include <string.h>
@@ -82,6 +87,17 @@ typedef struct {
     uint64_t bytes;                     /* in the block */
 } spill_ref;
 
+/* Where the ring is and what it holds. The header keeps two: the current one
+ * is ring[ring_gen & 1]; moving the ring fills in the other and then bumps
+ * ring_gen, one store, so a process killed while it moves the ring leaves the
+ * old ring whole. Guarded by the queue's lock. */
+typedef struct {
+    uint64_t off;                       /* file offset of the ring, page aligned */
+    uint64_t capacity;                  /* bytes, a multiple of the page size */
+    uint64_t head, tail;                /* byte positions; tail - head <= capacity */
+    uint64_t touched;                   /* ring bytes [0, touched) have been written */
+} ring_desc;
+
 typedef struct {
     uint32_t magic;
     int32_t maxsize;                    /* 0: unbounded */
@@ -94,17 +110,14 @@ typedef struct {
     _Atomic uint32_t unfinished;        /* JoinableQueue: put and not yet task_done() */
     _Atomic uint32_t join_waiters;
     _Atomic uint64_t count;             /* records in the ring */
-    _Atomic uint32_t ring_gen;          /* bumped when the ring moves */
+    _Atomic uint32_t ring_gen;          /* bumped when the ring moves; ring[ring_gen & 1] is current */
     uint32_t kind;                      /* Q_*: the class that created it */
     /* guarded by lock */
-    uint64_t ring_off;                  /* file offset of the ring, page aligned */
-    uint64_t capacity;                  /* bytes, a multiple of the page size */
-    uint64_t head, tail;                /* byte positions; tail - head <= capacity */
-    uint64_t file_end;                  /* where the next ring region goes */
+    ring_desc ring[2];
     uint64_t peak;                      /* most bytes held since window_start */
     int64_t window_start;               /* CLOCK_MONOTONIC ns */
-    uint64_t touched;                   /* ring bytes [0, touched) have been written */
     uint32_t spilled_recently;          /* a block was claimed since window_start */
+    uint32_t needs_repair;              /* a holder died: queue_repair before anything else */
     cproc_spill_slot spill[CPROC_SPILL_SLOTS];
 } queue_header;
 
@@ -159,6 +172,24 @@ static PyObject *pickle_loads, *str_buffers;
 static PyObject *py_dumps;              /* cproc.queues._dumps, imported on first use */
 static size_t page_size;
 
+/* ---- crash points, for the tests ----------------------------------------
+ * The tests kill a process at each instant where a death leaves work for
+ * queue_repair, or stop it there holding the lock: Queue._die_at(name,
+ * signum=SIGKILL) arms one in this process. */
+
+enum { DIE_NOWHERE, DIE_PUT_BEFORE_TAIL, DIE_PUT_BEFORE_COUNT, DIE_GET_BEFORE_HEAD, DIE_GET_BEFORE_COUNT,
+       DIE_MOVE_BEFORE_SWITCH, DIE_REPAIR };
+static const char *const die_point_names[] = {"nowhere", "put:before-tail", "put:before-count",
+                                              "get:before-head", "get:before-count", "move:before-switch",
+                                              "repair", NULL};
+static int die_at, die_signal;
+
+static inline void crash_point(int point)
+{
+    if (die_at == point)
+        (void)raise(die_signal);
+}
+
 static inline uint64_t align8(uint64_t n) { return (n + 7) & ~(uint64_t)7; }
 static inline uint64_t page_round(uint64_t n) { return (n + page_size - 1) / page_size * page_size; }
 
@@ -174,15 +205,26 @@ static void copy_bytes(void *dst, const void *src, size_t n)
         memcpy(dst, src, n);
 }
 
+/* The ring as it is now, and the spare descriptor a move fills in. Lock held. */
+static inline ring_desc *ring_now(queue_header *h)
+{
+    return &h->ring[atomic_load_explicit(&h->ring_gen, memory_order_relaxed) & 1];
+}
+
+static inline ring_desc *ring_spare(queue_header *h)
+{
+    return &h->ring[(atomic_load_explicit(&h->ring_gen, memory_order_relaxed) + 1) & 1];
+}
+
 /* Copy n bytes to (writing) or from the ring at byte position pos. Ring
  * pages nobody has touched yet are written with pwrite on the memfd
  * (cproc_file_write) rather than through the mapping: the kernel then fills
  * the fresh pages without zeroing them first and without a page fault each.
- * Pages already written (below hdr->touched) are copied to directly, which is
+ * Pages already written (below touched) are copied to directly, which is
  * much faster. */
 static int ring_copy(QueueObject *q, int writing, uint64_t pos, char *buf, size_t n)
 {
-    queue_header *h = q->hdr;
+    ring_desc *r = ring_now(q->hdr);
     uint64_t cap = q->ring_cap;
     while (n > 0) {
         uint64_t i = pos % cap;
@@ -190,15 +232,15 @@ static int ring_copy(QueueObject *q, int writing, uint64_t pos, char *buf, size_
         if (!writing)
             copy_bytes(buf, q->ring + i, piece);
         else {
-            size_t warm = h->touched <= i ? 0 : h->touched - i < piece ? (size_t)(h->touched - i) : piece;
+            size_t warm = r->touched <= i ? 0 : r->touched - i < piece ? (size_t)(r->touched - i) : piece;
             copy_bytes(q->ring + i, buf, warm);
             if (piece - warm >= FILE_WRITE_OVER) {
-                if (cproc_file_write(q->fd, buf + warm, piece - warm, h->ring_off + i + warm) < 0)
+                if (cproc_file_write(q->fd, buf + warm, piece - warm, r->off + i + warm) < 0)
                     return -1;
             } else
                 memcpy(q->ring + i + warm, buf + warm, piece - warm);
-            if (i + piece > h->touched)
-                h->touched = i + piece;
+            if (i + piece > r->touched)
+                r->touched = i + piece;
         }
         pos += piece;
         buf += piece;
@@ -217,11 +259,30 @@ static inline int ring_take(QueueObject *q, uint64_t pos, void *dst, size_t n)
     return ring_copy(q, 0, pos, dst, n);
 }
 
+/* Unmap a ring mapping; a large one with the GIL released (tearing down its
+ * page tables takes a while). */
+static void ring_unmap(char *ring, uint64_t size)
+{
+    if (ring == NULL)
+        return;
+    if (size >= NOGIL_COPY) {
+        Py_BEGIN_ALLOW_THREADS
+        (void)munmap(ring, size);
+        Py_END_ALLOW_THREADS
+    } else
+        (void)munmap(ring, size);
+}
+
 /* ---- the lock ----------------------------------------------------------- */
+
+typedef struct {
+    queue_header *h;
+    int took_over;                      /* from a holder that died */
+} qlock_ctx;
 
 static int qlock_try(void *ctx, uint32_t *seen)
 {
-    queue_header *h = ctx;
+    queue_header *h = ((qlock_ctx *)ctx)->h;
     uint32_t expected = 0;
     if (atomic_compare_exchange_strong(&h->lock, &expected, (uint32_t)cproc_pid))
         return 1;
@@ -229,15 +290,18 @@ static int qlock_try(void *ctx, uint32_t *seen)
     return 0;
 }
 
-/* A holder that died inside put or get left the ring as it was before the
- * call (nothing is published before the copy is complete): take over. */
+/* A holder that died inside put or get: take over (queue_repair then makes
+ * the counters agree with the ring). */
 static int qlock_holder_died(void *ctx)
 {
-    queue_header *h = ctx;
-    uint32_t holder = atomic_load(&h->lock);
+    qlock_ctx *c = ctx;
+    uint32_t holder = atomic_load(&c->h->lock);
     if (holder == 0 || holder == (uint32_t)cproc_pid || !cproc_pid_is_dead((pid_t)holder))
         return 0;
-    return atomic_compare_exchange_strong(&h->lock, &holder, (uint32_t)cproc_pid);
+    if (!atomic_compare_exchange_strong(&c->h->lock, &holder, (uint32_t)cproc_pid))
+        return 0;
+    c->took_over = 1;
+    return 1;
 }
 
 static void qlock_release(queue_header *h)
@@ -253,37 +317,47 @@ static int ring_sync(QueueObject *q)
     uint32_t gen = atomic_load(&h->ring_gen);
     if (q->ring_gen == gen)
         return 0;
-    void *m = mmap(NULL, h->capacity, PROT_READ | PROT_WRITE, MAP_SHARED, q->fd, (off_t)h->ring_off);
+    ring_desc *r = ring_now(h);
+    void *m = mmap(NULL, r->capacity, PROT_READ | PROT_WRITE, MAP_SHARED, q->fd, (off_t)r->off);
     if (m == MAP_FAILED) {
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
-    if (q->ring != NULL && munmap(q->ring, q->ring_cap) != 0) {
-        int err = errno;
-        munmap(m, h->capacity);
-        errno = err;
-        PyErr_SetFromErrno(PyExc_OSError);
-        return -1;
-    }
+    ring_unmap(q->ring, q->ring_cap);
     q->ring = m;
-    q->ring_cap = h->capacity;
+    q->ring_cap = r->capacity;
     q->ring_gen = gen;
     return 0;
 }
 
-/* Take the lock (waiting as every primitive does) and map the current ring. */
-static int qlock_acquire(QueueObject *q)
+static void queue_repair(QueueObject *q);
+
+/* Take the lock, waiting until `deadline` as every primitive does, and map
+ * the current ring. A lock taken over from a process that died holding it
+ * (in the middle of a put or a get) gets the queue repaired first; the mark
+ * stays in the header until a repair has finished, so a repair cut short is
+ * done again by the next holder. 1: taken; 0: timed out; -1: error. */
+static int qlock_acquire(QueueObject *q, int64_t deadline)
 {
     queue_header *h = q->hdr;
+    qlock_ctx c = {h, 0};
     uint32_t seen;
-    if (!qlock_try(h, &seen) &&
-        cproc_wait(&h->lock, &h->lock_waiters, qlock_try, qlock_holder_died, h, CPROC_FOREVER) != CPROC_WAIT_OK)
-        return -1;
+    if (!qlock_try(&c, &seen)) {
+        int r = cproc_wait(&h->lock, &h->lock_waiters, qlock_try, qlock_holder_died, &c, deadline);
+        if (r == CPROC_WAIT_TIMEOUT)
+            return 0;
+        if (r != CPROC_WAIT_OK)
+            return -1;
+    }
+    if (c.took_over)
+        h->needs_repair = 1;
     if (ring_sync(q) < 0) {
         qlock_release(h);
         return -1;
     }
-    return 0;
+    if (h->needs_repair)
+        queue_repair(q);
+    return 1;
 }
 
 /* ---- moving the ring ---------------------------------------------------- */
@@ -311,48 +385,51 @@ static int file_extend(int fd, uint64_t end)
     return 0;
 }
 
-/* Move the records to a new region of `new_cap` bytes. Lock held, ring synced. */
-static int ring_relocate(QueueObject *q, uint64_t new_cap)
+/* Map the spare descriptor, just filled in, and make it the current ring:
+ * one store publishes the move. Lock held. */
+static int ring_switch(QueueObject *q)
 {
     queue_header *h = q->hdr;
-    uint64_t used = h->tail - h->head;
-    uint64_t new_off = h->file_end, old_off = h->ring_off, old_cap = h->capacity;
-    if (new_off > (uint64_t)INT64_MAX - new_cap) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    if (file_extend(q->fd, new_off + new_cap) < 0)
-        return -1;
-    char *m = mmap(NULL, new_cap, PROT_READ | PROT_WRITE, MAP_SHARED, q->fd, (off_t)new_off);
+    ring_desc *next = ring_spare(h);
+    char *m = mmap(NULL, next->capacity, PROT_READ | PROT_WRITE, MAP_SHARED, q->fd, (off_t)next->off);
     if (m == MAP_FAILED) {
         PyErr_SetFromErrno(errno == ENOMEM ? PyExc_MemoryError : PyExc_OSError);
         return -1;
     }
+    crash_point(DIE_MOVE_BEFORE_SWITCH);
+    atomic_fetch_add(&h->ring_gen, 1);
+    /* Other processes may still have the old region mapped: they map the new
+     * one (ring_sync) before they touch the ring again. */
+    ring_unmap(q->ring, q->ring_cap);
+    q->ring = m;
+    q->ring_cap = next->capacity;
+    q->ring_gen = atomic_load(&h->ring_gen);
+    return 0;
+}
+
+/* Move the records to a region of `new_cap` bytes that does not overlap the
+ * current one: at the start of the file when it fits below the ring, else
+ * just after it, so ring regions stay within about twice the largest ring.
+ * The old region's pages are given back. Lock held, ring synced. */
+static int ring_relocate(QueueObject *q, uint64_t new_cap)
+{
+    ring_desc *cur = ring_now(q->hdr), *next = ring_spare(q->hdr);
+    uint64_t used = cur->tail - cur->head, old_off = cur->off, old_cap = cur->capacity;
+    uint64_t new_off = HEADER_BYTES + new_cap <= old_off ? HEADER_BYTES : old_off + old_cap;
+    if (file_extend(q->fd, new_off + new_cap) < 0)
+        return -1;
     /* the records, in order, to the start of the new region */
     for (uint64_t done = 0; done < used;) {
-        uint64_t i = (h->head + done) % old_cap;
+        uint64_t i = (cur->head + done) % old_cap;
         uint64_t piece = used - done < old_cap - i ? used - done : old_cap - i;
-        if (cproc_file_write(q->fd, q->ring + i, (size_t)piece, new_off + done) < 0) {
-            (void)munmap(m, new_cap);
+        if (cproc_file_write(q->fd, q->ring + i, (size_t)piece, new_off + done) < 0)
             return -1;
-        }
         done += piece;
     }
-    h->ring_off = new_off;
-    h->capacity = new_cap;
-    h->head = 0;
-    h->tail = used;
-    h->touched = used;
-    h->file_end = new_off + new_cap;
-    atomic_fetch_add(&h->ring_gen, 1);
-    /* Give the old region's pages back. Other processes may still have it
-     * mapped: they map the new one before touching the ring again. A failure
-     * only means the memory stays allocated until the queue is gone. */
-    (void)fallocate(q->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)old_off, (off_t)old_cap);
-    (void)munmap(q->ring, q->ring_cap);
-    q->ring = m;
-    q->ring_cap = new_cap;
-    q->ring_gen = atomic_load(&h->ring_gen);
+    *next = (ring_desc){.off = new_off, .capacity = new_cap, .head = 0, .tail = used, .touched = used};
+    if (ring_switch(q) < 0)
+        return -1;
+    cproc_punch_hole(q->fd, old_off, old_cap);
     return 0;
 }
 
@@ -373,7 +450,8 @@ static void ring_maybe_shrink(QueueObject *q)
     if (!h->spilled_recently)
         cproc_spill_trim(h->spill, q->fd);
     h->spilled_recently = 0;
-    if (h->capacity <= INITIAL_CAPACITY || h->capacity / 4 < peak)
+    uint64_t capacity = ring_now(h)->capacity;
+    if (capacity <= INITIAL_CAPACITY || capacity / 4 < peak)
         return;
     uint64_t cap = page_round(2 * peak);
     PyObject *et, *ev, *tb;
@@ -388,72 +466,100 @@ static void ring_maybe_shrink(QueueObject *q)
  * turn. Lock held. */
 static void ring_release_pages(QueueObject *q, uint64_t pos, uint64_t size)
 {
-    queue_header *h = q->hdr;
-    uint64_t cap = h->capacity;
+    ring_desc *r = ring_now(q->hdr);
+    uint64_t cap = r->capacity;
     while (size > 0) {
         uint64_t i = pos % cap;
         uint64_t n = size < cap - i ? size : cap - i;
         uint64_t start = page_round(i), end = (i + n) / page_size * page_size;
-        /* a failure only means the pages stay until the ring reuses them */
         if (end > start)
-            (void)fallocate(q->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                            (off_t)(h->ring_off + start), (off_t)(end - start));
+            cproc_punch_hole(q->fd, r->off + start, end - start);
         pos += n;
         size -= n;
     }
 }
 
-/* Extend the ring, the last region of the file, to new_cap bytes where it
- * is: its pages stay; only records that wrapped around the old end move, to
- * just after it. Lock held, ring synced. */
+/* Extend the ring to new_cap bytes where it is (nothing else lives after
+ * it below the spill blocks): its pages stay; only records that wrapped
+ * around the old end move, to just after it. Lock held, ring synced. */
 static int ring_grow_in_place(QueueObject *q, uint64_t new_cap)
 {
-    queue_header *h = q->hdr;
-    uint64_t old_cap = h->capacity, used = h->tail - h->head;
-    uint64_t first = h->head % old_cap;
+    ring_desc *cur = ring_now(q->hdr), *next = ring_spare(q->hdr);
+    uint64_t old_cap = cur->capacity, used = cur->tail - cur->head;
+    uint64_t first = cur->head % old_cap;
     uint64_t wrapped = first + used > old_cap ? first + used - old_cap : 0;
-    if (h->ring_off > (uint64_t)INT64_MAX - new_cap) {
+    if (cur->off > (uint64_t)INT64_MAX - new_cap) {
         PyErr_NoMemory();
         return -1;
     }
-    if (file_extend(q->fd, h->ring_off + new_cap) < 0)
+    if (file_extend(q->fd, cur->off + new_cap) < 0)
         return -1;
-    if (wrapped > 0 && cproc_file_write(q->fd, q->ring, (size_t)wrapped, h->ring_off + old_cap) < 0)
+    if (wrapped > 0 && cproc_file_write(q->fd, q->ring, (size_t)wrapped, cur->off + old_cap) < 0)
         return -1;
-    char *m = mmap(NULL, new_cap, PROT_READ | PROT_WRITE, MAP_SHARED, q->fd, (off_t)h->ring_off);
-    if (m == MAP_FAILED) {
-        PyErr_SetFromErrno(errno == ENOMEM ? PyExc_MemoryError : PyExc_OSError);
-        return -1;
-    }
-    h->capacity = new_cap;
-    h->head = first;
-    h->tail = first + used;
-    if (wrapped > 0)
-        h->touched = old_cap + wrapped;
-    h->file_end = h->ring_off + new_cap;
-    atomic_fetch_add(&h->ring_gen, 1);
-    (void)munmap(q->ring, q->ring_cap);
-    q->ring = m;
-    q->ring_cap = new_cap;
-    q->ring_gen = atomic_load(&h->ring_gen);
-    return 0;
+    *next = (ring_desc){.off = cur->off, .capacity = new_cap, .head = first, .tail = first + used,
+                        .touched = wrapped > 0 ? old_cap + wrapped : cur->touched};
+    return ring_switch(q);
 }
 
 /* Make room for `need` more bytes. Lock held. */
 static int ring_reserve(QueueObject *q, uint64_t need)
 {
-    queue_header *h = q->hdr;
-    uint64_t used = h->tail - h->head;
-    if (need <= h->capacity - used)
+    ring_desc *r = ring_now(q->hdr);
+    uint64_t used = r->tail - r->head;
+    if (need <= r->capacity - used)
         return 0;
     if (need > (uint64_t)INT64_MAX / 4) {
         PyErr_NoMemory();
         return -1;
     }
-    uint64_t cap = h->capacity * 2;
+    uint64_t cap = r->capacity * 2;
     if (cap < used + need)
         cap = page_round(used + need);
-    return h->ring_off + h->capacity == h->file_end ? ring_grow_in_place(q, cap) : ring_relocate(q, cap);
+    return ring_grow_in_place(q, cap);
+}
+
+/* ---- repairing after a death ------------------------------------------- */
+
+/* The lock was taken over from a process that died holding it, somewhere in
+ * a put, a get or a move of the ring. A record is in the ring once the tail
+ * has passed it and out once the head has (each one store), and a move is
+ * one store too, so the ring itself is whole; what can lag behind it is the
+ * record count, the states of the spill blocks and the sequence words that
+ * sleepers wait on. Recount, put the blocks right, give back the pages of
+ * any ring region a move left behind, and wake every sleeper to look again.
+ * Lock held, ring synced; doing it twice does no harm. */
+static void queue_repair(QueueObject *q)
+{
+    queue_header *h = q->hdr;
+    ring_desc *r = ring_now(h);
+    uint8_t in_ring[CPROC_SPILL_SLOTS] = {0};
+    uint64_t n = 0;
+    for (uint64_t pos = r->head; pos < r->tail; n++) {
+        record_header rh;
+        (void)ring_take(q, pos, &rh, sizeof rh);
+        uint64_t size = sizeof rh + align8(rh.size);
+        if (rh.kind < K_PICKLE || rh.kind > K_SPILLED || rh.size > r->tail - pos || size > r->tail - pos) {
+            r->tail = pos;              /* not a record: cannot happen, but never loop on it */
+            break;
+        }
+        if (rh.kind == K_SPILLED && rh.size >= sizeof(spill_ref)) {
+            spill_ref ref;
+            (void)ring_take(q, pos + sizeof rh, &ref, sizeof ref);
+            if (ref.slot < CPROC_SPILL_SLOTS)
+                in_ring[ref.slot] = 1;
+        }
+        pos += size;
+    }
+    atomic_store(&h->count, n);
+    crash_point(DIE_REPAIR);
+    cproc_spill_repair(h->spill, q->fd, in_ring);
+    cproc_punch_hole(q->fd, HEADER_BYTES, r->off - HEADER_BYTES);
+    cproc_punch_hole(q->fd, r->off + r->capacity, cproc_spill_offset(0) - (r->off + r->capacity));
+    atomic_fetch_add(&h->put_seq, 1);
+    atomic_fetch_add(&h->get_seq, 1);
+    cproc_wake_waiters(&h->put_seq, &h->get_waiters, INT_MAX);
+    cproc_wake_waiters(&h->get_seq, &h->put_waiters, INT_MAX);
+    h->needs_repair = 0;
 }
 
 /* ---- messages: objects to records --------------------------------------- */
@@ -603,7 +709,7 @@ static int message_spill(QueueObject *q, message *m)
     uint64_t bytes = m->size - (uint64_t)m->nbuf * sizeof(buffer_entry);
     if (bytes < SPILL_OVER || bytes > CPROC_SPILL_SPAN || m->nbuf > SPILL_MAX_BUFFERS)
         return 0;
-    if (qlock_acquire(q) < 0)
+    if (qlock_acquire(q, CPROC_FOREVER) < 0)
         return -1;
     int slot = cproc_spill_claim(q->hdr->spill, q->fd, bytes);
     q->hdr->spilled_recently = 1;
@@ -619,7 +725,12 @@ static int message_spill(QueueObject *q, message *m)
     }
     if (r < 0) {
         cproc_spill_free(q->hdr->spill, slot, q->fd, 0);
-        return -1;
+        if (!PyErr_ExceptionMatches(PyExc_OSError))
+            return -1;
+        /* e.g. EFBIG under a file size limit (ulimit -f) below the blocks'
+         * offsets: the ring, low in the file, takes the message instead */
+        PyErr_Clear();
+        return 0;
     }
     m->spill = slot + 1;
     return 0;
@@ -689,7 +800,7 @@ static uint64_t record_read(QueueObject *q, uint64_t pos, popped *p)
         return 0;
     uint64_t total = sizeof rh + align8(rh.size);
     uint64_t table = (uint64_t)rh.nbuf * sizeof(buffer_entry);
-    if (total > h->tail - pos || rh.kind < K_PICKLE || rh.kind > K_SPILLED || table > rh.size)
+    if (total > ring_now(h)->tail - pos || rh.kind < K_PICKLE || rh.kind > K_SPILLED || table > rh.size)
         return corrupted();
     pos += sizeof rh;
     uint32_t kind = rh.kind;
@@ -859,7 +970,9 @@ static int try_put(void *ctx, uint32_t *seen)
     *seen = atomic_load(&h->get_seq);
     if (h->maxsize > 0 && atomic_load(&h->count) + n > (uint64_t)h->maxsize)
         return 0;
-    if (qlock_acquire(c->q) < 0) {
+    /* As multiprocessing's put: only a full queue makes it wait or fail, so
+     * the lock is waited for as long as its holder copies. */
+    if (qlock_acquire(c->q, CPROC_FOREVER) < 0) {
         c->error = 1;
         return 1;
     }
@@ -881,7 +994,8 @@ static int try_put(void *ctx, uint32_t *seen)
         c->error = 1;
         return 1;
     }
-    uint64_t tail = h->tail;
+    ring_desc *r = ring_now(h);
+    uint64_t tail = r->tail;
     for (Py_ssize_t i = 0; i < c->n; i++)
         if (message_write(c->q, &c->msgs[i], &tail) < 0) {
             qlock_release(h);           /* nothing of this batch was published */
@@ -893,9 +1007,11 @@ static int try_put(void *ctx, uint32_t *seen)
             cproc_spill_queued(&h->spill[c->msgs[i].spill - 1]);
             c->msgs[i].spill_queued = 1;
         }
-    h->tail = tail;
-    if (h->tail - h->head > h->peak)
-        h->peak = h->tail - h->head;
+    crash_point(DIE_PUT_BEFORE_TAIL);
+    r->tail = tail;                     /* published: a death from here on is repaired */
+    crash_point(DIE_PUT_BEFORE_COUNT);
+    if (r->tail - r->head > h->peak)
+        h->peak = r->tail - r->head;
     if (c->q->kind == Q_JOINABLE)
         atomic_fetch_add(&h->unfinished, (uint32_t)n);
     atomic_fetch_add(&h->count, n);
@@ -942,7 +1058,9 @@ typedef struct {
     Py_ssize_t max;
     popped *out;                        /* PyMem array, allocated under the lock */
     Py_ssize_t n;
+    int64_t deadline;
     int error;
+    int timed_out;                      /* waiting for the lock */
     _Atomic uint64_t *claim;            /* gets the first record's tag before it leaves the ring */
     cproc_poll_fn stop_fn;              /* while sleeping: 1 gives up the wait */
     void *stop_ctx;
@@ -956,8 +1074,10 @@ static int try_get(void *ctx, uint32_t *seen)
     *seen = atomic_load(&h->put_seq);
     if (atomic_load(&h->count) == 0)
         return 0;
-    if (qlock_acquire(c->q) < 0) {
-        c->error = 1;
+    int locked = qlock_acquire(c->q, c->deadline);
+    if (locked <= 0) {
+        c->error = locked < 0;
+        c->timed_out = locked == 0;
         return 1;
     }
     uint64_t avail = atomic_load(&h->count);
@@ -974,7 +1094,8 @@ static int try_get(void *ctx, uint32_t *seen)
         return 1;
     }
     Py_ssize_t n = 0;
-    uint64_t head = h->head;
+    ring_desc *r = ring_now(h);
+    uint64_t head = r->head;
     int huge = 0;
     while (n < want) {
         uint64_t size = record_read(c->q, head, &c->out[n]);
@@ -989,9 +1110,14 @@ static int try_get(void *ctx, uint32_t *seen)
         atomic_store(c->claim, c->out[0].tag);
         atomic_thread_fence(memory_order_seq_cst);
     }
-    /* Publish what was taken (a MemoryError part way keeps the rest queued). */
-    uint64_t old_head = h->head;
-    h->head = head;
+    /* Publish what was taken (a MemoryError part way keeps the rest queued);
+     * a death from here on is repaired. */
+    uint64_t old_head = r->head;
+    crash_point(DIE_GET_BEFORE_HEAD);
+    r->head = head;
+    crash_point(DIE_GET_BEFORE_COUNT);
+    atomic_fetch_sub(&h->count, (uint64_t)n);
+    atomic_fetch_add(&h->get_seq, (uint32_t)n);
     for (uint64_t pos = old_head; huge && pos < head;) {
         record_header rh;
         if (ring_take(c->q, pos, &rh, sizeof rh) < 0)
@@ -1001,8 +1127,6 @@ static int try_get(void *ctx, uint32_t *seen)
             ring_release_pages(c->q, pos, size);
         pos += size;
     }
-    atomic_fetch_sub(&h->count, (uint64_t)n);
-    atomic_fetch_add(&h->get_seq, (uint32_t)n);
     if (atomic_load(&h->count) == 0 && n > 0)
         ring_maybe_shrink(c->q);
     qlock_release(h);
@@ -1034,7 +1158,9 @@ static int get_records(QueueObject *q, Py_ssize_t max, int blocking, int64_t dea
     c->max = max;
     c->out = NULL;
     c->n = 0;
+    c->deadline = blocking ? deadline : 0;
     c->error = 0;
+    c->timed_out = 0;
     c->stopped = 0;
     uint32_t seen;
     int r;
@@ -1049,7 +1175,7 @@ static int get_records(QueueObject *q, Py_ssize_t max, int blocking, int64_t dea
         return -1;
     if (c->stopped)
         return 1;
-    if (r == CPROC_WAIT_TIMEOUT) {
+    if (r == CPROC_WAIT_TIMEOUT || c->timed_out) {
         PyErr_SetNone(Empty);
         return -1;
     }
@@ -1200,11 +1326,23 @@ static PyObject *take(QueueObject *q, Py_ssize_t max, int blocking, int64_t dead
 
 /* ---- methods ------------------------------------------------------------- */
 
-static int parse_block_timeout(PyObject *block, PyObject *timeout, int *blocking, int64_t *deadline)
+/* block and timeout as multiprocessing reads them: block goes to a
+ * semaphore's acquire(), which takes an int, except in a get that waits
+ * without a timeout (`if block and timeout is None`), where any true value
+ * will do. */
+static int parse_block_timeout(PyObject *block, PyObject *timeout, int *blocking, int64_t *deadline,
+                               int getting)
 {
     *blocking = 1;
-    if (block != NULL && (*blocking = PyObject_IsTrue(block)) < 0)
-        return -1;
+    if (block != NULL) {
+        if ((*blocking = PyObject_IsTrue(block)) < 0)
+            return -1;
+        if (!PyLong_Check(block) && !(getting && *blocking && (timeout == NULL || timeout == Py_None))) {
+            PyErr_Format(PyExc_TypeError, "'%.200s' object cannot be interpreted as an integer",
+                         Py_TYPE(block)->tp_name);
+            return -1;
+        }
+    }
     return cproc_deadline_from_timeout(timeout, deadline);
 }
 
@@ -1215,7 +1353,7 @@ static PyObject *queue_put(QueueObject *self, PyObject *const *args, Py_ssize_t 
     int blocking;
     int64_t deadline;
     if (cproc_parse_args("put", args, nargs, kwnames, names, 1, a) < 0 ||
-        parse_block_timeout(a[1], a[2], &blocking, &deadline) < 0 || check_open(self) < 0)
+        parse_block_timeout(a[1], a[2], &blocking, &deadline, 0) < 0 || check_open(self) < 0)
         return NULL;
     message m;
     if (message_init(&m, a[0], NULL) < 0)
@@ -1227,7 +1365,7 @@ static PyObject *queue_put(QueueObject *self, PyObject *const *args, Py_ssize_t 
     Py_RETURN_NONE;
 }
 
-static PyObject *queue_put_nowait(QueueObject *self, PyObject *obj)
+static PyObject *put_nowait(QueueObject *self, PyObject *obj)
 {
     if (check_open(self) < 0)
         return NULL;
@@ -1248,7 +1386,7 @@ static PyObject *queue_put_many(QueueObject *self, PyObject *const *args, Py_ssi
     int blocking;
     int64_t deadline;
     if (cproc_parse_args("put_many", args, nargs, kwnames, names, 1, a) < 0 ||
-        parse_block_timeout(a[1], a[2], &blocking, &deadline) < 0 || check_open(self) < 0)
+        parse_block_timeout(a[1], a[2], &blocking, &deadline, 0) < 0 || check_open(self) < 0)
         return NULL;
     PyObject *items = PySequence_Fast(a[0], "put_many() argument must be iterable");
     if (items == NULL)
@@ -1286,7 +1424,7 @@ static PyObject *queue_get(QueueObject *self, PyObject *const *args, Py_ssize_t 
     int blocking;
     int64_t deadline;
     if (cproc_parse_args("get", args, nargs, kwnames, names, 0, a) < 0 ||
-        parse_block_timeout(a[0], a[1], &blocking, &deadline) < 0 || check_open(self) < 0)
+        parse_block_timeout(a[0], a[1], &blocking, &deadline, 1) < 0 || check_open(self) < 0)
         return NULL;
     return take(self, 1, blocking, deadline, 0);
 }
@@ -1314,7 +1452,7 @@ static PyObject *queue_get_many(QueueObject *self, PyObject *const *args, Py_ssi
         PyErr_SetString(PyExc_ValueError, "max_items must be at least 1");
         return NULL;
     }
-    if (parse_block_timeout(a[1], a[2], &blocking, &deadline) < 0 || check_open(self) < 0)
+    if (parse_block_timeout(a[1], a[2], &blocking, &deadline, 1) < 0 || check_open(self) < 0)
         return NULL;
     return take(self, max, blocking, deadline, 1);
 }
@@ -1333,7 +1471,16 @@ static PyObject *simplequeue_put(QueueObject *self, PyObject *const *args, Py_ss
     PyObject *obj;
     if (cproc_parse_args("put", args, nargs, kwnames, names, 1, &obj) < 0 || check_open(self) < 0)
         return NULL;
-    return queue_put_nowait(self, obj);
+    return put_nowait(self, obj);
+}
+
+static PyObject *queue_put_nowait(QueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"obj", NULL};
+    PyObject *obj;
+    if (cproc_parse_args("put_nowait", args, nargs, kwnames, names, 1, &obj) < 0)
+        return NULL;
+    return put_nowait(self, obj);
 }
 
 static PyObject *queue_qsize(QueueObject *self, PyObject *unused)
@@ -1513,16 +1660,16 @@ static PyObject *queue_ring_info(QueueObject *self, PyObject *unused)
     if (check_ready(self) < 0)
         return NULL;
     queue_header *h = self->hdr;
-    if (qlock_acquire(self) < 0)
+    if (qlock_acquire(self, CPROC_FOREVER) < 0)
         return NULL;
+    ring_desc *r = ring_now(h);
     int spill_in_use;
     uint64_t spill_warm;
     cproc_spill_usage(h->spill, &spill_in_use, &spill_warm);
-    PyObject *d = Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:I,s:i,s:i,s:K}", "capacity", (unsigned long long)h->capacity,
+    PyObject *d = Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:I,s:i,s:i,s:K}", "capacity", (unsigned long long)r->capacity,
                                 "peak", (unsigned long long)h->peak,
-                                "used", (unsigned long long)(h->tail - h->head),
-                                "ring_offset", (unsigned long long)h->ring_off,
-                                "file_end", (unsigned long long)h->file_end,
+                                "used", (unsigned long long)(r->tail - r->head),
+                                "ring_offset", (unsigned long long)r->off,
                                 "count", (unsigned long long)atomic_load(&h->count),
                                 "generation", atomic_load(&h->ring_gen),
                                 "spill_blocks", CPROC_SPILL_SLOTS,
@@ -1530,6 +1677,23 @@ static PyObject *queue_ring_info(QueueObject *self, PyObject *unused)
                                 "spill_kept_bytes", (unsigned long long)spill_warm);
     qlock_release(h);
     return d;
+}
+
+static PyObject *queue_die_at(QueueObject *self, PyObject *args)
+{
+    (void)self;
+    const char *name;
+    int signum = SIGKILL;
+    if (!PyArg_ParseTuple(args, "s|i:_die_at", &name, &signum))
+        return NULL;
+    for (int i = 0; die_point_names[i] != NULL; i++)
+        if (strcmp(name, die_point_names[i]) == 0) {
+            die_at = i;
+            die_signal = signum;
+            Py_RETURN_NONE;
+        }
+    PyErr_Format(PyExc_ValueError, "no crash point '%s'", name);
+    return NULL;
 }
 
 /* ---- creating, attaching, pickling -------------------------------------- */
@@ -1585,10 +1749,8 @@ static int queue_create(QueueObject *q, int32_t maxsize)
     queue_header *h = q->hdr;
     h->maxsize = maxsize;
     h->kind = (uint32_t)q->kind;
-    h->ring_off = HEADER_BYTES;
-    h->capacity = INITIAL_CAPACITY;
-    h->file_end = HEADER_BYTES + INITIAL_CAPACITY;
-    atomic_store(&h->ring_gen, 1);
+    atomic_store(&h->ring_gen, 2);     /* 0 is "none" for a process's mapping */
+    *ring_now(h) = (ring_desc){.off = HEADER_BYTES, .capacity = INITIAL_CAPACITY};
     atomic_store(&h->lock, 0);
     h->magic = QUEUE_MAGIC;
     return 0;
@@ -1710,12 +1872,13 @@ static PyObject *queue_from_handle(PyTypeObject *type, PyObject *handle)
 #define FASTKW (METH_FASTCALL | METH_KEYWORDS)
 
 #define COMMON_METHODS                                                                           \
-    {"empty", (PyCFunction)queue_empty, METH_NOARGS, "Return True if the queue is empty."},     \
+    {"empty", (PyCFunction)queue_empty, METH_NOARGS, "empty($self, /)\n--\n\n" "Return True if the queue is empty."},     \
     {"close", (PyCFunction)queue_close, METH_NOARGS,                                            \
-     "Close this process's end of the queue; what was put stays for the others."},              \
+     "close($self, /)\n--\n\n" "Close this process's end of the queue; what was put stays for the others."},              \
     {"_from_handle", (PyCFunction)queue_from_handle, METH_O | METH_CLASS,                       \
      "Attach the queue a handle names (used by unpickling)."},                                  \
     {"_ring_info", (PyCFunction)queue_ring_info, METH_NOARGS, "Sizes of the ring (for tests)."}, \
+    {"_die_at", (PyCFunction)queue_die_at, METH_VARARGS, "Arm a crash point in this process (for tests)."}, \
     {"__reduce__", (PyCFunction)queue_reduce, METH_NOARGS, NULL}
 
 #define QUEUE_METHODS                                                                            \
@@ -1724,19 +1887,20 @@ static PyObject *queue_from_handle(PyTypeObject *type, PyObject *handle)
      "queue.Full if a bounded queue stays full."},                                              \
     {"get", (PyCFunction)(void (*)(void))queue_get, FASTKW,                                     \
      "get(block=True, timeout=None)\n--\n\nRemove and return the oldest item; queue.Empty on timeout."}, \
-    {"put_nowait", (PyCFunction)queue_put_nowait, METH_O, "put_nowait(obj)\n--\n\nput(obj, False)"}, \
-    {"get_nowait", (PyCFunction)queue_get_nowait, METH_NOARGS, "get_nowait()\n--\n\nget(False)"}, \
+    {"put_nowait", (PyCFunction)(void (*)(void))queue_put_nowait, FASTKW,                       \
+     "put_nowait($self, /, obj)\n--\n\nput(obj, False)"},                                      \
+    {"get_nowait", (PyCFunction)queue_get_nowait, METH_NOARGS, "get_nowait($self, /)\n--\n\nget(False)"}, \
     {"put_many", (PyCFunction)(void (*)(void))queue_put_many, FASTKW,                           \
      "put_many(iterable, block=True, timeout=None)\n--\n\nAdd all items at once, or none of them."}, \
     {"get_many", (PyCFunction)(void (*)(void))queue_get_many, FASTKW,                           \
      "get_many(max_items, block=True, timeout=None)\n--\n\n"                                    \
      "Remove and return a list of 1 to max_items oldest items; queue.Empty on timeout."},       \
-    {"qsize", (PyCFunction)queue_qsize, METH_NOARGS, "The exact number of items in the queue."}, \
-    {"full", (PyCFunction)queue_full, METH_NOARGS, "Return True if a bounded queue is full."},   \
+    {"qsize", (PyCFunction)queue_qsize, METH_NOARGS, "qsize($self, /)\n--\n\n" "The exact number of items in the queue."}, \
+    {"full", (PyCFunction)queue_full, METH_NOARGS, "full($self, /)\n--\n\n" "Return True if a bounded queue is full."},   \
     {"join_thread", (PyCFunction)queue_join_thread, METH_NOARGS,                                \
-     "Nothing to join (no feeder thread); AssertionError unless closed, as multiprocessing."},  \
+     "join_thread($self, /)\n--\n\n" "Nothing to join (no feeder thread); AssertionError unless closed, as multiprocessing."},  \
     {"cancel_join_thread", (PyCFunction)queue_cancel_join_thread, METH_NOARGS,                  \
-     "Nothing to cancel: put() returns once the item is in shared memory."},                    \
+     "cancel_join_thread($self, /)\n--\n\n" "Nothing to cancel: put() returns once the item is in shared memory."},                    \
     COMMON_METHODS
 
 static PyMethodDef queue_methods[] = {QUEUE_METHODS, {NULL}};
@@ -1744,13 +1908,13 @@ static PyMethodDef queue_methods[] = {QUEUE_METHODS, {NULL}};
 static PyMethodDef joinable_methods[] = {
     QUEUE_METHODS,
     {"task_done", (PyCFunction)queue_task_done, METH_NOARGS,
-     "Mark one item as processed; ValueError if called more often than items were put."},
-    {"join", (PyCFunction)queue_join, METH_NOARGS, "Block until every item put has been task_done()."},
+     "task_done($self, /)\n--\n\n" "Mark one item as processed; ValueError if called more often than items were put."},
+    {"join", (PyCFunction)queue_join, METH_NOARGS, "join($self, /)\n--\n\n" "Block until every item put has been task_done()."},
     {NULL}
 };
 
 static PyMethodDef simple_methods[] = {
-    {"get", (PyCFunction)simplequeue_get, METH_NOARGS, "get()\n--\n\nRemove and return the oldest item."},
+    {"get", (PyCFunction)simplequeue_get, METH_NOARGS, "get($self, /)\n--\n\nRemove and return the oldest item."},
     {"put", (PyCFunction)(void (*)(void))simplequeue_put, FASTKW, "put(obj)\n--\n\nAdd obj; never blocks."},
     {"__class_getitem__", Py_GenericAlias, METH_O | METH_CLASS, NULL},
     COMMON_METHODS,

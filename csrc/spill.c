@@ -21,7 +21,10 @@
  * writing or reading it in the high 32: one atomic word, so a claim is one
  * compare-and-swap and freeing is one store (no lock needed). A process
  * killed while it writes or reads a block leaves the slot owned by a dead
- * pid; the next claim that finds no free slot takes such slots back.
+ * pid; the next claim that finds no free slot takes such slots back. One
+ * killed while it held the queue's lock may leave a block marked as read
+ * whose record is still in the ring, or queued with no record: the next
+ * holder of the lock puts both right (cproc_spill_repair).
  */
 #include "cproc.h"
 
@@ -49,6 +52,7 @@ uint64_t cproc_spill_offset(int slot) { return SPILL_BASE + (uint64_t)slot * CPR
 #define MADV_POPULATE_WRITE 23          /* Linux 5.14 */
 #endif
 #define PREFAULT_OVER (256u << 10)
+#define PUNCH_NOGIL_OVER (UINT64_C(1) << 20)  /* punching this much takes a while */
 
 /* A large buffer just allocated for a message is often fresh memory (glibc
  * maps big blocks anew): fault all its pages in with one call instead of
@@ -99,14 +103,33 @@ int cproc_file_read(int fd, void *buf, size_t n, uint64_t off)
     return file_io(0, fd, buf, n, off);
 }
 
+void cproc_punch_hole(int fd, uint64_t off, uint64_t len)
+{
+    /* a failure only means the pages stay until the queue is gone */
+    if (len == 0)
+        return;
+    if (len < PUNCH_NOGIL_OVER) {
+        (void)fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len);
+        return;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    (void)fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len);
+    Py_END_ALLOW_THREADS
+}
+
 /* ---- the slots ------------------------------------------------------------ */
 
 static void release_pages(int fd, int slot, uint64_t from, uint64_t to)
 {
-    /* a failure only means the pages stay until the queue is gone */
     if (to > from)
-        (void)fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                        (off_t)(cproc_spill_offset(slot) + from), (off_t)(to - from));
+        cproc_punch_hole(fd, cproc_spill_offset(slot) + from, to - from);
+}
+
+static void slot_free(cproc_spill_slot *slots, int i, int fd, uint64_t seen)
+{
+    release_pages(fd, i, 0, slots[i].warm);
+    slots[i].warm = 0;
+    atomic_compare_exchange_strong(&slots[i].word, &seen, slot_word(SLOT_FREE, 0));
 }
 
 /* Take back slots whose writer or reader died. Lock held. */
@@ -115,11 +138,23 @@ static void reclaim_dead(cproc_spill_slot *slots, int fd)
     for (int i = 0; i < CPROC_SPILL_SLOTS; i++) {
         uint64_t w = atomic_load(&slots[i].word);
         uint32_t state = word_state(w);
-        if ((state == SLOT_WRITING || state == SLOT_READING) && cproc_pid_is_dead(word_pid(w))) {
-            release_pages(fd, i, 0, slots[i].warm);
-            slots[i].warm = 0;
-            atomic_compare_exchange_strong(&slots[i].word, &w, slot_word(SLOT_FREE, 0));
-        }
+        if ((state == SLOT_WRITING || state == SLOT_READING) && cproc_pid_is_dead(word_pid(w)))
+            slot_free(slots, i, fd, w);
+    }
+}
+
+void cproc_spill_repair(cproc_spill_slot *slots, int fd, const uint8_t *in_ring)
+{
+    for (int i = 0; i < CPROC_SPILL_SLOTS; i++) {
+        uint64_t w = atomic_load(&slots[i].word);
+        uint32_t state = word_state(w);
+        if (in_ring[i]) {
+            /* its reader died before the record left the ring: queued again */
+            if (state != SLOT_QUEUED)
+                atomic_store(&slots[i].word, slot_word(SLOT_QUEUED, 0));
+        } else if (state == SLOT_QUEUED ||
+                   ((state == SLOT_WRITING || state == SLOT_READING) && cproc_pid_is_dead(word_pid(w))))
+            slot_free(slots, i, fd, w);   /* queued by a put that died before publishing it */
     }
 }
 

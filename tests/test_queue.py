@@ -446,6 +446,87 @@ def test_bad_timeout_type_raises_type_error(mp, new):
     assert q.qsize() == 0
 
 
+def test_block_must_be_an_int(mp, new):
+    """block goes to a semaphore's acquire() in multiprocessing: an int (or
+    bool); only a get without a timeout takes any true value."""
+    q = new(mp.Queue)
+    q.put("kept")
+    for bad in (None, 2.5, "x", []):
+        with pytest.raises(TypeError, match=f"'{type(bad).__name__}' object cannot be interpreted as an integer"):
+            q.put("extra", bad)
+        with pytest.raises(TypeError, match="cannot be interpreted as an integer"):
+            q.put("extra", block=bad, timeout=1)
+        if not bad:
+            with pytest.raises(TypeError, match="cannot be interpreted as an integer"):
+                q.get(bad)
+        with pytest.raises(TypeError, match="cannot be interpreted as an integer"):
+            q.get(bad, 1)
+    assert q.qsize() == 1
+    assert q.get(2.5) == "kept"            # any true block with no timeout: waits
+    q.put("int block", 2)
+    assert q.get(1, 5) == "int block"
+
+
+def test_lock_acquire_block_must_be_an_int(mp):
+    for make in (mp.Lock, mp.RLock, mp.Semaphore, mp.BoundedSemaphore):
+        lock = make()
+        for bad in (None, 2.5, "x"):
+            with pytest.raises(TypeError, match="cannot be interpreted as an integer"):
+                lock.acquire(bad)
+            with pytest.raises(TypeError, match="cannot be interpreted as an integer"):
+                lock.acquire(block=bad)
+        assert lock.acquire(2) is True
+        lock.release()
+
+
+QUEUE_METHOD_NAMES = {
+    "Queue": ["put", "get", "put_nowait", "get_nowait", "qsize", "empty", "full", "close", "join_thread",
+              "cancel_join_thread"],
+    "JoinableQueue": ["put", "get", "task_done", "join", "qsize", "empty", "close"],
+    "SimpleQueue": ["put", "get", "empty", "close"],
+}
+
+
+def _parameters(fn):
+    """(name, default) of each parameter but self, as inspect sees them."""
+    import inspect
+
+    return [(p.name, p.default) for p in inspect.signature(fn).parameters.values() if p.name != "self"]
+
+
+@pytest.mark.parametrize("cls", list(QUEUE_METHOD_NAMES))
+def test_method_signatures_match_multiprocessing(cproc, cls):
+    import multiprocessing.queues
+
+    for name in QUEUE_METHOD_NAMES[cls]:
+        ours = getattr(getattr(cproc.queues, cls), name)
+        theirs = getattr(getattr(multiprocessing.queues, cls), name)
+        assert _parameters(ours) == _parameters(theirs), f"{cls}.{name}"
+
+
+def test_put_nowait_by_keyword(mp, new):
+    q = new(mp.Queue)
+    assert q.put_nowait(obj="kw") is None
+    assert q.get(timeout=10) == "kw"
+
+
+@needs_numpy
+def test_read_only_numpy_array_arrives_writable(mp, new):
+    """multiprocessing pickles in band, so what arrives owns writable memory."""
+    q = new(mp.Queue)
+    small = numpy.frombuffer(bytes(range(80)), dtype="u1")
+    large = numpy.frombuffer(bytes(8 << 20), dtype="f8")
+    assert not small.flags.writeable and not large.flags.writeable
+    q.put(small)
+    q.put({"nested": large})
+    got_small = q.get(timeout=10)
+    got_large = q.get(timeout=10)["nested"]
+    for got, sent in ((got_small, small), (got_large, large)):
+        assert got.flags.writeable
+        got += 1
+        assert (got == sent + 1).all()
+
+
 # ==========================================================================
 # bounded queues
 

@@ -8,6 +8,8 @@ protocol 5 with out-of-band buffers) used for anything that is not plain data.
 
 import io
 import pickle
+import sys
+from queue import Empty, Full  # as multiprocessing.queues: the exceptions get() and put() raise
 
 from ._cproc import Queue, JoinableQueue, SimpleQueue
 from .reduction import ForkingPickler
@@ -23,6 +25,11 @@ def _rebuild_memoryview(buffer, fmt, shape):
         return view
 
 
+def _is_read_only_array(obj):
+    numpy = sys.modules.get("numpy")
+    return numpy is not None and type(obj) is numpy.ndarray and not obj.flags.writeable
+
+
 class _QueuePickler(ForkingPickler):
     """ForkingPickler that also sends memoryviews, by out-of-band buffer."""
 
@@ -30,6 +37,11 @@ class _QueuePickler(ForkingPickler):
         if type(obj) is memoryview:
             data = pickle.PickleBuffer(obj) if obj.contiguous else obj.tobytes()
             return _rebuild_memoryview, (data, obj.format, obj.shape)
+        if _is_read_only_array(obj):
+            # Out of band it would arrive read-only (pickle marks the buffer
+            # so); multiprocessing pickles it in band and the receiver gets
+            # a writable copy: do the same.
+            return obj.__reduce_ex__(4)
         return super().reducer_override(obj)
 
 

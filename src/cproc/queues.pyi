@@ -2,6 +2,7 @@
 # The three queues are C types; put_many/get_many are cproc's additions.
 from collections.abc import Iterable
 from types import GenericAlias
+from queue import Empty as Empty, Full as Full
 from typing import Any, Generic, TypeVar
 
 __all__ = ["Queue", "SimpleQueue", "JoinableQueue"]
