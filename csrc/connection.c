@@ -383,8 +383,16 @@ done:
     return result;
 }
 
-static PyObject *connection_send(ConnectionObject *self, PyObject *obj)
+/* send(obj): by position or, as multiprocessing's, by keyword */
+static PyObject *connection_send(ConnectionObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                 PyObject *kwnames)
 {
+    static const char *const names[] = {"obj", NULL};
+    PyObject *obj;
+    if (nargs == 1 && kwnames == NULL)
+        obj = args[0];
+    else if (cproc_parse_args("send", args, nargs, kwnames, names, 1, &obj) < 0)
+        return NULL;
     if (check_writable(self) < 0 || load_helpers() < 0)
         return NULL;
     PyObject *data = PyObject_CallOneArg(pickle_dumps, obj);   /* pickling errors: nothing sent */
@@ -411,20 +419,52 @@ static PyObject *connection_recv_bytes(ConnectionObject *self, PyObject *args, P
         return NULL;
     if (check_readable(self) < 0)
         return NULL;
+    /* maxlength is compared as multiprocessing compares it (`maxlength < 0`,
+     * then `size > maxlength`): an int, or any number such as 2.5 */
     Py_ssize_t maxlength = PY_SSIZE_T_MAX;
+    PyObject *maxnum = NULL;          /* a maxlength that is not a C Py_ssize_t */
     if (maxobj != Py_None) {
-        maxlength = PyNumber_AsSsize_t(maxobj, PyExc_OverflowError);
-        if (maxlength == -1 && PyErr_Occurred())
-            return NULL;
-        if (maxlength < 0) {
-            PyErr_SetString(PyExc_ValueError, "negative maxlength");
-            return NULL;
+        if (PyLong_Check(maxobj)) {
+            int overflow;
+            long long v = PyLong_AsLongLongAndOverflow(maxobj, &overflow);
+            if (v == -1 && PyErr_Occurred())
+                return NULL;
+            if (overflow < 0 || (overflow == 0 && v < 0)) {
+                PyErr_SetString(PyExc_ValueError, "negative maxlength");
+                return NULL;
+            }
+            if (overflow == 0 && v < PY_SSIZE_T_MAX)
+                maxlength = (Py_ssize_t)v;
+        }
+        else {
+            PyObject *zero = PyLong_FromLong(0);
+            if (zero == NULL)
+                return NULL;
+            int negative = PyObject_RichCompareBool(maxobj, zero, Py_LT);
+            Py_DECREF(zero);
+            if (negative < 0)
+                return NULL;
+            if (negative) {
+                PyErr_SetString(PyExc_ValueError, "negative maxlength");
+                return NULL;
+            }
+            maxnum = maxobj;
         }
     }
     Py_ssize_t size;
     if (recv_header(self, &size) < 0)
         return NULL;
-    if (size > maxlength) {
+    int too_long = size > maxlength;
+    if (maxnum != NULL) {
+        PyObject *size_obj = PyLong_FromSsize_t(size);
+        if (size_obj == NULL)
+            return NULL;
+        too_long = PyObject_RichCompareBool(size_obj, maxnum, Py_GT);
+        Py_DECREF(size_obj);
+        if (too_long < 0)
+            return NULL;
+    }
+    if (too_long) {
         /* as multiprocessing: the rest of the stream can no longer be trusted */
         if (self->writable)
             self->readable = 0;
@@ -547,7 +587,9 @@ static PyObject *connection_enter(ConnectionObject *self, PyObject *unused)
 
 static PyObject *connection_exit(ConnectionObject *self, PyObject *args)
 {
-    (void)args;
+    PyObject *exc_type, *exc_value, *exc_tb;
+    if (!PyArg_UnpackTuple(args, "__exit__", 3, 3, &exc_type, &exc_value, &exc_tb))
+        return NULL;
     return connection_close(self, NULL);
 }
 
@@ -555,21 +597,32 @@ static PyObject *connection_get_closed(ConnectionObject *self, void *c) { (void)
 static PyObject *connection_get_readable(ConnectionObject *self, void *c) { (void)c; return PyBool_FromLong(self->readable); }
 static PyObject *connection_get_writable(ConnectionObject *self, void *c) { (void)c; return PyBool_FromLong(self->writable); }
 
+/* The docstrings open with a text signature ("name($self, ...)\n--\n\n"):
+ * inspect.signature() gives multiprocessing's parameters and defaults. */
 static PyMethodDef connection_methods[] = {
-    {"send", (PyCFunction)connection_send, METH_O, "Send a (picklable) object"},
-    {"recv", (PyCFunction)connection_recv, METH_NOARGS, "Receive a (picklable) object"},
+    {"send", (PyCFunction)(void (*)(void))connection_send, METH_FASTCALL | METH_KEYWORDS,
+     "send($self, obj)\n--\n\nSend a (picklable) object"},
+    {"recv", (PyCFunction)connection_recv, METH_NOARGS,
+     "recv($self)\n--\n\nReceive a (picklable) object"},
     {"send_bytes", (PyCFunction)(void (*)(void))connection_send_bytes, METH_VARARGS | METH_KEYWORDS,
+     "send_bytes($self, buf, offset=0, size=None)\n--\n\n"
      "Send the bytes data from a bytes-like object"},
     {"recv_bytes", (PyCFunction)(void (*)(void))connection_recv_bytes, METH_VARARGS | METH_KEYWORDS,
+     "recv_bytes($self, maxlength=None)\n--\n\n"
      "Receive bytes data as a bytes object."},
     {"recv_bytes_into", (PyCFunction)(void (*)(void))connection_recv_bytes_into, METH_VARARGS | METH_KEYWORDS,
+     "recv_bytes_into($self, buf, offset=0)\n--\n\n"
      "Receive bytes data into a writeable bytes-like object.\nReturn the number of bytes read."},
     {"poll", (PyCFunction)(void (*)(void))connection_poll, METH_VARARGS | METH_KEYWORDS,
+     "poll($self, timeout=0.0)\n--\n\n"
      "Whether there is any input available to be read"},
-    {"fileno", (PyCFunction)connection_fileno, METH_NOARGS, "File descriptor or handle of the connection"},
-    {"close", (PyCFunction)connection_close, METH_NOARGS, "Close the connection"},
-    {"__enter__", (PyCFunction)connection_enter, METH_NOARGS, NULL},
-    {"__exit__", (PyCFunction)connection_exit, METH_VARARGS, NULL},
+    {"fileno", (PyCFunction)connection_fileno, METH_NOARGS,
+     "fileno($self)\n--\n\nFile descriptor or handle of the connection"},
+    {"close", (PyCFunction)connection_close, METH_NOARGS,
+     "close($self)\n--\n\nClose the connection"},
+    {"__enter__", (PyCFunction)connection_enter, METH_NOARGS, "__enter__($self)\n--\n\n"},
+    {"__exit__", (PyCFunction)connection_exit, METH_VARARGS,
+     "__exit__($self, exc_type, exc_value, exc_tb, /)\n--\n\nClose the connection"},
     {NULL}
 };
 
@@ -586,7 +639,7 @@ PyTypeObject cproc_ConnectionType = {
     .tp_basicsize = sizeof(ConnectionObject),
     .tp_dealloc = (destructor)connection_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
-    .tp_doc = "Connection(handle, readable=True, writable=True)\n\n"
+    .tp_doc = "Connection(handle, readable=True, writable=True)\n--\n\n"
               "Connection class based on an arbitrary file descriptor (Unix only), "
               "framed as multiprocessing.connection frames its messages.",
     .tp_weaklistoffset = offsetof(ConnectionObject, weakreflist),

@@ -8,6 +8,11 @@ multiprocessing's resource sharer (SCM_RIGHTS over a unix socket).
 Listener and Client are multiprocessing's, handing out cproc Connections; the
 authentication handshake is multiprocessing's own (deliver_challenge and
 answer_challenge), so either module can sit at either end.
+multiprocessing.connection's other public names are here too: its own objects
+where they do not make connections (the exceptions, the handshake, the address
+helpers and constants, ConnectionWrapper), cproc versions where they do
+(SocketListener, SocketClient, XmlListener, XmlClient, reduce_connection).
+wait() checks its objects as multiprocessing's selector does, then polls in C.
 """
 
 import os
@@ -15,6 +20,13 @@ import socket
 
 from multiprocessing import connection as _mpc
 from multiprocessing import reduction as _mp_reduction
+# multiprocessing.connection's other public names, its own objects: the
+# exceptions (so that `except` clauses match either module's), the handshake
+# (it works on any connection), the address helpers and constants
+from multiprocessing.connection import (AuthenticationError, BufferTooShort, BUFSIZE, CHALLENGE,
+                                        CONNECTION_TIMEOUT, ConnectionWrapper, FAILURE, MESSAGE_LENGTH,
+                                        WELCOME, address_type, answer_challenge, arbitrary_address,
+                                        default_family, deliver_challenge, families)
 
 from . import _cproc
 
@@ -38,13 +50,27 @@ def Pipe(duplex=True):
     return c1, c2
 
 
-class _SocketListener(_mpc.SocketListener):
+class SocketListener(_mpc.SocketListener):
     """multiprocessing's bound, listening socket (it unlinks a unix socket's
     file on close or at exit); accept() hands out cproc Connections."""
 
     def accept(self):
         s, self._last_accepted = self._socket.accept()
         s.setblocking(True)
+        return Connection(s.detach())
+
+
+_SocketListener = SocketListener
+
+
+def SocketClient(address):
+    '''
+    Return a connection object connected to the socket given by `address`
+    '''
+    family = address_type(address)
+    with socket.socket(getattr(socket, family)) as s:
+        s.setblocking(True)
+        s.connect(address)
         return Connection(s.detach())
 
 
@@ -57,11 +83,11 @@ def _check_authkey(authkey, conn):
 def _authenticate(conn, authkey, server):
     try:
         if server:
-            _mpc.deliver_challenge(conn, authkey)
-            _mpc.answer_challenge(conn, authkey)
+            deliver_challenge(conn, authkey)
+            answer_challenge(conn, authkey)
         else:
-            _mpc.answer_challenge(conn, authkey)
-            _mpc.deliver_challenge(conn, authkey)
+            answer_challenge(conn, authkey)
+            deliver_challenge(conn, authkey)
     except BaseException:
         conn.close()
         raise
@@ -75,11 +101,11 @@ class Listener(object):
     connections.
     '''
     def __init__(self, address=None, family=None, backlog=1, authkey=None):
-        family = family or (address and _mpc.address_type(address)) \
-                 or _mpc.default_family
-        address = address or _mpc.arbitrary_address(family)
+        family = family or (address and address_type(address)) \
+                 or default_family
+        address = address or arbitrary_address(family)
         _mpc._validate_family(family)       # 'AF_PIPE' is Windows only
-        self._listener = _SocketListener(address, family, backlog)
+        self._listener = SocketListener(address, family, backlog)
         _check_authkey(authkey, self._listener)
         self._authkey = authkey
 
@@ -126,22 +152,31 @@ def Client(address, family=None, authkey=None):
     '''
     Returns a connection to the address of a `Listener`
     '''
-    family = family or _mpc.address_type(address)
+    family = family or address_type(address)
     _mpc._validate_family(family)       # only validated, as multiprocessing does
-    with socket.socket(getattr(socket, _mpc.address_type(address))) as s:
-        s.setblocking(True)
-        s.connect(address)
-        c = Connection(s.detach())
+    c = SocketClient(address)
     _check_authkey(authkey, c)
     if authkey is not None:
         _authenticate(c, authkey, server=False)
     return c
 
 
-def _fileno(obj):
-    if isinstance(obj, int):
-        return obj
-    return obj.fileno()
+# multiprocessing's wait() registers each object with a selector; these are
+# the selector's checks and messages (selectors._fileobj_to_fd and register)
+
+
+def _fileobj_to_fd(fileobj):
+    if isinstance(fileobj, int):
+        fd = fileobj
+    else:
+        try:
+            fd = int(fileobj.fileno())
+        except (AttributeError, TypeError, ValueError):
+            raise ValueError("Invalid file object: "
+                             "{!r}".format(fileobj)) from None
+    if fd < 0:
+        raise ValueError("Invalid file descriptor: {}".format(fd))
+    return fd
 
 
 def wait(object_list, timeout=None):
@@ -149,24 +184,65 @@ def wait(object_list, timeout=None):
 
     Returns list of those objects in object_list which are ready/readable.
     """
-    object_list = list(object_list)
-    if not object_list:
-        if timeout is None:
-            raise ValueError("wait() with no objects and no timeout would block forever")
-        _cproc.wait_fds([], timeout)
-        return []
-    fds = [_fileno(o) for o in object_list]
-    ready = set(_cproc.wait_fds(fds, timeout))
-    return [o for o, fd in zip(object_list, fds) if fd in ready]
+    by_fd = {}
+    for obj in object_list:
+        try:
+            fd = _fileobj_to_fd(obj)
+        except ValueError:
+            # as a selector: an object already registered whose fileno() now fails
+            for fd, registered in by_fd.items():
+                if registered is obj:
+                    break
+            else:
+                raise
+        if fd in by_fd:
+            raise KeyError("{!r} (FD {}) is already registered".format(obj, fd))
+        by_fd[fd] = obj
+    # no objects: sleeps until the timeout (forever without one; Ctrl+C interrupts)
+    return [by_fd[fd] for fd in _cproc.wait_fds(list(by_fd), timeout)]
 
 
-def _reduce_connection(conn):
+# --------------------------------------------------------------------------
+# XML-RPC framed connections, as multiprocessing's (on cproc Connections)
+
+
+class XmlListener(Listener):
+    def accept(self):
+        global xmlrpclib
+        import xmlrpc.client as xmlrpclib
+        obj = Listener.accept(self)
+        return ConnectionWrapper(obj, _xml_dumps, _xml_loads)
+
+
+def XmlClient(*args, **kwds):
+    global xmlrpclib
+    import xmlrpc.client as xmlrpclib
+    return ConnectionWrapper(Client(*args, **kwds), _xml_dumps, _xml_loads)
+
+
+def _xml_dumps(obj):
+    return xmlrpclib.dumps((obj,), None, None, None, 1).encode('utf-8')
+
+
+def _xml_loads(s):
+    (obj,), method = xmlrpclib.loads(s.decode('utf-8'))
+    return obj
+
+
+# --------------------------------------------------------------------------
+# pickling: the fd is duplicated to the receiving process, as multiprocessing's
+
+
+def reduce_connection(conn):
     df = _mp_reduction.DupFd(conn.fileno())
-    return _rebuild_connection, (df, conn.readable, conn.writable)
+    return rebuild_connection, (df, conn.readable, conn.writable)
 
 
-def _rebuild_connection(df, readable, writable):
+def rebuild_connection(df, readable, writable):
     return Connection(df.detach(), readable, writable)
 
 
-_mp_reduction.register(Connection, _reduce_connection)
+_reduce_connection = reduce_connection
+_rebuild_connection = rebuild_connection    # the name pickles made by earlier versions refer to
+
+_mp_reduction.register(Connection, reduce_connection)
