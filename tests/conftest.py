@@ -184,6 +184,33 @@ def _clean_up(kids):
             pass
 
 
+@pytest.fixture
+def closing():
+    """A list: append objects with .close() (or int fds); closed at teardown. append objects with .close() (or int fds); closed at teardown."""
+    things = []
+    yield things
+    for thing in reversed(things):
+        try:
+            if isinstance(thing, int):
+                os.close(thing)
+            else:
+                thing.close()
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def pipe(mp, closing):
+    """pipe(duplex=True) -> mp.Pipe(duplex), both ends closed at teardown."""
+
+    def make(duplex=True):
+        a, b = mp.Pipe(duplex)
+        closing.extend((a, b))
+        return a, b
+
+    return make
+
+
 @pytest.fixture(autouse=True)
 def no_leaks(request):
     children0 = set(_children())

@@ -85,33 +85,6 @@ class Unpicklable:
 
 
 @pytest.fixture
-def closing():
-    """A list: append objects with .close() (or int fds); closed at teardown."""
-    things = []
-    yield things
-    for thing in reversed(things):
-        try:
-            if isinstance(thing, int):
-                os.close(thing)
-            else:
-                thing.close()
-        except OSError:
-            pass
-
-
-@pytest.fixture
-def pipe(mp, closing):
-    """pipe(duplex=True) -> mp.Pipe(duplex), both ends closed at teardown."""
-
-    def make(duplex=True):
-        a, b = mp.Pipe(duplex)
-        closing.extend((a, b))
-        return a, b
-
-    return make
-
-
-@pytest.fixture
 def raw_peer(mp, closing):
     """raw_peer() -> (impl Connection, plain socket) on the two ends of a socketpair."""
 

@@ -51,33 +51,6 @@ def conn_module(mp):
     return importlib.import_module(mp.name + ".connection")
 
 
-@pytest.fixture
-def closing():
-    """A list: append objects with .close() (or int fds); closed at teardown."""
-    things = []
-    yield things
-    for thing in reversed(things):
-        try:
-            if isinstance(thing, int):
-                os.close(thing)
-            else:
-                thing.close()
-        except OSError:
-            pass
-
-
-@pytest.fixture
-def pipe(mp, closing):
-    """pipe(duplex=True) -> mp.Pipe(duplex), both ends closed at teardown."""
-
-    def make(duplex=True):
-        a, b = mp.Pipe(duplex)
-        closing.extend((a, b))
-        return a, b
-
-    return make
-
-
 def raised(fn, *args, **kwargs):
     """(type, args) of what fn(*args, **kwargs) raised (fails if it returned)."""
     try:
