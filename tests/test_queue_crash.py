@@ -15,7 +15,9 @@ middle of moving the ring, and in the middle of a repair.
 
 import os
 import queue as stdlib_queue
+import resource
 import signal
+import time
 
 import pytest
 
@@ -217,8 +219,6 @@ def test_get_timeout_counts_while_another_process_holds_the_lock(new_queue, cpro
     """As multiprocessing's get (its read lock is acquired with the timeout):
     get(timeout) and get_nowait() raise queue.Empty on time while another
     process holds the queue's lock, and the queue is whole once it goes on."""
-    import time
-
     q = new_queue()
     q.put("first")
     q.put("second")
@@ -252,8 +252,6 @@ def test_get_timeout_counts_while_another_process_holds_the_lock(new_queue, cpro
 def test_ring_stays_near_the_start_of_its_file(new_queue):
     """Growing and shrinking again and again does not walk the ring further
     into its file (where it would one day run out of room)."""
-    import time
-
     q = new_queue()
     largest = 0
     for cycle in range(2):
@@ -272,9 +270,7 @@ def test_ring_stays_near_the_start_of_its_file(new_queue):
 
 
 def _put_under_file_size_limit(q, size):
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 20, hard))
     data = payload(7, size)
     q.put(data)
