@@ -1046,3 +1046,25 @@ def test_mutual_exclusion_threads_and_processes(mp):
         assert [t.result(30) for t in tasks] == [True, True]
         assert [c.result(30) for c in children] == [True, True]
     assert counter[0] == 4000
+
+
+def test_nan_timeout_is_a_value_error_cproc(cproc):
+    """A NaN timeout is refused with one clear error (multiprocessing's
+    differ by call: OSError EINVAL from Event/Condition/Barrier waits, a
+    ValueError from Queue.get, ignored by an uncontended acquire)."""
+    nan = float("nan")
+    cond = cproc.Condition()
+    calls = [
+        lambda: cproc.Lock().acquire(timeout=nan),
+        lambda: cproc.Semaphore(0).acquire(timeout=nan),
+        lambda: cproc.Event().wait(nan),
+        lambda: cproc.Barrier(2).wait(nan),
+        lambda: cproc.Queue().get(timeout=nan),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match="^timeout must not be NaN$"):
+            call()
+    with cond:
+        with pytest.raises(ValueError, match="^timeout must not be NaN$"):
+            cond.wait(nan)
+        assert cond.wait(0) is False      # the lock is still held, the condition usable
