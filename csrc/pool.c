@@ -540,8 +540,11 @@ static PyObject *pool_worker(PyObject *Py_UNUSED(module), PyObject *args)
         if (init_error != Py_None) {
             PyErr_SetObject((PyObject *)Py_TYPE(init_error), init_error);
             value = NULL;
-        } else if (!decoded) {
-            PyErr_SetObject((PyObject *)Py_TYPE(task), task);
+        } else if (!decoded) {              /* task: what unpickling raised */
+            if (PyExceptionInstance_Check(task))
+                PyErr_SetObject((PyObject *)Py_TYPE(task), task);
+            else
+                PyErr_SetString(PyExc_RuntimeError, "cproc pool: a task record did not decode");
             value = NULL;
         } else
             value = run_task(fcache, task);
@@ -650,8 +653,19 @@ static int submit(PyObject *tasks, PyObject *cache, PyObject *result, uint64_t f
         if (r < 0)
             return -1;
     }
-    if (cproc_queue_put_batch(tasks, objs, tags, n, dumps, errors) < 0)
+    if (cproc_queue_put_batch(tasks, objs, tags, n, dumps, errors) < 0) {
+        /* nothing was queued: no result may wait for these tasks */
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *key = PyLong_FromUnsignedLongLong(tags[i]);
+            if (key == NULL || PyDict_DelItem(cache, key) < 0)
+                PyErr_Clear();
+            Py_XDECREF(key);
+        }
+        PyErr_Restore(et, ev, tb);
         return -1;
+    }
     int failed = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         if (errors[i] == NULL)

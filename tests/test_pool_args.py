@@ -184,8 +184,12 @@ def test_pool_submit_checks_its_arguments(cproc):
         _cproc.pool_submit(q, {}, None, 1, 0, b"", [(), {}], 1, None)     # (args, kwds) must be a pair
     with pytest.raises(TypeError):
         _cproc.pool_submit(q, [], None, 1, 0, b"", ((), {}), 1, None)
+    cache = {}
     with pytest.raises(TypeError):
-        _cproc.pool_submit(object(), {}, None, 1, 0, b"", ((), {}), 1, None)
+        _cproc.pool_submit(object(), cache, None, 1, 0, b"", ((), {}), 1, None)
+    with pytest.raises(TypeError):
+        _cproc.pool_submit(object(), cache, None, 1, 1, b"", range(600), 2, None)
+    assert cache == {}, "no result waits for a task that was not queued"
     with pytest.raises(ValueError):
         _cproc.pool_submit(q, {}, None, 1, 1, b"", [1], 0, None)          # chunksize 0
     assert q.empty()

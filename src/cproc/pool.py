@@ -212,7 +212,8 @@ class _Engine:
         collect = _cproc.pool_collect
         next_check = time.monotonic() + _CHECK_EVERY
         while True:
-            collect(self.results, self.cache, _CHECK_EVERY, self.retired)
+            # (retirements that a drain() took while the workers were checked: no wait)
+            collect(self.results, self.cache, 0 if self.retired else _CHECK_EVERY, self.retired)
             if self.state == TERMINATE:
                 return
             now = time.monotonic()
