@@ -44,7 +44,9 @@ other tasks are unaffected and the pool replaces the worker; after
 instead of hanging; any callable works as a task (lambdas, closures, under
 fork and spawn); cproc's Queue, Lock, Event, Value and Array travel as task
 arguments; imap/imap_unordered draw from their iterable lazily (an endless
-generator can be abandoned).
+generator can be abandoned); a worker leaving after ``maxtasksperchild``
+tasks is replaced before it has exited, and every worker the pool drops is
+joined (no pidfd left open). Argument types: tests/test_pool_args.py.
 
 Ctrl+C is tested in fresh subprocesses: the script's workers print their pids,
 SIGINT goes to the script, and it must die of KeyboardInterrupt promptly with
