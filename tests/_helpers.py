@@ -768,6 +768,30 @@ def _script_env(impl, method):
     return env
 
 
+# What a test module's long-lived fixture may create during any of its tests
+# (e.g. a Dask client's connections to its scheduler, the semaphores of a
+# restarted Dask worker): predicates fd_allowed(fd, link) -> bool and
+# shm_allowed(name) -> bool, which the leak check (conftest.no_leaks) skips.
+FD_ALLOWANCES = []
+SHM_ALLOWANCES = []
+
+
+def tcp_peers():
+    """{socket inode: (remote ip, remote port)} of this process's TCP sockets (IPv4)."""
+    peers = {}
+    try:
+        with open("/proc/self/net/tcp") as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                ip, port = fields[2].split(":")
+                addr = ".".join(str(int(ip[i:i + 2], 16)) for i in (6, 4, 2, 0))
+                peers[int(fields[9])] = (addr, int(port, 16))
+    except OSError:
+        pass
+    return peers
+
+
 def proc_stats():
     """Yield (pid, fields) for every process: fields are /proc/<pid>/stat after
     the command name, so fields[0] is the state, [1] the ppid, [3] the session."""

@@ -1,7 +1,10 @@
 """Shared fixtures.
 
 * ``no_leaks`` (autouse): a test fails if it leaves behind a live child
-  process, a zombie, an open fd or a /dev/shm entry.
+  process, a zombie, an open fd or a /dev/shm entry. A module-scoped fixture
+  that keeps connections open across its tests (test_dask.py's cluster
+  client) registers predicates in ``_helpers.FD_ALLOWANCES`` (and
+  ``SHM_ALLOWANCES``) while it lives.
 * ``mp``: parametrized over "multiprocessing" (its fork context) and "cproc",
   for differential tests; select one side with ``-k multiprocessing`` or
   ``-k cproc``.
@@ -18,7 +21,7 @@ import time
 
 import pytest
 
-from _helpers import proc_stats
+from _helpers import FD_ALLOWANCES, SHM_ALLOWANCES, proc_stats
 
 GRACE = 2.0  # seconds a just-joined child or a just-closed fd may take to go
 
@@ -166,8 +169,12 @@ def _problems(children0, fds0, shm0, check_fds=True):
     for fd, link in sorted(fds.items()):
         if fds0.get(fd) == link or fd in ignored or _MP_HEAP_ARENA.match(link):
             continue
+        if any(allowed(fd, link) for allowed in FD_ALLOWANCES):
+            continue
         problems.append(f"fd {fd} -> {link} left open")
     for name in sorted(_dev_shm() - shm0):
+        if any(allowed(name) for allowed in SHM_ALLOWANCES):
+            continue
         problems.append(f"/dev/shm/{name} left behind")
     return problems, kids
 

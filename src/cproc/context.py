@@ -143,7 +143,11 @@ class BaseContext:
         return m
 
     def Pool(self, processes=None, initializer=None, initargs=(), maxtasksperchild=None):
-        """Returns a process pool object"""
+        """Returns a process pool object: cproc.dask.Pool on the Dask scheduler
+        named by $CPROC_DASK_SCHEDULER when it is set"""
+        if os.environ.get("CPROC_DASK_SCHEDULER"):
+            from .dask import Pool
+            return Pool(processes, initializer, initargs, maxtasksperchild)
         from .pool import Pool
         return Pool(processes, initializer, initargs, maxtasksperchild, context=self.get_context())
 

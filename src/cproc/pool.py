@@ -229,6 +229,15 @@ class _Engine:
         while _cproc.pool_collect(self.results, self.cache, 0, self.retired):
             pass
 
+    def submit_imap(self, owner, tid, fbytes, chunk, chunksize):
+        """One task of an imap (its feeder's): an apply of the item, or a chunk."""
+        if chunksize == 1:
+            _cproc.pool_submit(self.tasks, self.cache, owner, tid, _MODE_APPLY, fbytes,
+                               ((chunk[0],), None), 1, self.dumps_task)
+        else:
+            _cproc.pool_submit(self.tasks, self.cache, owner, tid, _MODE_MAP, fbytes,
+                               chunk, chunksize, self.dumps_task)
+
     def wake_collector(self):
         """A record that delivers nothing: the collector wakes and looks at the state."""
         _cproc.pool_submit(self.results, {}, None, 0, _MODE_APPLY, b"", ((), None), 1, None)
@@ -534,12 +543,7 @@ def _imap_feed(ref, feed, engine, it, fbytes, chunksize):
         with cond:
             owner._index_of[tid] = position
             feed.submitted += 1
-        if chunksize == 1:
-            _cproc.pool_submit(engine.tasks, engine.cache, owner, tid, _MODE_APPLY, fbytes,
-                               ((chunk[0],), {}), 1, engine.dumps_task)
-        else:
-            _cproc.pool_submit(engine.tasks, engine.cache, owner, tid, _MODE_MAP, fbytes,
-                               chunk, chunksize, engine.dumps_task)
+        engine.submit_imap(owner, tid, fbytes, chunk, chunksize)
         del owner
         position += 1
     owner = ref()
