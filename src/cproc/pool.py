@@ -233,7 +233,7 @@ class _Engine:
         """One task of an imap (its feeder's): an apply of the item, or a chunk."""
         if chunksize == 1:
             _cproc.pool_submit(self.tasks, self.cache, owner, tid, _MODE_APPLY, fbytes,
-                               ((chunk[0],), None), 1, self.dumps_task)
+                               ((chunk[0],), {}), 1, self.dumps_task)
         else:
             _cproc.pool_submit(self.tasks, self.cache, owner, tid, _MODE_MAP, fbytes,
                                chunk, chunksize, self.dumps_task)
