@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+import cproc.shared_memory  # noqa: F401  (cproc.shared_memory, as multiprocessing's, is imported explicitly)
 from _helpers import FORK, child_env, read_line, wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -262,12 +263,13 @@ def test_unlinked_once_every_user_was_sigkilled(cproc):
         "a = sm.SharedMemory(create=True, size=4096)\n"
         "def child(name):\n"
         "    b = sm.SharedMemory(name)\n"
-        "    print(os.getpid(), flush=True); time.sleep(60)\n"
+        "    os.write(1, b'%d\\n' % os.getpid()); time.sleep(60)\n"     # one write each: lines never mix
         "p = m.Process(target=child, args=(a.name,)); p.start()\n"
-        "print(a.name, flush=True); time.sleep(60)\n")
+        "os.write(1, a.name.encode() + b'\\n'); time.sleep(60)\n")
     try:
-        name = read_line(proc.stdout, 20)
-        child = int(read_line(proc.stdout, 20))
+        lines = [read_line(proc.stdout, 20), read_line(proc.stdout, 20)]   # in either order
+        name = next(line for line in lines if line.startswith("psm_"))
+        child = int(next(line for line in lines if line != name))
         assert exists(name)
         os.kill(child, signal.SIGKILL)
         os.kill(proc.pid, signal.SIGKILL)
