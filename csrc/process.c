@@ -352,6 +352,12 @@ static PyObject *popen_kill(PopenObject *self, PyObject *unused)
     return popen_send_signal(self, SIGKILL);
 }
 
+static PyObject *popen_interrupt(PopenObject *self, PyObject *unused)
+{
+    (void)unused;
+    return popen_send_signal(self, SIGINT);
+}
+
 static void popen_close_fd(PopenObject *self)
 {
     if (self->pidfd >= 0) {
@@ -428,6 +434,7 @@ static PyMethodDef popen_methods[] = {
      "wait(timeout=None) -> exit code, or None if the timeout passed"},
     {"terminate", (PyCFunction)popen_terminate, METH_NOARGS, "Send SIGTERM."},
     {"kill", (PyCFunction)popen_kill, METH_NOARGS, "Send SIGKILL."},
+    {"interrupt", (PyCFunction)popen_interrupt, METH_NOARGS, "Send SIGINT."},
     {"close", (PyCFunction)popen_close, METH_NOARGS, "Close the sentinel."},
     {NULL}
 };

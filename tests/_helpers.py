@@ -526,6 +526,15 @@ def proc_ignore_sigterm(path, seconds):
     time.sleep(seconds)
 
 
+def proc_catch_sigint(path, seconds):
+    """Say so through path, then sleep; a KeyboardInterrupt is reported in path + '.int'."""
+    write_json(path, os.getpid())
+    try:
+        time.sleep(seconds)
+    except KeyboardInterrupt:
+        write_json(path + ".int", "KeyboardInterrupt")
+
+
 def proc_report(path, modname, preload_name=None):
     """Report what a child sees of itself and of its parent."""
     m = impl_module(modname)

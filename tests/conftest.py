@@ -17,6 +17,7 @@ import os
 import pickle
 import re
 import signal
+import sys
 import time
 
 import pytest
@@ -146,6 +147,10 @@ def _ignored_fds():
             ignored.add(fd)
     except Exception:
         pass
+    # cproc.shared_memory's connection to its watcher, kept for the process's life
+    shm = sys.modules.get("cproc.shared_memory")
+    if shm is not None and shm._sock is not None:
+        ignored.add(shm._sock.fileno())
     return ignored
 
 

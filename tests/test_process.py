@@ -884,6 +884,35 @@ def test_terminate_and_kill(impl, tmp_path):
     stubborn.close()
 
 
+@pytest.mark.parametrize("target", ["catches", "uncaught"])
+def test_interrupt(impl, tmp_path, target):
+    """Process.interrupt() (multiprocessing 3.14, cproc on every version):
+    SIGINT to the child, whose KeyboardInterrupt ends it (exit code 1) unless
+    it catches it."""
+    if not hasattr(impl.Process, "interrupt"):
+        pytest.skip("multiprocessing before 3.14 has no Process.interrupt()")
+    path = str(tmp_path / "running.json")
+    fn = H.proc_catch_sigint if target == "catches" else H.proc_touch_then_sleep
+    p = impl.Process(target=fn, args=(path, 30))
+    with pytest.raises(AttributeError):
+        p.interrupt()                # not started: no Popen, as terminate()
+    try:
+        p.start()
+        read_json(path)
+        p.interrupt()
+        p.join(10)
+        if target == "catches":
+            assert p.exitcode == 0 and read_json(path + ".int", 0) == "KeyboardInterrupt"
+        else:
+            assert p.exitcode == 1
+        p.interrupt()                # after the end: no effect, no error
+    finally:
+        _cleanup(p)
+    p.close()
+    with pytest.raises(ValueError):
+        p.interrupt()
+
+
 # ==========================================================================
 # reaping, active_children, sentinels
 

@@ -226,10 +226,21 @@ class BaseContext:
         return list(_concrete_contexts)
 
 
+def _interrupt(self):
+    """Terminate process; sends SIGINT signal"""
+    self._check_closed()
+    self._popen.interrupt()
+
+
+# Process.interrupt() is multiprocessing 3.14's; cproc has it on every version
+_interrupt = getattr(process.BaseProcess, "interrupt", _interrupt)
+
+
 class Process(process.BaseProcess):
     """A process of the default start method (cproc.set_start_method)."""
 
     _start_method = None
+    interrupt = _interrupt
 
     @staticmethod
     def _Popen(process_obj):
@@ -294,6 +305,7 @@ def _set_child_start_method(process_obj, parent_method=None):
 
 class ForkProcess(process.BaseProcess):
     _start_method = "fork"
+    interrupt = _interrupt
 
     @staticmethod
     def _Popen(process_obj):
@@ -308,6 +320,7 @@ class ForkProcess(process.BaseProcess):
 
 class SpawnProcess(process.BaseProcess):
     _start_method = "spawn"
+    interrupt = _interrupt
 
     @staticmethod
     def _Popen(process_obj):
@@ -322,6 +335,7 @@ class SpawnProcess(process.BaseProcess):
 
 class ForkServerProcess(process.BaseProcess):
     _start_method = "forkserver"
+    interrupt = _interrupt
 
     @staticmethod
     def _Popen(process_obj):

@@ -212,6 +212,7 @@ class Process(BaseProcess):
     """A process of the default start method (cproc.set_start_method)."""
 
     _start_method: ClassVar[str | None]
+    def interrupt(self) -> None: ...
 
 class DefaultContext(BaseContext):
     Process: ClassVar[type[Process]]
@@ -219,12 +220,15 @@ class DefaultContext(BaseContext):
 
 class ForkProcess(BaseProcess):
     _start_method: ClassVar[str]
+    def interrupt(self) -> None: ...
 
 class SpawnProcess(BaseProcess):
     _start_method: ClassVar[str]
+    def interrupt(self) -> None: ...
 
 class ForkServerProcess(BaseProcess):
     _start_method: ClassVar[str]
+    def interrupt(self) -> None: ...
 
 class ForkContext(BaseContext):
     _name: ClassVar[str]

@@ -206,6 +206,9 @@ class Popen:
     def kill(self):
         self._send_signal(9)
 
+    def interrupt(self):
+        self._send_signal(2)
+
     def close(self):
         if self._pidfd is not None:
             os.close(self._pidfd)

@@ -91,4 +91,11 @@ if HAS_SHMEM:
                 resource_tracker.ensure_running()
             BaseManager.__init__(self, *args, **kwargs)
 
+        # multiprocessing's methods (the running version's), creating cproc's
+        # SharedMemory and ShareableList; the server unlinks them at shutdown
+        from . import shared_memory as _shm
+        SharedMemory = _shm._rebound(_mpm.SharedMemoryManager.SharedMemory, shared_memory=_shm)
+        ShareableList = _shm._rebound(_mpm.SharedMemoryManager.ShareableList, shared_memory=_shm)
+        del _shm
+
     __all__.append("SharedMemoryManager")

@@ -12,9 +12,11 @@ from multiprocessing.managers import (
     Token as Token,
     ValueProxy as ValueProxy,
 )
+from collections.abc import Iterable
 from typing import Any
 
 from .connection import _Address
+from .shared_memory import SharedMemory as _SharedMemory, ShareableList as _ShareableList, _SLT
 from .context import BaseContext
 
 __all__ = ["BaseManager", "SyncManager", "BaseProxy", "Token", "SharedMemoryManager"]
@@ -39,3 +41,5 @@ class SyncManager(_mpm.SyncManager, BaseManager):
 
 class SharedMemoryManager(_mpm.SharedMemoryManager, BaseManager):
     def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+    def SharedMemory(self, size: int) -> _SharedMemory: ...
+    def ShareableList(self, sequence: Iterable[_SLT] | None) -> _ShareableList[_SLT]: ...

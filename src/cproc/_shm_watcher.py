@@ -1,0 +1,207 @@
+"""cproc's shared-memory watcher: unlinks a tracked block once nobody uses it.
+
+Run by cproc.shared_memory as ``python -I -S _shm_watcher.py FD`` (standard
+library only, not imported as part of cproc).  The script forks and its first
+process exits at once, so the watcher is nobody's child; it starts a session
+of its own (a Ctrl+C or a kill of the user's process group does not reach it)
+and ignores SIGINT and SIGTERM, as multiprocessing's resource tracker does.
+
+FD is its end of a SOCK_SEQPACKET socket pair; every process of the program
+that started it holds the other end (forked children inherit it).  Messages:
+
+* ``b"R" + ino + name`` with a pidfd attached: that process created the
+  block /dev/shm<name> (inode ino) and asks for it to be tracked;
+* ``b"A" + ino + name`` with a pidfd: that process attached it (counted only
+  if the block is tracked here: a kept block stays kept);
+* ``b"U" + ino + name``: a process unlinked it, forget it.
+
+A block is unlinked when (1) every process that registered it has exited
+(its pidfd is readable), (2) no process has it open through cproc (each cproc
+SharedMemory holds a shared flock on its fd until close(): the watcher's
+exclusive LOCK_NB attempt fails while one does), and (3) no process maps it
+(/proc/<pid>/maps: multiprocessing's SharedMemory, say).  If (2) or (3) fail,
+it looks again later (20 ms, doubling up to 1 s).  It never unlinks a name
+that now names another inode.  It exits once every client end is closed (all
+the program's processes exited) and it has no block left.
+"""
+
+import errno
+import fcntl
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+
+SHM_DIR = "/dev/shm"
+FIRST_DELAY, MAX_DELAY = 0.02, 1.0
+_HEAD = struct.Struct("=cQ")
+
+
+def _mapped(path, ino):
+    """True if some process maps the inode ino at path."""
+    needle = path.encode()
+    ino_b = str(ino).encode()
+    me = str(os.getpid())
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or pid == me:
+            continue
+        try:
+            with open(f"/proc/{pid}/maps", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        if needle not in data:
+            continue
+        for line in data.splitlines():
+            fields = line.split(None, 5)
+            if len(fields) == 6 and fields[4] == ino_b and fields[5].startswith(needle):
+                return True
+    return False
+
+
+class Watcher:
+    def __init__(self, sock):
+        self.sock = sock
+        self.blocks = {}     # name -> [ino, set of pids, due time or None, delay]
+        self.pidfds = {}     # pid -> pidfd
+        self.poller = select.poll()
+        self.poller.register(sock, select.POLLIN)
+
+    # -- messages
+
+    def receive(self):
+        try:
+            msg, fds, _flags, _addr = socket.recv_fds(self.sock, 4096, 1)
+        except InterruptedError:
+            return True
+        if not msg:
+            return False
+        if len(msg) <= _HEAD.size:
+            for fd in fds:
+                os.close(fd)
+            return True
+        kind, ino = _HEAD.unpack_from(msg)
+        name = msg[_HEAD.size:].decode(errors="surrogateescape")
+        if kind == b"U":
+            block = self.blocks.get(name)
+            if block is not None and block[0] == ino:
+                self.forget(name)
+        elif kind in (b"R", b"A"):
+            block = self.blocks.get(name)
+            if block is None or block[0] != ino:
+                if kind == b"A":      # not ours to track (kept, or another program's)
+                    block = None
+                else:
+                    block = self.blocks[name] = [ino, set(), None, FIRST_DELAY]
+            if block is not None:
+                pid = self.adopt(fds.pop(0)) if fds else None
+                if pid is not None:
+                    block[1].add(pid)
+                elif not block[1]:
+                    self.schedule(block, 0.0)
+        for fd in fds:
+            os.close(fd)
+        return True
+
+    def adopt(self, pidfd):
+        """The pid behind pidfd, watched; None if it already exited."""
+        try:
+            with open(f"/proc/self/fdinfo/{pidfd}") as f:
+                pid = next(int(line.split()[1]) for line in f if line.startswith("Pid:"))
+        except (OSError, StopIteration, ValueError, IndexError):
+            pid = -1
+        if pid <= 0 or pid in self.pidfds:
+            os.close(pidfd)
+            return pid if pid > 0 else None
+        self.pidfds[pid] = pidfd
+        self.poller.register(pidfd, select.POLLIN)
+        return pid
+
+    def exited(self, pidfd):
+        pid = next(p for p, fd in self.pidfds.items() if fd == pidfd)
+        del self.pidfds[pid]
+        self.poller.unregister(pidfd)
+        os.close(pidfd)
+        for block in self.blocks.values():
+            if pid in block[1]:
+                block[1].discard(pid)
+                if not block[1]:
+                    block[3] = FIRST_DELAY
+                    self.schedule(block, 0.0)
+
+    def schedule(self, block, delay):
+        block[2] = time.monotonic() + delay
+
+    def forget(self, name):
+        del self.blocks[name]
+
+    # -- unlinking
+
+    def check(self, name):
+        ino, pids, _due, delay = block = self.blocks[name]
+        block[2] = None
+        path = SHM_DIR + name
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            return self.forget(name)          # gone (unlinked by someone)
+        try:
+            if os.fstat(fd).st_ino != ino:
+                return self.forget(name)      # the name was reused: not ours
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
+                busy = True                   # open in a cproc process
+            else:
+                busy = _mapped(path, ino)
+            if busy:
+                block[3] = min(delay * 2, MAX_DELAY)
+                return self.schedule(block, delay)
+            try:
+                if os.stat(path).st_ino == ino:
+                    os.unlink(path)
+            except FileNotFoundError:
+                pass
+            self.forget(name)
+        finally:
+            os.close(fd)
+
+    def run(self):
+        connected = True
+        while connected or self.blocks:
+            now = time.monotonic()
+            for name in [n for n, b in self.blocks.items() if b[2] is not None and b[2] <= now]:
+                if not self.blocks[name][1]:
+                    self.check(name)
+            if not connected and not self.blocks:
+                break
+            dues = [b[2] for b in self.blocks.values() if b[2] is not None]
+            timeout = None if not dues else max(0, int((min(dues) - time.monotonic()) * 1000) + 1)
+            for fd, _ev in self.poller.poll(timeout):
+                if fd == self.sock.fileno():
+                    if not self.receive():
+                        connected = False
+                        self.poller.unregister(self.sock)
+                else:
+                    self.exited(fd)
+
+
+def main():
+    fd = int(sys.argv[1])
+    if os.fork():
+        os._exit(0)              # the starter reaps this first process at once
+    os.setsid()
+    os.chdir("/")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sock = socket.socket(fileno=fd)
+    Watcher(sock).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""Shared memory blocks, as multiprocessing.shared_memory, that clean up after themselves.
+
+``SharedMemory`` and ``ShareableList`` are multiprocessing's (subclasses of
+its classes, the same POSIX names in /dev/shm and the same bytes, so a block
+made by either module attaches under the other), with one change: cproc does
+not use multiprocessing's resource tracker.  Instead:
+
+* A block created with ``track=True`` (the default) is registered with cproc's
+  watcher process (``_shm_watcher.py``, one per program, started on the first
+  such block), which unlinks it once no process uses it any more: every cproc
+  process that created or attached it (through the same watcher: the creator
+  and the processes forked from it or from one another) has exited — however,
+  SIGKILL included — and no process has it open or mapped.
+* Attaching never unlinks and never warns.  A cproc process holds a shared
+  ``flock`` on the block's fd while it has it open, so no watcher unlinks it
+  under it.
+* ``track=False`` at creation keeps the block: it stays in /dev/shm until
+  someone calls ``unlink()`` (as 3.13's ``track=False``).
+"""
+
+import errno
+import fcntl
+import mmap
+import os
+import socket
+import struct
+import subprocess
+import threading
+import types
+
+import _posixshmem
+import multiprocessing.shared_memory as _mps
+
+__all__ = ["SharedMemory", "ShareableList"]
+
+_O_CREX = os.O_CREAT | os.O_EXCL
+_SHM_DIR = "/dev/shm"
+_HEAD = struct.Struct("=cQ")      # kind, inode; then the name (see _shm_watcher.py)
+_WATCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_shm_watcher.py")
+
+_lock = threading.Lock()
+_sock = None        # this program's connection to its watcher, inherited by forked children
+
+
+def _after_fork_in_child():
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _start_watcher():
+    from .spawn import get_executable
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        # the script forks the watcher and exits: run() reaps that first process
+        subprocess.run([get_executable(), "-I", "-S", _WATCHER, str(theirs.fileno())],
+                       pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    return ours
+
+
+def _tell(kind, ino, name, start=False):
+    """Send the watcher a message (kind R: created, A: attached, U: unlinked).
+
+    R and A carry a pidfd of this process.  Without a watcher, R starts one;
+    the others are dropped (nothing to tell).
+    """
+    global _sock
+    msg = _HEAD.pack(kind, ino) + os.fsencode(name)
+    with _lock:
+        while True:
+            if _sock is None:
+                if not start:
+                    return
+                _sock = _start_watcher()
+                start = False
+            try:
+                if kind == b"U":
+                    _sock.send(msg)
+                else:
+                    pidfd = os.pidfd_open(os.getpid())
+                    try:
+                        socket.send_fds(_sock, [msg], [pidfd])
+                    finally:
+                        os.close(pidfd)
+                return
+            except (BrokenPipeError, ConnectionResetError, ConnectionRefusedError):
+                _sock.close()       # the watcher is gone (killed): a new one, once
+                _sock = None
+
+
+class SharedMemory(_mps.SharedMemory):
+    """Creates a new shared memory block or attaches to an existing
+    shared memory block.
+
+    Every shared memory block is assigned a unique name.  This enables
+    one process to create a shared memory block with a particular name
+    so that a different process can attach to that same shared memory
+    block using that same name.
+
+    cproc: a block created with track=True (the default) is unlinked by
+    cproc's watcher once every process of this program that created or
+    attached it has exited and no process has it open or mapped; attaching
+    never unlinks it.  track=False at creation keeps the block until unlink()."""
+
+    _ino = 0
+    _track = True
+
+    def __init__(self, name=None, create=False, size=0, *, track=True):
+        if not size >= 0:
+            raise ValueError("'size' must be a positive integer")
+        if create:
+            self._flags = _O_CREX | os.O_RDWR
+            if size == 0:
+                raise ValueError("'size' must be a positive number different from zero")
+        if name is None and not self._flags & os.O_EXCL:
+            raise ValueError("'name' can only be None if create=True")
+        self._track = track
+        if name is None:
+            while True:
+                name = _mps._make_filename()
+                try:
+                    self._fd = _posixshmem.shm_open(name, self._flags, mode=self._mode)
+                except FileExistsError:
+                    continue
+                self._name = name
+                break
+        else:
+            name = "/" + name
+            self._fd = _posixshmem.shm_open(name, self._flags, mode=self._mode)
+            self._name = name
+        try:
+            if create and size:
+                os.ftruncate(self._fd, size)
+            # held while this process has the block open: no watcher unlinks it
+            fcntl.flock(self._fd, fcntl.LOCK_SH)
+            stats = os.fstat(self._fd)
+            self._ino = stats.st_ino
+            if not create and os.stat(_SHM_DIR + name).st_ino != stats.st_ino:
+                # unlinked between our open and our lock
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
+            size = stats.st_size
+            self._mmap = mmap.mmap(self._fd, size)
+        except OSError:
+            if create:
+                _posixshmem.shm_unlink(self._name)
+            self.close()
+            raise
+        if track:
+            _tell(b"R" if create else b"A", self._ino, self._name, start=create)
+        self._size = size
+        self._buf = memoryview(self._mmap)
+
+    def unlink(self):
+        """Requests that the underlying shared memory block be destroyed.
+
+        In order to ensure proper cleanup of resources, unlink should be
+        called once (and only once) across all processes which have access
+        to the shared memory block."""
+        if self._name:
+            _posixshmem.shm_unlink(self._name)
+            if self._track:
+                _tell(b"U", self._ino, self._name)
+
+
+def _rebound(func, **names):
+    """func with its module's globals but for names: multiprocessing's own
+    code (whatever the running version's is) using cproc's classes."""
+    new = types.FunctionType(func.__code__, dict(func.__globals__, **names),
+                             func.__name__, func.__defaults__, func.__closure__)
+    new.__kwdefaults__ = func.__kwdefaults__
+    new.__qualname__ = func.__qualname__
+    new.__doc__ = func.__doc__
+    return new
+
+
+class ShareableList(_mps.ShareableList):
+    __doc__ = _mps.ShareableList.__doc__
+    # multiprocessing's __init__, creating and attaching cproc's SharedMemory
+    __init__ = _rebound(_mps.ShareableList.__init__, SharedMemory=SharedMemory)
