@@ -12,7 +12,7 @@ if not _sys.platform.startswith("linux"):
 from . import _cproc  # noqa: F401  (the C core; fails loudly if not built)
 from . import context as _context
 from .context import (ProcessError, BufferTooShort, TimeoutError,  # noqa: F401
-                      AuthenticationError, OwnerDiedWarning, WorkerLostError)
+                      AuthenticationError, OwnerDiedWarning)
 
 __version__ = "0.1.0"
 
@@ -21,6 +21,8 @@ def __getattr__(name):
     # cproc.connection is imported on first use, as in multiprocessing: it
     # brings in socket and multiprocessing.connection, a few milliseconds of
     # every spawned child's start-up that most children never need.
+    if name == "WorkerLostError":       # made on first use (context.py says why)
+        return _context.WorkerLostError
     if name == "connection":
         import importlib
         return importlib.import_module(".connection", __name__)

@@ -5,6 +5,7 @@ The default context's bound methods are the module-level API of cproc
 has a concrete context whose Process starts children that way.
 """
 
+import _thread
 import os
 
 from multiprocessing import (ProcessError, BufferTooShort, TimeoutError,
@@ -19,24 +20,54 @@ __all__ = ["BaseContext", "DefaultContext", "Process", "ProcessError", "BufferTo
 OwnerDiedWarning = _cproc.OwnerDiedWarning
 
 
-class WorkerLostError(ProcessError):
-    """A Pool task's worker process died (or the pool was terminated) before
-    the task finished: what cproc's AsyncResult.get() raises where
-    multiprocessing's would wait forever.
+def _make_worker_lost_error():
+    # Also a concurrent.futures BrokenProcessPool, so that `except
+    # BrokenProcessPool` catches a lost executor task. concurrent.futures.process
+    # costs ~15 ms to import (logging, multiprocessing.connection...): the class
+    # is made on first use (module __getattr__ here, in cproc and cproc.pool),
+    # never by merely importing cproc, which every spawned child does.
+    from concurrent.futures.process import BrokenProcessPool
 
-    ``pid`` and ``exitcode`` (negative: the signal) name the worker, when known.
-    """
+    class WorkerLostError(ProcessError, BrokenProcessPool):
+        """A Pool task's worker process died (or the pool was terminated) before
+        the task finished: what cproc's AsyncResult.get() raises where
+        multiprocessing's would wait forever. Also a
+        concurrent.futures.process.BrokenProcessPool.
 
-    def __init__(self, message, pid=None, exitcode=None):
-        super().__init__(message)
-        self.pid = pid
-        self.exitcode = exitcode
+        ``pid`` and ``exitcode`` (negative: the signal) name the worker, when known.
+        """
 
-    def __reduce__(self):
-        return type(self), (self.args[0], self.pid, self.exitcode)
+        def __init__(self, message, pid=None, exitcode=None):
+            super().__init__(message)
+            self.pid = pid
+            self.exitcode = exitcode
+
+        def __reduce__(self):
+            return type(self), (self.args[0], self.pid, self.exitcode)
+
+    WorkerLostError.__module__ = "cproc"
+    WorkerLostError.__qualname__ = "WorkerLostError"
+    return WorkerLostError
 
 
-WorkerLostError.__module__ = "cproc"
+_worker_lost_error_lock = _thread.allocate_lock()
+
+
+def __getattr__(name):
+    if name == "WorkerLostError":
+        global WorkerLostError
+        with _worker_lost_error_lock:       # one class, whichever thread comes first
+            if "WorkerLostError" not in globals():
+                WorkerLostError = _make_worker_lost_error()
+        return WorkerLostError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _LazyWorkerLostError:
+    """BaseContext.WorkerLostError: the class, made on first use."""
+
+    def __get__(self, obj, cls=None):
+        return __getattr__("WorkerLostError")
 
 
 class BaseContext:
@@ -45,7 +76,7 @@ class BaseContext:
     TimeoutError = TimeoutError
     AuthenticationError = AuthenticationError
     OwnerDiedWarning = OwnerDiedWarning
-    WorkerLostError = WorkerLostError
+    WorkerLostError = _LazyWorkerLostError()
 
     current_process = staticmethod(process.current_process)
     parent_process = staticmethod(process.parent_process)

@@ -36,7 +36,7 @@ from multiprocessing.pool import (RemoteTraceback, ExceptionWithTraceback,  # no
                                   MaybeEncodingError, ThreadPool, mapstar, starmapstar)
 
 from . import _cproc
-from .context import WorkerLostError
+from . import context as _context
 from .reduction import dumps_any
 
 __all__ = ["Pool", "ThreadPool", "ApplyResult", "AsyncResult", "MapResult",
@@ -111,6 +111,12 @@ def _apply(func, args, kwds):
     return func(*args, **kwds)
 
 
+def __getattr__(name):
+    if name == "WorkerLostError":       # made on first use (context.py says why)
+        return _context.WorkerLostError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 class _Engine:
     """The state a pool's collector thread and finalizer share (never the Pool itself,
     so that an unreferenced Pool is collected and terminated)."""
@@ -183,7 +189,7 @@ class _Engine:
                 claim = self.slots[index]
                 stopped = claim >= _STOP_TAG        # took a stop record: left as asked
                 if claim and not stopped and claim in self.cache:
-                    self.fail(claim, WorkerLostError(
+                    self.fail(claim, _context.WorkerLostError(
                         "Worker process %d died (%s) while running a task"
                         % (w.pid, _describe_exit(w.exitcode)), w.pid, w.exitcode))
                 self.slots[index] = 0
@@ -244,7 +250,7 @@ class _Engine:
 
     def fail_all(self, message):
         for tid in list(self.cache):
-            self.fail(tid, WorkerLostError(message))
+            self.fail(tid, _context.WorkerLostError(message))
 
     # ---- ending -------------------------------------------------------------
 
