@@ -10,6 +10,7 @@ from multiprocessing import (
     ProcessError as ProcessError,
     TimeoutError as TimeoutError,
 )
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.process import BaseProcess
 from typing import Any, ClassVar, Literal, TypeVar, overload
 from typing_extensions import TypeAlias
@@ -47,8 +48,9 @@ _CT = TypeVar("_CT", bound=_CData)
 class OwnerDiedWarning(RuntimeWarning):
     """Issued by acquire() when it takes over a Lock or RLock whose holder died holding it."""
 
-class WorkerLostError(ProcessError):
-    """A Pool task's worker died (or the pool was terminated) before the task finished."""
+class WorkerLostError(ProcessError, BrokenProcessPool):
+    """A Pool task's worker died (or the pool was terminated) before the task finished.
+    Also a concurrent.futures.process.BrokenProcessPool."""
 
     pid: int | None
     exitcode: int | None

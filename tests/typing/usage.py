@@ -186,6 +186,21 @@ def pipes_and_managers() -> None:
     print(msg, ready, data, pong)
 
 
+def executor() -> None:
+    from concurrent.futures import Future, as_completed
+    from cproc.futures import BrokenProcessPool, ProcessPoolExecutor
+    with ProcessPoolExecutor(max_workers=2, max_tasks_per_child=None) as ex:
+        f: Future[int] = ex.submit(square, 4)
+        mapped: list[int] = list(ex.map(square, range(5), timeout=30, chunksize=2))
+        try:
+            done: list[int] = [g.result() for g in as_completed([f])]
+        except BrokenProcessPool as e:
+            done = []
+            print(e)
+        print(mapped, done)
+    ex.shutdown(wait=True, cancel_futures=False)
+
+
 def contexts() -> None:
     ctx: BaseContext = cproc.get_context()
     methods: list[str] = cproc.get_all_start_methods()
@@ -205,3 +220,4 @@ if __name__ == "__main__":
     synchronization()
     pipes_and_managers()
     contexts()
+    executor()
