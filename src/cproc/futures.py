@@ -21,7 +21,10 @@ the standard executor; cproc's futures are pending until then (the standard
 one marks at most max_workers + 1 of them running ahead of time).
 """
 
+import concurrent.futures
 import itertools
+import pickle
+from functools import partial
 import os
 import threading
 import time
@@ -34,6 +37,7 @@ from concurrent.futures.process import BrokenProcessPool
 from . import _cproc
 from . import context as _context
 from .pool import Pool, _MODE_APPLY, _MODE_MAP
+from .reduction import dumps_any
 
 __all__ = ["ProcessPoolExecutor", "BrokenProcessPool"]
 
@@ -66,19 +70,21 @@ def _cancelled(tid):
     return _flags is not None and (_flags[tid % _NFLAGS] == tid or tid <= _flags[_NFLAGS])
 
 
-def _run(tid, fn, args, kwargs):
-    """One submit()ted call."""
+def _run(fn, tid, /, *args, **kwargs):
+    """One submit()ted call (partial(_run, fn) travels as the task's function,
+    pickled once for consecutive submits of one fn; the arguments are often
+    plain data, which the task ring encodes without pickle)."""
     if _cancelled(tid):
         return None
     return fn(*args, **kwargs)
 
 
-def _run_chunk(fn, task):
-    """One chunk of a map(): a list of fn(*args), or the first exception."""
+def _run_chunk(fn, star, task):
+    """One chunk of a map(): the list of fn(*args) (star) or fn(x), or the first exception."""
     tid, chunk = task
     if _cancelled(tid):
         return None
-    return [fn(*args) for args in chunk]
+    return list(itertools.starmap(fn, chunk) if star else map(fn, chunk))
 
 
 # ---- in the caller -----------------------------------------------------------
@@ -117,21 +123,18 @@ class _Future(Future):
         return True
 
 
-class _Owner:
-    """What the pool's cache holds for the tasks of one submit() or map():
-    the pool's collector thread calls _deliver with each task's outcome."""
+class _Task:
+    """What the pool's cache holds for a submit()ted task: the pool's collector
+    thread calls _deliver with its outcome."""
 
-    __slots__ = ("executor", "futures", "chunked")
+    __slots__ = ("executor", "future")
 
-    def __init__(self, executor, futures, chunked):
+    def __init__(self, executor, future):
         self.executor = executor    # alive while it has tasks pending, as the standard one
-        self.futures = futures      # task id -> future
-        self.chunked = chunked
+        self.future = future
 
     def _deliver(self, tid, ok, value):
-        f = self.futures.pop(tid, None)
-        if f is None:
-            return
+        f = self.future
         if not ok and isinstance(value, _InitializerError):
             self.executor._broken = ('A child process failed in its initializer, '
                                      'the process pool is not usable anymore')
@@ -140,10 +143,33 @@ class _Owner:
                 f.set_running_or_notify_cancel()
             elif f._state != RUNNING:
                 return                      # cancelled: the result is dropped
-        if not ok:
-            f.set_exception(value)
+        if ok:
+            f.set_result(value)
         else:
-            f.set_result(value[0] if self.chunked else value)
+            f.set_exception(value)
+
+
+class _MapResults:
+    """What the pool's cache holds for the chunks of a map(): their outcomes,
+    by task id, until the map's iterator takes them. (The standard executor
+    makes a future per chunk; nobody sees them, so this is lighter.)"""
+
+    __slots__ = ("executor", "cond", "ready", "closed")
+
+    def __init__(self, executor):
+        self.executor = executor
+        self.cond = threading.Condition(threading.Lock())
+        self.ready = {}
+        self.closed = False
+
+    def _deliver(self, tid, ok, value):
+        if not ok and isinstance(value, _InitializerError):
+            self.executor._broken = ('A child process failed in its initializer, '
+                                     'the process pool is not usable anymore')
+        with self.cond:
+            if not self.closed:
+                self.ready[tid] = (ok, value)
+                self.cond.notify()
 
 
 _live_executors = weakref.WeakSet()
@@ -220,8 +246,8 @@ class ProcessPoolExecutor(_base.Executor):
         self._pool = Pool(self._max_workers, _init_worker, (self._flags, initializer, initargs),
                           max_tasks_per_child, ctx)
         engine = self._engine = self._pool._engine
-        self._slots = engine.slots
-        self._run_bytes = self._pool._fbytes(_run)
+        self._slots = memoryview(engine.slots).cast("B").cast("Q")
+        self._last_fn = self._last_fbytes = None
         self._owner_pid = os.getpid()
         _live_executors.add(self)
         # Dropped without shutdown (only once no task is pending: the tasks' owners hold it).
@@ -242,8 +268,12 @@ class ProcessPoolExecutor(_base.Executor):
             engine = self._engine
             tid = engine.take_tids()
             f = _Future(tid, self._slots, self._flags)
-            _cproc.pool_submit(engine.tasks, engine.cache, _Owner(self, {tid: f}, False), tid,
-                               _MODE_APPLY, self._run_bytes, ((tid, fn, args, kwargs), {}), 1,
+            if fn is not self._last_fn:
+                self._last_fbytes = dumps_any(partial(_run, fn), pickle.HIGHEST_PROTOCOL,
+                                              by_value=engine.by_value)
+                self._last_fn = fn
+            _cproc.pool_submit(engine.tasks, engine.cache, _Task(self, f), tid,
+                               _MODE_APPLY, self._last_fbytes, ((tid,) + args, kwargs), 1,
                                engine.dumps_task)
             return f
     submit.__doc__ = _base.Executor.submit.__doc__
@@ -273,39 +303,59 @@ class ProcessPoolExecutor(_base.Executor):
             raise ValueError("chunksize must be >= 1.")
         if timeout is not None:
             end_time = timeout + time.monotonic()
-        chunks = list(_get_chunks(*iterables, chunksize=chunksize))
+        star = len(iterables) != 1
+        if not star and isinstance(iterables[0], range) and chunksize >= 256:   # ranges: tiny to send
+            r = iterables[0]
+            chunks = [r[i:i + chunksize] for i in range(0, len(r), chunksize)]
+        elif not star:
+            it = iter(iterables[0])
+            chunks = list(iter(lambda: tuple(itertools.islice(it, chunksize)), ()))
+        else:
+            chunks = list(_get_chunks(*iterables, chunksize=chunksize))
+        results = _MapResults(self)
         with self._shutdown_lock:
             self._check_open()
             engine = self._engine
             first = engine.take_tids(len(chunks))
-            fs = [_Future(first + i, self._slots, self._flags) for i in range(len(chunks))]
-            if fs:
-                from functools import partial
-                owner = _Owner(self, {f._tid: f for f in fs}, True)
-                _cproc.pool_submit(engine.tasks, engine.cache, owner, first, _MODE_MAP,
-                                   self._pool._fbytes(partial(_run_chunk, fn)),
+            if chunks:
+                _cproc.pool_submit(engine.tasks, engine.cache, results, first, _MODE_MAP,
+                                   self._pool._fbytes(partial(_run_chunk, fn, star)),
                                    zip(range(first, first + len(chunks)), chunks), 1,
                                    engine.dumps_task)
-            del chunks
+        end = first + len(chunks)
+        del chunks
+        flags = self._flags
 
-        # As the standard executor's: submitted now, results lazily.
+        # As the standard executor's: submitted now, results lazily; an
+        # exception or a timeout ends it, and closing it cancels what is left.
         def result_iterator():
+            cond, ready = results.cond, results.ready
+            tid = first
             try:
-                fs.reverse()        # pop() in submission order
-                while fs:
-                    f = fs.pop()
-                    try:
-                        if timeout is None:
-                            chunk = f.result()
-                        else:
-                            chunk = f.result(end_time - time.monotonic())
-                    finally:
-                        f.cancel()
-                        del f
-                    yield from chunk
+                while tid < end:
+                    with cond:
+                        while tid not in ready:
+                            if timeout is None:
+                                cond.wait()
+                            else:
+                                left = end_time - time.monotonic()
+                                if left <= 0:
+                                    raise concurrent.futures.TimeoutError
+                                cond.wait(left)
+                        ok, value = ready.pop(tid)
+                    tid += 1
+                    if not ok:
+                        raise value
+                    if value[0] is None:        # skipped: shutdown(cancel_futures=True)
+                        raise concurrent.futures.CancelledError()
+                    yield from value[0]
             finally:
-                for future in fs:
-                    future.cancel()
+                if tid < end:
+                    with cond:
+                        results.closed = True
+                        ready.clear()
+                    for t in range(end - 1, tid - 1, -1):   # the next ones last: they stick
+                        flags[t % _NFLAGS] = t
         return result_iterator()
 
     def shutdown(self, wait=True, *, cancel_futures=False):
@@ -327,8 +377,8 @@ class ProcessPoolExecutor(_base.Executor):
         engine = self._engine
         self._flags[_NFLAGS] = engine.take_tids() - 1   # every task queued so far: skip
         for owner in list(engine.cache.values()):
-            for f in list(owner.futures.values()):
-                f.cancel()
+            if isinstance(owner, _Task):
+                owner.future.cancel()       # (a map's skipped chunks raise CancelledError)
 
     def _join(self):
         with self._join_lock:
