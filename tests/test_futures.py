@@ -234,7 +234,13 @@ def test_initializer_failure_breaks_the_executor(futures):
         ex.shutdown()
 
 
+def _needs_max_tasks_per_child(futures):
+    if futures.__name__ == "concurrent.futures" and sys.version_info < (3, 11):
+        pytest.skip("concurrent.futures has max_tasks_per_child from 3.11 (cproc on every version)")
+
+
 def test_max_tasks_per_child(futures):
+    _needs_max_tasks_per_child(futures)
     with futures.ProcessPoolExecutor(1, max_tasks_per_child=1) as ex:
         assert ex._mp_context.get_start_method() == "spawn"     # the default, as the standard's
         pids = {ex.submit(os.getpid).result(timeout=30) for _ in range(3)}
@@ -247,6 +253,7 @@ def test_validation(futures):
             futures.ProcessPoolExecutor(bad)
     with pytest.raises(TypeError, match="^initializer must be a callable$"):
         futures.ProcessPoolExecutor(1, initializer=3)
+    _needs_max_tasks_per_child(futures)
     with pytest.raises(ValueError, match="^max_tasks_per_child must be >= 1$"):
         futures.ProcessPoolExecutor(1, max_tasks_per_child=0)
     with pytest.raises(TypeError, match="^max_tasks_per_child must be an integer$"):
@@ -261,6 +268,19 @@ def test_pickling_error_fails_the_future(futures):
         f = ex.submit(id, threading.Lock())
         assert isinstance(f.exception(timeout=10), TypeError)
         assert ex.submit(pow, 2, 3).result(timeout=10) == 8        # still serving
+        it = ex.map(id, [threading.Lock()])
+        with pytest.raises(TypeError):
+            next(it)
+
+
+def test_unpicklable_function_fails_the_future(cfutures):
+    unpicklable = threading.Lock().acquire          # not even cloudpickle takes it
+    with cfutures.ProcessPoolExecutor(1) as ex:
+        assert isinstance(ex.submit(unpicklable).exception(timeout=10), TypeError)
+        it = ex.map(unpicklable, [1, 2])
+        with pytest.raises(TypeError):
+            next(it)
+        assert ex.submit(pow, 2, 3).result(timeout=10) == 8
 
 
 # ---- cproc's own promises ---------------------------------------------------------------------

@@ -5,14 +5,17 @@ concurrent.futures API: submit() writes one task into the pool's shared-memory
 task ring with an owner object in the pool's cache; the pool's collector thread
 hands the task's outcome to that owner (its ``_deliver``), which completes a
 concurrent.futures.Future. map() submits its chunks through the pool's batched
-submission (one lock round trip per 256 chunks). So the pool's promises hold
+submission (one lock round trip per 256 chunks) with one owner that keeps the
+chunks' outcomes by task id for the map's iterator (no future per chunk: nobody
+sees them). So the pool's promises hold
 here: a worker that dies fails only the future it ran, with
 cproc.WorkerLostError (also a BrokenProcessPool), and is replaced; lambdas and
 closures work.
 
 Cancelling. A task written to the ring cannot be pulled back, so each worker
 checks, before running a task, a table of cancelled task ids in shared memory
-(``flags``): ``flags[tid % _NFLAGS] == tid`` (a future's cancel()) or
+(``flags``): ``flags[tid % _NFLAGS] == tid`` (a future's cancel(), or the
+chunks left when a map's iterator is closed, times out or raises) or
 ``tid <= flags[_NFLAGS]`` (shutdown(cancel_futures=True): every task queued at
 that moment). A cancelled task is skipped, unless more than _NFLAGS cancels of
 later tasks overwrote its entry: then it runs and its result is discarded. A
@@ -138,15 +141,23 @@ class _Task:
         if not ok and isinstance(value, _InitializerError):
             self.executor._broken = ('A child process failed in its initializer, '
                                      'the process pool is not usable anymore')
+        # Future.set_result/set_exception, in one round under the future's lock
+        # (they would insist on set_running_or_notify_cancel() first).
         with f._condition:
-            if f._state == PENDING:
-                f.set_running_or_notify_cancel()
-            elif f._state != RUNNING:
+            if f._state not in (PENDING, RUNNING):
                 return                      # cancelled: the result is dropped
-        if ok:
-            f.set_result(value)
-        else:
-            f.set_exception(value)
+            if ok:
+                f._result = value
+            else:
+                f._exception = value
+            f._state = FINISHED
+            for waiter in f._waiters:
+                if ok:
+                    waiter.add_result(f)
+                else:
+                    waiter.add_exception(f)
+            f._condition.notify_all()
+        f._invoke_callbacks()
 
 
 class _MapResults:
@@ -269,8 +280,13 @@ class ProcessPoolExecutor(_base.Executor):
             tid = engine.take_tids()
             f = _Future(tid, self._slots, self._flags)
             if fn is not self._last_fn:
-                self._last_fbytes = dumps_any(partial(_run, fn), pickle.HIGHEST_PROTOCOL,
-                                              by_value=engine.by_value)
+                try:
+                    self._last_fbytes = dumps_any(partial(_run, fn), pickle.HIGHEST_PROTOCOL,
+                                                  by_value=engine.by_value)
+                except Exception as e:      # the future fails, as the standard one's
+                    f.set_running_or_notify_cancel()
+                    f.set_exception(e)
+                    return f
                 self._last_fn = fn
             _cproc.pool_submit(engine.tasks, engine.cache, _Task(self, f), tid,
                                _MODE_APPLY, self._last_fbytes, ((tid,) + args, kwargs), 1,
@@ -318,10 +334,14 @@ class ProcessPoolExecutor(_base.Executor):
             engine = self._engine
             first = engine.take_tids(len(chunks))
             if chunks:
-                _cproc.pool_submit(engine.tasks, engine.cache, results, first, _MODE_MAP,
-                                   self._pool._fbytes(partial(_run_chunk, fn, star)),
-                                   zip(range(first, first + len(chunks)), chunks), 1,
-                                   engine.dumps_task)
+                try:
+                    fbytes = self._pool._fbytes(partial(_run_chunk, fn, star))
+                except Exception as e:      # every chunk fails with it, as the standard one's
+                    results.ready.update((first + i, (False, e)) for i in range(len(chunks)))
+                else:
+                    _cproc.pool_submit(engine.tasks, engine.cache, results, first, _MODE_MAP,
+                                       fbytes, zip(range(first, first + len(chunks)), chunks), 1,
+                                       engine.dumps_task)
         end = first + len(chunks)
         del chunks
         flags = self._flags
