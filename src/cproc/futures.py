@@ -14,11 +14,14 @@ closures work.
 
 Cancelling. A task written to the ring cannot be pulled back, so each worker
 checks, before running a task, a table of cancelled task ids in shared memory
-(``flags``): ``flags[tid % _NFLAGS] == tid`` (a future's cancel(), or the
-chunks left when a map's iterator is closed, times out or raises) or
-``tid <= flags[_NFLAGS]`` (shutdown(cancel_futures=True): every task queued at
-that moment). A cancelled task is skipped, unless more than _NFLAGS cancels of
-later tasks overwrote its entry: then it runs and its result is discarded. A
+(``flags``): it skips the task if ``flags[tid % _NFLAGS] == tid``. The table
+is written by a future's cancel() (which fails if a worker's slot shows the
+task taken) and for the chunks left when a map's iterator is closed, times out
+or raises; shutdown(cancel_futures=True) does both. So a task is skipped only
+if its future is cancelled; a cancelled task still runs (its result
+discarded) if a worker took it in the instant of the cancel, or if more than
+_NFLAGS cancels of other tasks overwrote its entry (cancels go next-task-last,
+so those are the tasks furthest back in the queue). A
 future whose task a worker has taken is running (cancel() returns False), as in
 the standard executor; cproc's futures are pending until then (the standard
 one marks at most max_workers + 1 of them running ahead of time).
@@ -70,7 +73,7 @@ def _init_worker(flags, initializer, initargs):
 
 
 def _cancelled(tid):
-    return _flags is not None and (_flags[tid % _NFLAGS] == tid or tid <= _flags[_NFLAGS])
+    return _flags is not None and _flags[tid % _NFLAGS] == tid
 
 
 def _run(fn, tid, /, *args, **kwargs):
@@ -165,13 +168,23 @@ class _MapResults:
     by task id, until the map's iterator takes them. (The standard executor
     makes a future per chunk; nobody sees them, so this is lighter.)"""
 
-    __slots__ = ("executor", "cond", "ready", "closed")
+    __slots__ = ("executor", "cond", "ready", "closed", "first", "end")
 
     def __init__(self, executor):
         self.executor = executor
         self.cond = threading.Condition(threading.Lock())
         self.ready = {}
         self.closed = False
+        self.first = self.end = 0
+
+    def cancel_rest(self, flags, skip=()):
+        """Mark the chunks not delivered yet (but those in skip) to be skipped:
+        the next ones last, so that theirs are the entries that stick."""
+        with self.cond:
+            ready = set(self.ready)
+        for t in range(self.end - 1, self.first - 1, -1):
+            if t not in ready and t not in skip:
+                flags[t % _NFLAGS] = t
 
     def _deliver(self, tid, ok, value):
         if not ok and isinstance(value, _InitializerError):
@@ -253,7 +266,7 @@ class ProcessPoolExecutor(_base.Executor):
         self._join_lock = threading.Lock()
         self._broken = False
         from .sharedctypes import RawArray
-        self._flags = RawArray("Q", _NFLAGS + 1)
+        self._flags = RawArray("Q", _NFLAGS)
         self._pool = Pool(self._max_workers, _init_worker, (self._flags, initializer, initargs),
                           max_tasks_per_child, ctx)
         engine = self._engine = self._pool._engine
@@ -342,7 +355,8 @@ class ProcessPoolExecutor(_base.Executor):
                     _cproc.pool_submit(engine.tasks, engine.cache, results, first, _MODE_MAP,
                                        fbytes, zip(range(first, first + len(chunks)), chunks), 1,
                                        engine.dumps_task)
-        end = first + len(chunks)
+        end = results.end = first + len(chunks)
+        results.first = first
         del chunks
         flags = self._flags
 
@@ -366,7 +380,7 @@ class ProcessPoolExecutor(_base.Executor):
                     tid += 1
                     if not ok:
                         raise value
-                    if value[0] is None:        # skipped: shutdown(cancel_futures=True)
+                    if value[0] is None:        # skipped: shutdown(cancel_futures=True) came first
                         raise concurrent.futures.CancelledError()
                     yield from value[0]
             finally:
@@ -374,8 +388,7 @@ class ProcessPoolExecutor(_base.Executor):
                     with cond:
                         results.closed = True
                         ready.clear()
-                    for t in range(end - 1, tid - 1, -1):   # the next ones last: they stick
-                        flags[t % _NFLAGS] = t
+                    results.cancel_rest(flags)
         return result_iterator()
 
     def shutdown(self, wait=True, *, cancel_futures=False):
@@ -394,11 +407,17 @@ class ProcessPoolExecutor(_base.Executor):
     shutdown.__doc__ = _base.Executor.shutdown.__doc__
 
     def _cancel_pending(self):      # under _shutdown_lock
-        engine = self._engine
-        self._flags[_NFLAGS] = engine.take_tids() - 1   # every task queued so far: skip
-        for owner in list(engine.cache.values()):
-            if isinstance(owner, _Task):
-                owner.future.cancel()       # (a map's skipped chunks raise CancelledError)
+        # The tasks of the futures that cancel() cancels, and the chunks of
+        # maps not running yet, are skipped (a map's iterator raises
+        # CancelledError for them, as the standard one's cancelled futures).
+        owners = list(self._engine.cache.values())
+        tasks = sorted((o.future for o in owners if isinstance(o, _Task)),
+                       key=lambda f: f._tid, reverse=True)     # the next ones last: they stick
+        for f in tasks:
+            f.cancel()
+        running = set(self._slots)
+        for results in {id(o): o for o in owners if isinstance(o, _MapResults)}.values():
+            results.cancel_rest(self._flags, running)
 
     def _join(self):
         with self._join_lock:
