@@ -20,6 +20,7 @@
 #define NPROC 4
 #define PARTIES 2
 #define W_GEN 1
+#define TIMEOUTS 1               /* the one timed wait times out at most once */
 #include "futex.pml"
 
 byte m;                          /* internal lock: holder's _pid + 1 */

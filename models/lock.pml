@@ -20,6 +20,7 @@
 #define NPROC 3
 #define ITERS 2
 #define W_LOCK 1                 /* futex word id */
+#define TIMEOUTS 1               /* the one timed wait times out at most once */
 #include "futex.pml"
 
 byte word;                       /* s->word */

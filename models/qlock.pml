@@ -24,6 +24,7 @@
 #define NPROC 3
 #define ITERS 2
 #define W_LOCK 1
+#define TIMEOUTS 1               /* the one timed wait times out at most once */
 #include "futex.pml"
 
 byte lock;

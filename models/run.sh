@@ -4,6 +4,7 @@
 # Each model (models/*.pml) is checked twice:
 #   safety:   assertions and invalid end states (a process asleep forever),
 #             the LTL claim left out (pan -DSAFETY -DNOCLAIM);
+#   hang:     the same without the assertions (pan -A): invalid end states only;
 #   liveness: the model's LTL claim "every process eventually finishes" under
 #             weak fairness (pan -a -f).
 # The correct protocols must pass; the buggy ones (mutants of the correct
@@ -28,8 +29,9 @@ cp "$here"/*.pml "$work"/
 passed=0
 failed=0
 
-# check MODEL MODE EXPECT [SPIN -D FLAGS...]
-#   MODE: safety | liveness; EXPECT: pass | fail
+# [OPT=2] check MODEL MODE EXPECT [SPIN -D FLAGS...]
+#   MODE: safety | hang | liveness; EXPECT: pass | fail; OPT: gcc -O level
+#   for pan (0 compiles fastest; 2 for the largest state spaces)
 check() {
     local model=$1 mode=$2 expect=$3
     shift 3
@@ -39,6 +41,8 @@ check() {
     local cflags pflags
     if [ "$mode" = safety ]; then
         cflags="-DSAFETY -DNOCLAIM"; pflags=""
+    elif [ "$mode" = hang ]; then     # safety with the assertions ignored:
+        cflags="-DSAFETY -DNOCLAIM"; pflags="-A"     # does a process sleep forever?
     else
         cflags="-DNFAIR=3"; pflags="-a -f"
     fi
@@ -47,7 +51,7 @@ check() {
         echo "FAIL  $name [$mode]: spin -a failed: $(tail -n 3 "$dir/spin.log" | tr '\n' ' ')"
         failed=$((failed + 1)); return
     fi
-    if ! (cd "$dir" && gcc -O2 -w -DMEMLIM=2048 $cflags -o pan pan.c >gcc.log 2>&1); then
+    if ! (cd "$dir" && gcc -O${OPT:-0} -w -DMEMLIM=2048 $cflags -o pan pan.c >gcc.log 2>&1); then
         echo "FAIL  $name [$mode]: gcc failed: $(tail -n 3 "$dir/gcc.log" | tr '\n' ' ')"
         failed=$((failed + 1)); return
     fi
@@ -74,19 +78,37 @@ check() {
     fi
 }
 
+# The correct protocols: both checks must pass.
 for mode in safety liveness; do
     check lock $mode pass
     check semaphore $mode pass
-    check barrier $mode pass
-    check qlock $mode pass
+    OPT=2 check barrier $mode pass
+    OPT=2 check qlock $mode pass
     check event $mode pass
-    check event_old $mode fail
+    for scenario in 1 2 3; do
+        check condition $mode pass -DSCENARIO=$scenario -DTIMED
+    done
+    check condition $mode pass -DSCENARIO=3
 done
+OPT=2 check pool safety pass
+OPT=2 check pool liveness pass -DUNTIMED
+
+# The bugs each model is about: each must be found.
+check event_old safety fail
+check event_old liveness fail
+for scenario in 1 2 3; do
+    check condition_old safety fail -DSCENARIO=$scenario
+done
+for scenario in 1 2; do
+    check condition_old hang fail -DSCENARIO=$scenario
+done
+check condition safety fail -DSCENARIO=3 -DBUG_WAKE_K
 check lock safety fail -DBUG_WAKE_FIRST
 check lock liveness fail -DBUG_NO_POLL
 check semaphore safety fail -DBUG_WAKE_FIRST
 check barrier safety fail -DBUG_WAKE_FIRST
 check qlock safety fail -DBUG_NO_MARK
+check pool safety fail -DBUG_CHECK_FIRST
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -17,6 +17,7 @@
 #define NPROC 3
 #define RELEASES 2
 #define W_SEM 1
+#define TIMEOUTS 1               /* the one timed wait times out at most once */
 #include "futex.pml"
 
 byte word;
