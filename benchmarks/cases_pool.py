@@ -248,6 +248,36 @@ def pool_map_chunksize1(mod, n):
 
 
 # --------------------------------------------------------------------------
+# 2b. maxtasksperchild=1: every task in a new worker
+
+
+def _pool_start_maxtasks1(mod):
+    """Pool(2, maxtasksperchild=1), warmed up by the same small map (which
+    replaces workers 16 times already)."""
+    pool = mod.Pool(WORKERS, maxtasksperchild=1)
+    try:
+        _check_list(pool.map(echo, range(WARM_ITEMS), chunksize=1),
+                    WARM_ITEMS, "warm-up map")
+    except BaseException:
+        _pool_stop(pool, False, mod)
+        raise
+    return pool
+
+
+@case("Pool(2, maxtasksperchild=1).map, chunksize=1", target=1.5,
+      size=200, quick=100,
+      work="map(echo, range({size:,}), chunksize=1): one worker per task",
+      note="Each task retires its worker, so this times the replacement of "
+           "workers: multiprocessing starts one when its worker-handler "
+           "thread sees the old one's sentinel; cproc when the leaving worker "
+           "announces it through the result queue, before it exits.")
+def pool_map_maxtasks1(mod, n):
+    return _map_default(
+        _pool_start_maxtasks1, _pool_stop,
+        lambda pool, items: pool.map(echo, items, chunksize=1))(mod, n)
+
+
+# --------------------------------------------------------------------------
 # 3. 10,000 apply_async, then get() on all
 
 

@@ -15,14 +15,17 @@
  * Records: a task is tagged with its task id (ids start at 1; STOP_TAG asks
  * the worker to leave) and holds (mode, function pickle, args, kwds); a
  * result is tagged (task id << 1 | success) and holds the value, or the
- * exception wrapped as multiprocessing does (ExceptionWithTraceback).
+ * exception wrapped as multiprocessing does (ExceptionWithTraceback). A
+ * worker that leaves after maxtasksperchild tasks says so with a result
+ * record tagged STOP_TAG holding its pid, so that the collector replaces it
+ * at once (pool_collect hands these pids to the caller).
  */
 #include "cproc.h"
 
 #include <limits.h>
 #include <stddef.h>
 
-#define STOP_TAG ((uint64_t)1 << 63)
+#define STOP_TAG ((uint64_t)1 << 63)    /* a task record's: leave; a result record's: left (RETIRED) */
 #define BATCH 256                      /* records per lock round trip */
 #define FLUSH_ITEMS 1024                /* items per batch, at most */
 #define RANGE_CHUNK 256                 /* a range chunk this long travels as a range */
@@ -32,6 +35,7 @@ enum { MODE_APPLY = 0, MODE_MAP = 1, MODE_STARMAP = 2 };
 static PyObject *ExceptionWithTraceback;   /* multiprocessing.pool's */
 static PyObject *MaybeEncodingError;
 static PyObject *pickle_loads;
+static PyObject *apply_unpacking;          /* cproc.pool._apply: func(*args, **kwds) in Python */
 
 static int import_pool_names(void)
 {
@@ -39,14 +43,18 @@ static int import_pool_names(void)
         return 0;
     PyObject *mp = PyImport_ImportModule("multiprocessing.pool");
     PyObject *pk = mp ? PyImport_ImportModule("pickle") : NULL;
-    if (pk != NULL) {
-        MaybeEncodingError = PyObject_GetAttrString(mp, "MaybeEncodingError");
-        pickle_loads = PyObject_GetAttrString(pk, "loads");
+    PyObject *cp = pk ? PyImport_ImportModule("cproc.pool") : NULL;
+    if (cp != NULL) {
+        Py_XSETREF(MaybeEncodingError, PyObject_GetAttrString(mp, "MaybeEncodingError"));
+        Py_XSETREF(pickle_loads, PyObject_GetAttrString(pk, "loads"));
+        Py_XSETREF(apply_unpacking, PyObject_GetAttrString(cp, "_apply"));
         ExceptionWithTraceback = PyObject_GetAttrString(mp, "ExceptionWithTraceback");
     }
     Py_XDECREF(mp);
     Py_XDECREF(pk);
-    if (ExceptionWithTraceback == NULL || MaybeEncodingError == NULL || pickle_loads == NULL) {
+    Py_XDECREF(cp);
+    if (ExceptionWithTraceback == NULL || MaybeEncodingError == NULL || pickle_loads == NULL ||
+        apply_unpacking == NULL) {
         Py_CLEAR(ExceptionWithTraceback);
         return -1;
     }
@@ -115,6 +123,7 @@ static int applyresult_init(ResultObject *self, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OO:ApplyResult", names, &pool, &cb, &ecb))
         return -1;
     result_clear(self);
+    atomic_store(&self->ready, 0);
     return parse_callbacks(self, pool, cb, ecb);
 }
 
@@ -133,6 +142,7 @@ static int mapresult_init(ResultObject *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     result_clear(self);
+    atomic_store(&self->ready, 0);
     if (parse_callbacks(self, pool, cb, ecb) < 0)
         return -1;
     self->first_tid = first;
@@ -142,7 +152,7 @@ static int mapresult_init(ResultObject *self, PyObject *args, PyObject *kwds)
         return -1;
     for (Py_ssize_t i = 0; i < length; i++)
         PyList_SET_ITEM(self->value, i, Py_NewRef(Py_None));
-    if (chunksize <= 0) {               /* nothing to do: ready at once, no callback (as multiprocessing) */
+    if (chunksize <= 0 || length == 0) {  /* nothing to do: ready at once, no callback (as multiprocessing) */
         self->left = 0;
         atomic_store(&self->ready, 1);
         Py_CLEAR(self->pool);
@@ -184,19 +194,29 @@ static int result_deliver(ResultObject *self, uint64_t tid, int ok, PyObject *va
         result_finish(self);
         return 0;
     }
-    self->left--;
-    if (ok && self->success) {
-        Py_ssize_t i = (Py_ssize_t)(tid - self->first_tid);
-        Py_ssize_t lo = i * self->chunksize, hi = lo + self->chunksize;
+    if (self->value == NULL || self->chunksize <= 0 || (self->success && !PyList_Check(self->value))) {
+        PyErr_SetString(PyExc_ValueError, "MapResult is not initialized");
+        return -1;
+    }
+    Py_ssize_t lo = 0, hi = 0;
+    if (ok && self->success) {          /* the chunk's place in the list, checked before anything changes */
         Py_ssize_t len = PyList_GET_SIZE(self->value);
-        if (hi > len)
-            hi = len;
-        if (PyList_SetSlice(self->value, lo, hi, value) < 0)
+        uint64_t i = tid - self->first_tid;
+        if (tid < self->first_tid || i > (uint64_t)(len / self->chunksize)) {
+            PyErr_SetString(PyExc_ValueError, "cproc pool: a task id outside the map");
             return -1;
-        if (PyList_GET_SIZE(self->value) != len) {
+        }
+        lo = (Py_ssize_t)i * self->chunksize;
+        hi = len - lo > self->chunksize ? lo + self->chunksize : len;
+        if (lo >= len || !PyList_Check(value) || PyList_GET_SIZE(value) != hi - lo) {
             PyErr_SetString(PyExc_RuntimeError, "cproc pool: a chunk's result has the wrong length");
             return -1;
         }
+    }
+    self->left--;
+    if (ok && self->success) {
+        if (PyList_SetSlice(self->value, lo, hi, value) < 0)
+            return -1;
     } else if (!ok && self->success) {
         self->success = 0;              /* only the first exception is kept */
         Py_XSETREF(self->value, Py_NewRef(value));
@@ -281,7 +301,7 @@ static PyObject *result_get(ResultObject *self, PyObject *const *args, Py_ssize_
         return NULL;
     }
     if (self->success)
-        return Py_NewRef(self->value);
+        return Py_NewRef(self->value ? self->value : Py_None);
     if (PyExceptionInstance_Check(self->value))
         PyErr_SetObject((PyObject *)Py_TYPE(self->value), self->value);
     else
@@ -369,27 +389,33 @@ static PyObject *task_function(PyObject *cache, PyObject *fbytes)
 /* Run one task: (mode, function pickle, args, kwds). New reference, or NULL. */
 static PyObject *run_task(PyObject *fcache, PyObject *task)
 {
-    if (!PyTuple_Check(task) || PyTuple_GET_SIZE(task) != 4 || !PyLong_Check(PyTuple_GET_ITEM(task, 0))) {
+    long mode = -1;
+    if (PyTuple_Check(task) && PyTuple_GET_SIZE(task) == 4 && PyLong_Check(PyTuple_GET_ITEM(task, 0)))
+        mode = PyLong_AsLong(PyTuple_GET_ITEM(task, 0));
+    if (mode != MODE_APPLY && mode != MODE_MAP && mode != MODE_STARMAP) {
+        PyErr_Clear();
         PyErr_SetString(PyExc_RuntimeError, "cproc pool: malformed task record");
         return NULL;
     }
-    long mode = PyLong_AsLong(PyTuple_GET_ITEM(task, 0));
     PyObject *args = PyTuple_GET_ITEM(task, 2), *kwds = PyTuple_GET_ITEM(task, 3);
     PyObject *fn = task_function(fcache, PyTuple_GET_ITEM(task, 1));
     if (fn == NULL)
         return NULL;
     PyObject *result = NULL;
     if (mode == MODE_APPLY) {
-        PyObject *targs = PySequence_Tuple(args);
-        if (targs != NULL)
-            result = PyObject_Call(fn, targs, kwds == Py_None || PyDict_GET_SIZE(kwds) == 0 ? NULL : kwds);
-        Py_XDECREF(targs);
+        /* func(*args, **kwds) as multiprocessing's worker runs it: a tuple and
+         * a dict go straight in; anything else (a list, a UserDict, a str...)
+         * is unpacked by the interpreter, with its checks and messages. */
+        if (PyTuple_CheckExact(args) && PyDict_CheckExact(kwds))
+            result = PyObject_Call(fn, args, PyDict_GET_SIZE(kwds) == 0 ? NULL : kwds);
+        else
+            result = PyObject_CallFunctionObjArgs(apply_unpacking, fn, args, kwds, NULL);
     } else {
         PyObject *items = PySequence_Fast(args, "cproc pool: a chunk must be a sequence");
         Py_ssize_t n = items ? PySequence_Fast_GET_SIZE(items) : 0;
         PyObject *out = items ? PyList_New(n) : NULL;
         for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
-            PyObject *x = PySequence_Fast_GET_ITEM(items, i), *y;
+            PyObject *x = Py_NewRef(PySequence_Fast_GET_ITEM(items, i)), *y;
             if (mode == MODE_MAP)
                 y = PyObject_CallOneArg(fn, x);
             else {
@@ -397,6 +423,7 @@ static PyObject *run_task(PyObject *fcache, PyObject *task)
                 y = targs ? PyObject_Call(fn, targs, NULL) : NULL;
                 Py_XDECREF(targs);
             }
+            Py_DECREF(x);
             if (y == NULL)
                 Py_CLEAR(out);
             else
@@ -451,6 +478,22 @@ static int put_result(PyObject *results, uint64_t tid, int ok, PyObject *value)
     return r;
 }
 
+/* After its last task: tell the collector that this worker leaves (its slot
+ * is clear and stays so), so that it starts the replacement at once. */
+static int announce_retirement(PyObject *results)
+{
+    PyObject *pid = PyLong_FromLong((long)getpid()), *error = NULL;
+    uint64_t tag = STOP_TAG;
+    int r = pid ? cproc_queue_put_batch(results, &pid, &tag, 1, NULL, &error) : -1;
+    Py_XDECREF(pid);
+    if (error != NULL) {                /* cannot happen: an int is plain data */
+        PyErr_SetObject((PyObject *)Py_TYPE(error), error);
+        Py_DECREF(error);
+        return -1;
+    }
+    return r;
+}
+
 /* pool_worker(tasks, results, slots, index, maxtasks, owner_pid, init_error) */
 static PyObject *pool_worker(PyObject *Py_UNUSED(module), PyObject *args)
 {
@@ -461,6 +504,10 @@ static PyObject *pool_worker(PyObject *Py_UNUSED(module), PyObject *args)
                           &owner, &init_error) ||
         import_pool_names() < 0)
         return NULL;
+    if (init_error != Py_None && !PyExceptionInstance_Check(init_error)) {
+        PyErr_SetString(PyExc_TypeError, "init_error must be an exception or None");
+        return NULL;
+    }
     Py_buffer view;
     if (PyObject_GetBuffer(slots, &view, PyBUF_WRITABLE) < 0)
         return NULL;
@@ -493,8 +540,11 @@ static PyObject *pool_worker(PyObject *Py_UNUSED(module), PyObject *args)
         if (init_error != Py_None) {
             PyErr_SetObject((PyObject *)Py_TYPE(init_error), init_error);
             value = NULL;
-        } else if (!decoded) {
-            PyErr_SetObject((PyObject *)Py_TYPE(task), task);
+        } else if (!decoded) {              /* task: what unpickling raised */
+            if (PyExceptionInstance_Check(task))
+                PyErr_SetObject((PyObject *)Py_TYPE(task), task);
+            else
+                PyErr_SetString(PyExc_RuntimeError, "cproc pool: a task record did not decode");
             value = NULL;
         } else
             value = run_task(fcache, task);
@@ -506,6 +556,8 @@ static PyObject *pool_worker(PyObject *Py_UNUSED(module), PyObject *args)
         failed = put_result(results, tag, ok, value) < 0;
         Py_DECREF(value);
         atomic_store(slot, 0);
+        if (!failed && maxtasks > 0 && done + 1 == maxtasks)
+            failed = announce_retirement(results) < 0;
     }
     Py_XDECREF(fcache);
     PyBuffer_Release(&view);
@@ -543,19 +595,22 @@ static int deliver(PyObject *cache, uint64_t tid, int ok, PyObject *value)
     return r;
 }
 
-/* pool_collect(results, cache, timeout) -> number of results delivered (0: timed out) */
+/* pool_collect(results, cache, timeout, retired) -> number of records taken
+ * (0: timed out); results go to their result objects, the pids of workers
+ * that announced their retirement are appended to the list `retired`. */
 static PyObject *pool_collect(PyObject *Py_UNUSED(module), PyObject *args)
 {
-    PyObject *results, *cache, *timeout;
-    if (!PyArg_ParseTuple(args, "OO!O:pool_collect", &results, &PyDict_Type, &cache, &timeout))
+    PyObject *results, *cache, *timeout, *retired;
+    if (!PyArg_ParseTuple(args, "OO!OO!:pool_collect", &results, &PyDict_Type, &cache, &timeout,
+                          &PyList_Type, &retired))
         return NULL;
     int64_t deadline;
     if (timeout == Py_None)
         deadline = CPROC_FOREVER;
     else if (cproc_deadline_from_timeout(timeout, &deadline) < 0)
         return NULL;
-    else if (PyFloat_Check(timeout) ? PyFloat_AS_DOUBLE(timeout) <= 0 : PyLong_AsLong(timeout) <= 0)
-        deadline = 0;                   /* do not wait */
+    else if (deadline != CPROC_FOREVER && deadline <= cproc_monotonic_ns())
+        deadline = 0;                   /* timeout <= 0: do not wait */
     uint64_t tags[BATCH];
     PyObject *objs[BATCH];
     int ok[BATCH];
@@ -564,7 +619,11 @@ static PyObject *pool_collect(PyObject *Py_UNUSED(module), PyObject *args)
         return NULL;
     int failed = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (!failed && deliver(cache, tags[i] >> 1, ok[i] && (tags[i] & 1), objs[i]) < 0)
+        if (failed)
+            ;
+        else if (tags[i] & STOP_TAG)
+            failed = PyList_Append(retired, objs[i]) < 0;
+        else if (deliver(cache, tags[i] >> 1, ok[i] && (tags[i] & 1), objs[i]) < 0)
             failed = 1;
         Py_DECREF(objs[i]);
     }
@@ -594,8 +653,19 @@ static int submit(PyObject *tasks, PyObject *cache, PyObject *result, uint64_t f
         if (r < 0)
             return -1;
     }
-    if (cproc_queue_put_batch(tasks, objs, tags, n, dumps, errors) < 0)
+    if (cproc_queue_put_batch(tasks, objs, tags, n, dumps, errors) < 0) {
+        /* nothing was queued: no result may wait for these tasks */
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *key = PyLong_FromUnsignedLongLong(tags[i]);
+            if (key == NULL || PyDict_DelItem(cache, key) < 0)
+                PyErr_Clear();
+            Py_XDECREF(key);
+        }
+        PyErr_Restore(et, ev, tb);
         return -1;
+    }
     int failed = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         if (errors[i] == NULL)
@@ -709,6 +779,10 @@ static PyObject *pool_submit(PyObject *Py_UNUSED(module), PyObject *const *args,
         PyErr_SetString(PyExc_TypeError, "cache must be a dict");
         return NULL;
     }
+    if (mode != MODE_APPLY && mode != MODE_MAP && mode != MODE_STARMAP) {
+        PyErr_SetString(PyExc_ValueError, "unknown task mode");
+        return NULL;
+    }
     if (dumps == Py_None)
         dumps = NULL;
     if (mode == MODE_APPLY) {
@@ -748,7 +822,8 @@ static PyMethodDef pool_functions[] = {
     {"pool_worker", pool_worker, METH_VARARGS,
      "pool_worker(tasks, results, slots, index, maxtasks, owner_pid, init_error): a Pool worker's loop."},
     {"pool_collect", pool_collect, METH_VARARGS,
-     "pool_collect(results, cache, timeout): deliver the results that arrive within timeout; their number."},
+     "pool_collect(results, cache, timeout, retired): deliver the results that arrive within timeout "
+     "(retiring workers' pids go to the list retired); their number."},
     {"pool_submit", (PyCFunction)(void (*)(void))pool_submit, METH_FASTCALL,
      "pool_submit(tasks, cache, result, first_tid, mode, fbytes, iterable, chunksize, dumps): queue tasks."},
     {NULL},

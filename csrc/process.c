@@ -75,11 +75,52 @@ static int popen_set_child(PopenObject *self, pid_t pid)
     return 0;
 }
 
+/* Call atexit.<name>(*args); report an error, as the child goes on anyway. */
+static void call_atexit(const char *name, PyObject *arg)
+{
+    PyObject *atexit = PyImport_ImportModule("atexit");
+    PyObject *r = NULL;
+    if (atexit != NULL)
+        r = PyObject_CallMethod(atexit, name, arg == NULL ? NULL : "(O)", arg);
+    if (r == NULL)
+        PyErr_Print();
+    Py_XDECREF(r);
+    Py_XDECREF(atexit);
+}
+
+/* A fork child's atexit handlers. Up to 3.12, multiprocessing's fork and
+ * forkserver children leave with os._exit() and run none (_bootstrap() calls
+ * multiprocessing.util._exit_function() itself). From 3.13 (gh-83856) they
+ * start with the parent's handlers cleared and _exit_function registered, and
+ * run the handlers at exit: so does cproc's, on each version as its own
+ * multiprocessing does. */
+#if PY_VERSION_HEX >= 0x030D0000
+#define CHILD_RUNS_ATEXIT 1
+#else
+#define CHILD_RUNS_ATEXIT 0
+#endif
+
+static void child_atexit_init(void)
+{
+    if (!CHILD_RUNS_ATEXIT)
+        return;
+    call_atexit("_clear", NULL);
+    PyObject *util = PyImport_ImportModule("multiprocessing.util");
+    PyObject *exit_function = util == NULL ? NULL : PyObject_GetAttrString(util, "_exit_function");
+    if (exit_function != NULL)
+        call_atexit("register", exit_function);
+    else
+        PyErr_Print();
+    Py_XDECREF(exit_function);
+    Py_XDECREF(util);
+}
+
 /* Run process_obj._bootstrap(parent_sentinel=...) in the forked child and
  * leave with its exit code; never returns. */
 static void run_child(PyObject *process_obj)
 {
     int code = 1;
+    child_atexit_init();
     PyObject *sentinel = Py_None;
     int ppidfd = pidfd_open(getppid());
     if (ppidfd >= 0)
@@ -104,6 +145,8 @@ static void run_child(PyObject *process_obj)
     }
     if (PyErr_Occurred())
         PyErr_Print();      /* _bootstrap reports user errors itself; this is ours */
+    if (CHILD_RUNS_ATEXIT)
+        call_atexit("_run_exitfuncs", NULL);   /* it reports the handlers' errors */
     flush_std_streams();
     _exit(code);
 }

@@ -610,7 +610,8 @@ static int message_init(message *m, PyObject *obj, PyObject *dumps)
         PyObject *pair = PyObject_CallOneArg(dumps ? dumps : py_dumps, obj);
         if (pair == NULL)
             return -1;
-        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+            (PyTuple_GET_ITEM(pair, 1) != Py_None && !PyList_Check(PyTuple_GET_ITEM(pair, 1)))) {
             Py_DECREF(pair);
             PyErr_SetString(PyExc_SystemError, "cproc.queues._dumps must return (data, buffers)");
             return -1;

@@ -539,10 +539,16 @@ SEMLOCK_SUBTYPE(cproc_BoundedSemaphoreType, "BoundedSemaphore", &cproc_Semaphore
 /* Event                                                                     */
 /* ======================================================================== */
 
+/* word = (number of set() calls that raised the flag << 1) | flag. set()
+ * moves the count on, so a waiter that sleeps while word == what it saw is
+ * woken by every set(), even one that clear() undoes at once (a "pulse"):
+ * its wait() then returns the flag as it is, False, as multiprocessing's. */
 typedef struct {
-    _Atomic uint32_t flag;
+    _Atomic uint32_t word;
     _Atomic uint32_t waiters;
 } cproc_event_t;
+
+#define EVENT_FLAG 1u
 
 typedef struct {
     PyObject_HEAD
@@ -572,26 +578,37 @@ static PyObject *event_from_handle(PyTypeObject *type, PyObject *handle)
     return (PyObject *)self;
 }
 
+typedef struct {
+    cproc_event_t *e;
+    uint32_t start;       /* the word when wait() began: flag clear */
+} event_wait_ctx;
+
+/* Done when the flag is set or a set() happened since we started. */
 static int event_try(void *arg, uint32_t *seen)
 {
-    cproc_event_t *e = arg;
-    *seen = 0;
-    return atomic_load(&e->flag) != 0;
+    event_wait_ctx *ctx = arg;
+    uint32_t w = atomic_load(&ctx->e->word);
+    *seen = w;
+    return (w & EVENT_FLAG) != 0 || w != ctx->start;
 }
 
 static PyObject *event_is_set(EventObject *self, PyObject *unused)
 {
     (void)unused;
     SEMLOCK_READY(self);
-    return PyBool_FromLong(atomic_load(&self->e->flag) != 0);
+    return PyBool_FromLong((atomic_load(&self->e->word) & EVENT_FLAG) != 0);
 }
 
 static PyObject *event_set(EventObject *self, PyObject *unused)
 {
     (void)unused;
     SEMLOCK_READY(self);
-    atomic_store(&self->e->flag, 1);
-    cproc_wake_waiters(&self->e->flag, &self->e->waiters, INT_MAX);
+    uint32_t w = atomic_load(&self->e->word);
+    do {
+        if (w & EVENT_FLAG)
+            Py_RETURN_NONE;          /* already set: nobody sleeps on it */
+    } while (!atomic_compare_exchange_weak(&self->e->word, &w, ((w >> 1) + 1) << 1 | EVENT_FLAG));
+    cproc_wake_waiters(&self->e->word, &self->e->waiters, INT_MAX);
     Py_RETURN_NONE;
 }
 
@@ -599,7 +616,7 @@ static PyObject *event_clear(EventObject *self, PyObject *unused)
 {
     (void)unused;
     SEMLOCK_READY(self);
-    atomic_store(&self->e->flag, 0);
+    atomic_fetch_and(&self->e->word, ~EVENT_FLAG);
     Py_RETURN_NONE;
 }
 
@@ -609,20 +626,21 @@ static PyObject *event_wait(EventObject *self, PyObject *const *args, Py_ssize_t
     PyObject *timeout = Py_None;
     if (cproc_parse_optional_arg("wait", "timeout", args, nargs, kwnames, &timeout) < 0)
         return NULL;
-    if (atomic_load(&self->e->flag))
+    event_wait_ctx ctx = {self->e, atomic_load(&self->e->word)};
+    if (ctx.start & EVENT_FLAG)
         Py_RETURN_TRUE;
     int64_t deadline;
     if (cproc_deadline_from_timeout(timeout, &deadline) < 0)
         return NULL;
-    int r = cproc_wait(&self->e->flag, &self->e->waiters, event_try, NULL, self->e, deadline);
+    int r = cproc_wait(&self->e->word, &self->e->waiters, event_try, NULL, &ctx, deadline);
     if (r == CPROC_WAIT_ERROR)
         return NULL;
-    return PyBool_FromLong(atomic_load(&self->e->flag) != 0);
+    return PyBool_FromLong((atomic_load(&self->e->word) & EVENT_FLAG) != 0);
 }
 
 static PyObject *event_repr(EventObject *self)
 {
-    const char *state = self->blk.seg == NULL ? "uninitialised" : atomic_load(&self->e->flag) ? "set" : "unset";
+    const char *state = self->blk.seg == NULL ? "uninitialised" : (atomic_load(&self->e->word) & EVENT_FLAG) ? "set" : "unset";
     return PyUnicode_FromFormat("<%s at %p %s>", short_type_name((PyObject *)self), (void *)self, state);
 }
 
@@ -660,39 +678,61 @@ PyTypeObject cproc_EventType = {
 /* Condition                                                                 */
 /* ======================================================================== */
 
-/* state packs (registered waiters << 32 | notifications not yet taken) in
- * one word so both change together: notify() hands out at most one token
- * per waiter that has none, a waiter leaves by taking a token or by
- * unregistering, atomically. seq is the futex word sleepers wait on. */
+/* Exact notification (multiprocessing's and threading's semantics): notify(n)
+ * wakes min(n, waiting) of the processes waiting at that moment, never one
+ * that starts waiting later (the notifier's own next wait() included).
+ *
+ * Waiters join a generation; they are counted by group, and the members of
+ * a group are interchangeable (any member may take a signal given to it):
+ *   done     generations < done_below: every member was notified;
+ *   partial  [done_below, new_from): part_waiters members share part_signals
+ *            untaken signals (part_signals < part_waiters, or both 0);
+ *   new      [new_from, gen]: new_waiters members, none notified yet.
+ * notify(n) gives signals to the partial group first, then turns the new group
+ * into the partial one (bumping gen, so later waiters form a fresh new group);
+ * a partial group whose members all hold signals becomes done. Everything is
+ * guarded by the internal mutex m (a Lock-kind word: a dead holder is taken
+ * over); waiters sleep on seq, which moves on whenever a waiter may have
+ * become ready, and look at the groups without m only to decide whether to
+ * sleep. models/condition.pml checks this protocol. */
 typedef struct {
+    cproc_semlock_t m;
     _Atomic uint32_t seq;
     _Atomic uint32_t sleepers;
-    _Atomic uint64_t state;
+    _Atomic uint64_t gen;
+    _Atomic uint64_t done_below;
+    _Atomic uint64_t new_from;
+    _Atomic uint64_t part_signals;
+    _Atomic uint64_t part_waiters;
+    _Atomic uint64_t new_waiters;
 } cproc_cond_t;
-
-#define COND_WAITER ((uint64_t)1 << 32)
-#define COND_WAITERS(st) ((uint32_t)((st) >> 32))
-#define COND_TOKENS(st) ((uint32_t)(st))
 
 typedef struct {
     PyObject_HEAD
     cproc_block blk;
     cproc_cond_t *c;
-    SemLockObject *lock;
+    PyObject *lock;
+    int native;      /* lock is a cproc Lock/RLock: ownership and release in C */
 } ConditionObject;
 
 static int condition_set_lock(ConditionObject *self, PyObject *lock)
 {
-    if (!PyObject_TypeCheck(lock, &cproc_SemLockType) ||
-        ((SemLockObject *)lock)->blk.seg == NULL ||
-        ((SemLockObject *)lock)->s->kind == CPROC_SEMAPHORE) {
-        PyErr_Format(PyExc_TypeError, "Condition() needs a cproc Lock or RLock, not %.100s",
-                     Py_TYPE(lock)->tp_name);
-        return -1;
-    }
+    /* As multiprocessing: any object with acquire() and release(); wait()
+     * and notify() then need lock._semlock._is_mine() and _count(). */
+    int native = PyObject_TypeCheck(lock, &cproc_SemLockType) &&
+                 ((SemLockObject *)lock)->blk.seg != NULL &&
+                 ((SemLockObject *)lock)->s->kind != CPROC_SEMAPHORE;
     Py_INCREF(lock);
-    Py_XSETREF(self->lock, (SemLockObject *)lock);
+    Py_XSETREF(self->lock, lock);
+    self->native = native;
     return 0;
+}
+
+static void condition_setup_block(ConditionObject *self)
+{
+    self->c = self->blk.data;
+    self->c->m.kind = CPROC_LOCK;
+    self->c->m.maxvalue = 1;
 }
 
 static int condition_init(ConditionObject *self, PyObject *args, PyObject *kwds)
@@ -707,7 +747,7 @@ static int condition_init(ConditionObject *self, PyObject *args, PyObject *kwds)
         return 0;
     if (cproc_block_new(&self->blk, CPROC_KIND_CONDITION, sizeof(cproc_cond_t)) < 0)
         return -1;
-    self->c = self->blk.data;
+    condition_setup_block(self);
     return 0;
 }
 
@@ -739,52 +779,174 @@ static void condition_dealloc(ConditionObject *self)
     if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "Condition is not initialised"); \
     return NULL; } } while (0)
 
-static int cond_take_token(void *arg, uint32_t *seen)
+/* Take an internal mutex, held only for a few instructions by anyone (or
+ * taken over from a dead holder). Not interruptible: a signal handler's
+ * exception, and one already pending, are kept for the caller. */
+static void internal_lock(cproc_semlock_t *m)
 {
-    cproc_cond_t *c = arg;
-    *seen = atomic_load(&c->seq);   /* read before the tokens: a notify after this changes seq */
-    uint64_t st = atomic_load(&c->state);
-    while (COND_TOKENS(st) > 0)
-        if (atomic_compare_exchange_weak(&c->state, &st, st - COND_WAITER - 1))
-            return 1;
-    return 0;
-}
-
-/* Leave the waiter set without a notification. On timeout a notification
- * that raced with us is taken (wait() returns True); on an error it is left
- * for the others unless every remaining waiter already has one. */
-static int cond_unregister(cproc_cond_t *c, int prefer_token)
-{
-    uint64_t st = atomic_load(&c->state);
-    for (;;) {
-        int take = COND_TOKENS(st) > 0 &&
-                   (prefer_token || COND_TOKENS(st) >= COND_WAITERS(st));
-        uint64_t next = st - COND_WAITER - (take ? 1 : 0);
-        if (atomic_compare_exchange_weak(&c->state, &st, next))
-            return take;
-    }
-}
-
-/* Reacquire the condition's lock after waiting. Interruptions are held back
- * until we hold it again: wait() always returns with the lock held. */
-static int cond_reacquire(SemLockObject *lock, uint32_t saved_count)
-{
-    PyObject *et = NULL, *ev = NULL, *tb = NULL;
-    for (;;) {
-        int r = cproc_semlock_acquire(lock, 1, CPROC_FOREVER);
-        if (r == 1)
-            break;
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    pid_t dead = 0;
+    while (lock_acquire(m, 1, CPROC_FOREVER, &dead) != 1) {
         if (et == NULL)
             PyErr_Fetch(&et, &ev, &tb);
         else
             PyErr_Clear();
     }
-    lock->s->count = saved_count;
-    if (et != NULL) {
-        PyErr_Restore(et, ev, tb);
+    PyErr_Restore(et, ev, tb);
+}
+
+/* m held: a partial group whose members all hold signals is done. Returns 1
+ * when the groups moved (sleepers must look again). */
+static int cond_merge(cproc_cond_t *c)
+{
+    if (atomic_load(&c->part_signals) != atomic_load(&c->part_waiters))
+        return 0;
+    atomic_store(&c->part_signals, 0);
+    atomic_store(&c->part_waiters, 0);
+    uint64_t q = atomic_load(&c->new_from);
+    if (atomic_load(&c->done_below) == q)
+        return 0;
+    atomic_store(&c->done_below, q);
+    return 1;
+}
+
+/* m held: wake the sleepers after the groups moved (called last). */
+static void cond_unlock(cproc_cond_t *c, int moved)
+{
+    if (moved)
+        atomic_fetch_add(&c->seq, 1);
+    mutex_unlock(&c->m);
+    if (moved)
+        cproc_wake_waiters(&c->seq, &c->sleepers, INT_MAX);
+}
+
+typedef struct {
+    cproc_cond_t *c;
+    uint64_t gen;
+} cond_wait_ctx;
+
+/* Without m: may this waiter have been notified? (m decides.) seq is read
+ * first, so a change after this look ends the sleep at once. */
+static int cond_peek(void *arg, uint32_t *seen)
+{
+    cond_wait_ctx *ctx = arg;
+    cproc_cond_t *c = ctx->c;
+    *seen = atomic_load(&c->seq);
+    if (ctx->gen < atomic_load(&c->done_below))
+        return 1;
+    return ctx->gen < atomic_load(&c->new_from) && atomic_load(&c->part_signals) > 0;
+}
+
+/* m held: the waiter of generation g looks at its group. 1: notified (its
+ * signal taken); 0: it left unnotified (give_up: timed out or interrupted);
+ * -1: not notified yet, wait on. */
+static int cond_settle(cproc_cond_t *c, uint64_t g, int give_up, int *moved)
+{
+    if (g < atomic_load(&c->done_below))
+        return 1;
+    if (g < atomic_load(&c->new_from)) {
+        if (!give_up && atomic_load(&c->part_signals) > 0) {
+            atomic_fetch_sub(&c->part_signals, 1);
+            atomic_fetch_sub(&c->part_waiters, 1);
+            return 1;
+        }
+        if (!give_up)
+            return -1;
+        /* Leave the signals to the other members; if they all hold one now,
+         * the group is done. */
+        atomic_fetch_sub(&c->part_waiters, 1);
+        *moved = cond_merge(c);
+        return 0;
+    }
+    if (!give_up)
         return -1;
+    atomic_fetch_sub(&c->new_waiters, 1);
+    return 0;
+}
+
+/* The user's lock: is it held by this thread, and how many times (a
+ * native RLock's depth; multiprocessing's _semlock._count() otherwise).
+ * *count 0 with no exception: not owned. */
+static int cond_lock_count(ConditionObject *self, uint32_t *count)
+{
+    if (self->native) {
+        SemLockObject *lock = (SemLockObject *)self->lock;
+        *count = cproc_semlock_is_mine(lock->s) ? lock->s->count : 0;
+        return 0;
+    }
+    PyObject *sem = PyObject_GetAttrString(self->lock, "_semlock");
+    if (sem == NULL)
+        return -1;
+    PyObject *mine = PyObject_CallMethod(sem, "_is_mine", NULL);
+    int is_mine = mine == NULL ? -1 : PyObject_IsTrue(mine);
+    Py_XDECREF(mine);
+    *count = 0;
+    if (is_mine > 0) {
+        PyObject *n = PyObject_CallMethod(sem, "_count", NULL);
+        long v = n == NULL ? -1 : PyLong_AsLong(n);
+        Py_XDECREF(n);
+        if (v < 0 || v > UINT32_MAX) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "the lock's _count() is out of range");
+            is_mine = -1;
+        } else
+            *count = (uint32_t)v;
+    }
+    Py_DECREF(sem);
+    return is_mine < 0 ? -1 : 0;
+}
+
+/* Release the user's lock completely (count: what cond_lock_count gave). */
+static int cond_release_user(ConditionObject *self, uint32_t count)
+{
+    if (self->native) {
+        mutex_unlock(((SemLockObject *)self->lock)->s);
+        return 0;
+    }
+    for (uint32_t i = 0; i < count; i++) {
+        PyObject *r = PyObject_CallMethod(self->lock, "release", NULL);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
     }
     return 0;
+}
+
+/* Take the user's lock back `count` times. Interruptions are held back
+ * until we hold it again: wait() always returns with the lock held. */
+static int cond_reacquire(ConditionObject *self, uint32_t count)
+{
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    int failed = 0;
+    if (self->native) {
+        SemLockObject *lock = (SemLockObject *)self->lock;
+        for (;;) {
+            if (cproc_semlock_acquire(lock, 1, CPROC_FOREVER) == 1)
+                break;
+            if (et == NULL)
+                PyErr_Fetch(&et, &ev, &tb);
+            else
+                PyErr_Clear();
+        }
+        lock->s->count = count;
+    } else {
+        for (uint32_t i = 0; i < count; i++) {
+            PyObject *r = PyObject_CallMethod(self->lock, "acquire", NULL);
+            if (r == NULL) {
+                failed = 1;
+                if (et == NULL)
+                    PyErr_Fetch(&et, &ev, &tb);
+                else
+                    PyErr_Clear();
+                break;
+            }
+            Py_DECREF(r);
+        }
+    }
+    PyErr_Restore(et, ev, tb);
+    return et != NULL || failed ? -1 : 0;
 }
 
 static PyObject *condition_wait(ConditionObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
@@ -793,8 +955,10 @@ static PyObject *condition_wait(ConditionObject *self, PyObject *const *args, Py
     PyObject *timeout = Py_None;
     if (cproc_parse_optional_arg("wait", "timeout", args, nargs, kwnames, &timeout) < 0)
         return NULL;
-    cproc_semlock_t *ls = self->lock->s;
-    if (!cproc_semlock_is_mine(ls)) {
+    uint32_t count;
+    if (cond_lock_count(self, &count) < 0)
+        return NULL;
+    if (count == 0) {
         PyErr_SetString(PyExc_AssertionError, "must acquire() condition before using wait()");
         return NULL;
     }
@@ -802,46 +966,67 @@ static PyObject *condition_wait(ConditionObject *self, PyObject *const *args, Py
     if (cproc_deadline_from_timeout(timeout, &deadline) < 0)
         return NULL;
     cproc_cond_t *c = self->c;
-    atomic_fetch_add(&c->state, COND_WAITER);
-    uint32_t saved_count = ls->count;
-    mutex_unlock(ls);   /* releases an RLock completely, whatever its depth */
+    cond_wait_ctx ctx = {c, 0};
+    internal_lock(&c->m);
+    ctx.gen = atomic_load(&c->gen);
+    atomic_fetch_add(&c->new_waiters, 1);
+    mutex_unlock(&c->m);
 
-    int r = cproc_wait(&c->seq, &c->sleepers, cond_take_token, NULL, c, deadline);
-    int notified = r == CPROC_WAIT_OK;
-    if (r != CPROC_WAIT_OK)
-        notified = cond_unregister(c, r == CPROC_WAIT_TIMEOUT);
-    if (r == CPROC_WAIT_ERROR) {
-        PyObject *et, *ev, *tb;
-        PyErr_Fetch(&et, &ev, &tb);
-        int rr = cond_reacquire(self->lock, saved_count);
-        if (rr < 0)
-            PyErr_Clear();
-        PyErr_Restore(et, ev, tb);
+    int notified, moved = 0;
+    if (cond_release_user(self, count) < 0) {
+        internal_lock(&c->m);
+        notified = cond_settle(c, ctx.gen, 1, &moved);
+        cond_unlock(c, moved);
         return NULL;
     }
-    if (cond_reacquire(self->lock, saved_count) < 0)
+    for (;;) {
+        int r = cproc_wait(&c->seq, &c->sleepers, cond_peek, NULL, &ctx, deadline);
+        internal_lock(&c->m);     /* keeps a KeyboardInterrupt pending */
+        moved = 0;
+        notified = cond_settle(c, ctx.gen, r != CPROC_WAIT_OK, &moved);
+        cond_unlock(c, moved);
+        if (notified >= 0)
+            break;
+    }
+    if (cond_reacquire(self, count) < 0)
         return NULL;
     return PyBool_FromLong(notified);
 }
 
-static PyObject *cond_notify_n(ConditionObject *self, uint32_t n)
+static PyObject *cond_notify_n(ConditionObject *self, uint64_t n)
 {
     COND_READY(self);
-    if (!cproc_semlock_is_mine(self->lock->s)) {
+    uint32_t count;
+    if (cond_lock_count(self, &count) < 0)
+        return NULL;
+    if (count == 0) {
         PyErr_SetString(PyExc_AssertionError, "lock is not owned");
         return NULL;
     }
     cproc_cond_t *c = self->c;
-    uint64_t st = atomic_load(&c->state);
-    uint32_t k;
-    do {
-        uint32_t waiting = COND_WAITERS(st) - COND_TOKENS(st);
-        k = waiting < n ? waiting : n;
-        if (k == 0)
-            Py_RETURN_NONE;
-    } while (!atomic_compare_exchange_weak(&c->state, &st, st + k));
-    atomic_fetch_add(&c->seq, 1);
-    cproc_wake_waiters(&c->seq, &c->sleepers, k > INT_MAX ? INT_MAX : (int)k);
+    internal_lock(&c->m);
+    int moved = 0;
+    uint64_t unsignalled = atomic_load(&c->part_waiters) - atomic_load(&c->part_signals);
+    uint64_t k = unsignalled < n ? unsignalled : n;
+    if (k > 0) {
+        atomic_fetch_add(&c->part_signals, k);
+        n -= k;
+        moved = 1;
+    }
+    moved |= cond_merge(c);
+    uint64_t wn = atomic_load(&c->new_waiters);
+    if (n > 0 && wn > 0) {
+        /* Here the partial group is empty: the new group takes its place. */
+        uint64_t g = atomic_load(&c->gen) + 1;
+        atomic_store(&c->gen, g);
+        atomic_store(&c->part_waiters, wn);
+        atomic_store(&c->part_signals, wn < n ? wn : n);
+        atomic_store(&c->new_waiters, 0);
+        atomic_store(&c->new_from, g);
+        cond_merge(c);
+        moved = 1;
+    }
+    cond_unlock(c, moved);
     Py_RETURN_NONE;
 }
 
@@ -853,59 +1038,82 @@ static PyObject *condition_notify(ConditionObject *self, PyObject *const *args, 
     long long n = 1;
     if (nobj != NULL) {
         n = PyLong_AsLongLong(nobj);
-        if (n == -1 && PyErr_Occurred())
-            return NULL;
+        if (n == -1 && PyErr_Occurred()) {
+            if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+                return NULL;
+            PyErr_Clear();     /* a huge n: everyone */
+            n = LLONG_MAX;
+        }
     }
-    if (n < 0) {
-        PyErr_SetString(PyExc_ValueError, "notify() argument must be >= 0");   /* mp: assertion */
-        return NULL;
-    }
-    return cond_notify_n(self, n > UINT32_MAX ? UINT32_MAX : (uint32_t)n);
+    /* multiprocessing wakes nobody for n <= 0 (its loop does not run). */
+    return cond_notify_n(self, n < 0 ? 0 : (uint64_t)n);
 }
 
 static PyObject *condition_notify_all(ConditionObject *self, PyObject *unused)
 {
     (void)unused;
-    return cond_notify_n(self, UINT32_MAX);
+    return cond_notify_n(self, UINT64_MAX);
 }
 
+/* acquire/release/with: the lock's own (direct C calls for a native lock). */
 static PyObject *condition_acquire(ConditionObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     COND_READY(self);
-    return semlock_acquire(self->lock, args, nargs, kwnames);
+    if (self->native)
+        return semlock_acquire((SemLockObject *)self->lock, args, nargs, kwnames);
+    PyObject *meth = PyObject_GetAttrString(self->lock, "acquire");
+    if (meth == NULL)
+        return NULL;
+    PyObject *r = PyObject_Vectorcall(meth, args, nargs, kwnames);
+    Py_DECREF(meth);
+    return r;
 }
 
 static PyObject *condition_release(ConditionObject *self, PyObject *unused)
 {
     COND_READY(self);
-    return semlock_release(self->lock, unused);
+    if (self->native)
+        return semlock_release((SemLockObject *)self->lock, unused);
+    return PyObject_CallMethod(self->lock, "release", NULL);
 }
 
 static PyObject *condition_enter(ConditionObject *self, PyObject *unused)
 {
     COND_READY(self);
-    return semlock_enter(self->lock, unused);
+    if (self->native)
+        return semlock_enter((SemLockObject *)self->lock, unused);
+    return PyObject_CallMethod(self->lock, "__enter__", NULL);
 }
 
 static PyObject *condition_exit(ConditionObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     COND_READY(self);
-    return semlock_exit(self->lock, args, nargs);
+    if (self->native)
+        return semlock_exit((SemLockObject *)self->lock, args, nargs);
+    PyObject *meth = PyObject_GetAttrString(self->lock, "__exit__");
+    if (meth == NULL)
+        return NULL;
+    PyObject *r = PyObject_Vectorcall(meth, args, nargs, NULL);
+    Py_DECREF(meth);
+    return r;
 }
 
 static PyObject *condition_num_waiters(ConditionObject *self, PyObject *unused)
 {
     (void)unused;
     COND_READY(self);
-    uint64_t st = atomic_load(&self->c->state);
-    return PyLong_FromUnsignedLong(COND_WAITERS(st) - COND_TOKENS(st));
+    cproc_cond_t *c = self->c;
+    internal_lock(&c->m);
+    uint64_t n = atomic_load(&c->part_waiters) - atomic_load(&c->part_signals) + atomic_load(&c->new_waiters);
+    mutex_unlock(&c->m);
+    return PyLong_FromUnsignedLongLong(n);
 }
 
 static PyObject *condition_reduce(ConditionObject *self, PyObject *unused)
 {
     (void)unused;
     COND_READY(self);
-    PyObject *extra = PyTuple_Pack(1, (PyObject *)self->lock);
+    PyObject *extra = PyTuple_Pack(1, self->lock);
     if (extra == NULL)
         return NULL;
     PyObject *r = cproc_shared_reduce((PyObject *)self, extra);

@@ -360,6 +360,22 @@ def proc_state(pid):
     return stat[stat.rindex(")") + 2:].split()[0]
 
 
+def asleep_in_futex(pid):
+    """True while process pid sleeps in the kernel on a futex (a lock,
+    semaphore, event or condition wait of either module)."""
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            wchan = f.read()
+    except OSError:
+        return False
+    return proc_state(pid) == "S" and "futex" in wchan
+
+
+def wait_asleep(pid, timeout=10.0):
+    """Wait until process pid is actually blocked on a futex; fail otherwise."""
+    assert wait_until(lambda: asleep_in_futex(pid), timeout), f"process {pid} never went to sleep"
+
+
 # --------------------------------------------------------------------------
 # fds, mappings, /dev/shm
 

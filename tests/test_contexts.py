@@ -298,6 +298,50 @@ def test_set_start_method_applies_to_module_process(case, tmp_path):
     assert stderr_outline(result.stderr) == [], describe(result)
 
 
+CHILD_START_METHOD_SCRIPT = r'''
+def child(conn):
+    conn.send((m.get_start_method(allow_none=True), m.get_start_method()))
+    conn.close()
+
+def report(what, maker):
+    r, w = maker.Pipe(duplex=False)
+    p = maker.Process(target=child, args=(w,))
+    p.start()
+    w.close()
+    print(what, "->", *r.recv(), flush=True)
+    r.close()
+    p.join()
+
+if __name__ == "__main__":
+    for method in m.get_all_start_methods():
+        report("context " + method, m.get_context(method))
+    for method in m.get_all_start_methods():
+        m.set_start_method(method, force=True)
+        report("default " + method, m)
+        for other in m.get_all_start_methods():
+            if other != method:
+                report("default %s, context %s" % (method, other), m.get_context(other))
+'''
+
+
+@pytest.mark.parametrize("name", IMPLS)
+def test_child_reports_its_start_method(name, tmp_path):
+    """A child's get_start_method(): its Process's method (a context's), else
+    the parent's default (set with set_start_method(..., force=True)), on
+    every start method; on 3.9 too, where _bootstrap() does not call the
+    Process's _after_fork()."""
+    result, ref = run_with_reference(tmp_path, "child_method", CHILD_START_METHOD_SCRIPT, name, "fork")
+    methods = list(START_METHODS)
+    expected = [f"context {m} -> {m} {m}" for m in methods]
+    for m in methods:
+        expected.append(f"default {m} -> {m} {m}")
+        expected += [f"default {m}, context {o} -> {o} {o}" for o in methods if o != m]
+    for res in (ref, result):
+        check_ran_cleanly(res)
+        assert res.stdout.splitlines() == expected, describe(res)
+        assert stderr_outline(res.stderr) == [], describe(res)
+
+
 # ==========================================================================
 # log_to_stderr
 

@@ -44,7 +44,9 @@ other tasks are unaffected and the pool replaces the worker; after
 instead of hanging; any callable works as a task (lambdas, closures, under
 fork and spawn); cproc's Queue, Lock, Event, Value and Array travel as task
 arguments; imap/imap_unordered draw from their iterable lazily (an endless
-generator can be abandoned).
+generator can be abandoned); a worker leaving after ``maxtasksperchild``
+tasks is replaced before it has exited, and every worker the pool drops is
+joined (no pidfd left open). Argument types: tests/test_pool_args.py.
 
 Ctrl+C is tested in fresh subprocesses: the script's workers print their pids,
 SIGINT goes to the script, and it must die of KeyboardInterrupt promptly with
@@ -72,7 +74,8 @@ import multiprocessing
 import multiprocessing.pool
 import pytest
 
-from _helpers import kill_session, pid_gone, popen_impl_script, read_json, read_line, session_alive, wait_until, \
+from _helpers import SharedInts, kill_session, pid_gone, popen_impl_script, read_json, read_line, session_alive, \
+    wait_until, \
     write_json
 
 pytestmark = pytest.mark.timeout(60)
@@ -596,6 +599,52 @@ def test_maxtasksperchild_replaces_workers(mp):
     assert max(per_pid.values()) <= 2, per_pid
     assert len(per_pid) >= 6, per_pid
     assert all(calls == 1 for _, calls, _, _ in states), "each new worker runs the initializer once"
+
+
+_linger = None   # SharedInts(1), made before the pool so fork workers share it
+
+
+def linger_at_exit(_):
+    """A task whose worker, when it leaves, stays until _linger[0] is set
+    (a multiprocessing finalizer runs as a process exits; 30 s at most)."""
+    def linger():
+        deadline = time.monotonic() + 30
+        while not _linger[0] and time.monotonic() < deadline:
+            time.sleep(0.005)
+    multiprocessing.util.Finalize(None, linger, exitpriority=100)
+    return os.getpid()
+
+
+def test_maxtasksperchild_replacement_does_not_wait_for_the_old_worker(cproc):
+    """A worker that leaves after maxtasksperchild tasks says so first: its
+    replacement runs the next task while the old one is still exiting
+    (multiprocessing waits for the exit; the old cproc, for its next look)."""
+    global _linger
+    _linger = SharedInts(1)
+    try:
+        with running(cproc.get_context("fork").Pool(1, maxtasksperchild=1)) as p:
+            first = p.apply(linger_at_exit, (0,))
+            second = p.apply_async(pid_of, (0,)).get(20)
+            assert second != first
+            assert not pid_gone(first), "the first worker is still exiting"
+            _linger[0] = 1
+    finally:
+        _linger[0] = 1
+
+
+@pytest.mark.parametrize("maxtasks", [None, 1])
+def test_workers_dropped_by_the_collector_are_joined(cproc, maxtasks):
+    """close(), and the collector sees the workers leave before join() looks:
+    they are joined all the same (out of multiprocessing's list of children,
+    pidfd closed: the leak check sees it)."""
+    with running(cproc.Pool(2, maxtasksperchild=maxtasks)) as p:
+        assert p.map(square, range(6), chunksize=1) == [x * x for x in range(6)]
+        workers = list(p._pool)
+        p.close()
+        assert wait_until(lambda: not p._pool)
+        gone = [w for w in workers if w in multiprocessing.process._children]
+        assert gone == []
+        del workers, gone
 
 
 # --------------------------------------------------------------------------

@@ -1044,6 +1044,49 @@ def test_main_exit_joins_children_and_terminates_daemons(impl, tmp_path):
 
 
 # ==========================================================================
+# atexit handlers in a child: version-dependent, as the running multiprocessing
+
+
+ATEXIT_SCRIPT = r'''
+import atexit
+from multiprocessing import util
+
+PARENT = os.getpid()
+
+def parents_handler():
+    print("parent's handler in", "the parent" if os.getpid() == PARENT else "a child", flush=True)
+
+def target():
+    atexit.register(print, "child's handler", flush=True)
+    util.Finalize(None, print, args=("child's finalizer",), kwargs={"flush": True}, exitpriority=0)
+
+if __name__ == "__main__":
+    atexit.register(parents_handler)
+    p = P(target=target)
+    p.start()
+    p.join()
+    print("exit", p.exitcode, flush=True)
+'''
+
+
+def test_atexit_handlers_in_child(impl, tmp_path):
+    """From Python 3.13 (gh-83856) fork and forkserver children run the atexit
+    handlers they register (not the parent's), multiprocessing's finalizers
+    among them; up to 3.12 they leave with os._exit(), running none.  Spawn
+    children always run theirs."""
+    result, ref = run_with_reference(tmp_path, "atexit_child", ATEXIT_SCRIPT, impl)
+    if sys.version_info >= (3, 13):   # the finalizers run from an atexit handler registered first
+        child = ["child's handler", "child's finalizer"]
+    else:                             # they run at the end of _bootstrap()
+        child = ["child's finalizer"] + (["child's handler"] if impl.method == "spawn" else [])
+    expected = child + ["exit 0", "parent's handler in the parent"]
+    for res in (ref, result):
+        check_ran_cleanly(res)
+        assert res.stdout.splitlines() == expected, describe(res)
+        assert stderr_outline(res.stderr) == [], describe(res)
+
+
+# ==========================================================================
 # Ctrl+C while the main process waits in join()
 
 

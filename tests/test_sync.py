@@ -12,7 +12,9 @@ from threading import BrokenBarrierError
 
 import pytest
 
-from _helpers import FORK, ChildSet, SharedInts, ThreadTask, wait_until
+import threading
+
+from _helpers import FORK, ChildSet, SharedInts, ThreadTask, wait_asleep, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -688,6 +690,118 @@ def test_condition_child_notifies_parent(mp):
             cs.children[0].result(5)
 
 
+# Who a notify() or a set() wakes: the waiters present at that moment, all
+# of them, and no one who comes later (multiprocessing's semantics).
+
+
+def _registered_waiter(cond, state, timeout):
+    with cond:
+        state[0] += 1
+        return cond.wait(timeout)
+
+
+def test_condition_notifier_does_not_steal_its_notify(mp):
+    cond = mp.Condition()
+    state = SharedInts(1)
+    with ChildSet() as cs:
+        for i in range(10):
+            child = cs.start(_registered_waiter, cond, state, 30)
+            assert wait_until(lambda: _locked_read(cond, state, 0) == i + 1, 10)
+            with cond:
+                cond.notify()
+                assert cond.wait(0.05) is False   # the child's notification, not ours
+            assert child.result(10) is True
+
+
+def _ack_waiter(cond, state):
+    with cond:
+        state[0] += 1
+        if not cond.wait_for(lambda: state[1] == 1, timeout=20):
+            return "never notified"
+        state[2] += 1
+        cond.notify()
+        return "acknowledged"
+
+
+def test_condition_notify_all_then_replies_on_the_same_condition(mp):
+    cond = mp.Condition()
+    state = SharedInts(3)
+    with ChildSet() as cs:
+        children = [cs.start(_ack_waiter, cond, state) for _ in range(3)]
+        assert wait_until(lambda: _locked_read(cond, state, 0) == 3, 10)
+        with cond:
+            state[1] = 1
+            cond.notify_all()
+            assert cond.wait_for(lambda: state[2] == 3, timeout=20) is True
+        assert [c.result(10) for c in children] == ["acknowledged"] * 3
+
+
+def test_condition_killed_waiter_does_not_pass_its_notification_on(cproc):
+    """A waiter SIGKILLed in wait() may absorb a notify, but never hands it to
+    a process that started waiting after the notify; the notifier does not
+    hang (multiprocessing's notify() waits forever for the dead waiter)."""
+    cond = cproc.Condition()
+    state = SharedInts(1)
+    with ChildSet() as cs:
+        child = cs.start(_registered_waiter, cond, state, 30)
+        assert wait_until(lambda: _locked_read(cond, state, 0) == 1, 10)
+        wait_asleep(child.pid)
+        child.proc.kill()
+        child.proc.join(10)
+        with cond:
+            cond.notify()
+            assert cond.wait(0.1) is False
+        live = cs.start(_registered_waiter, cond, state, 30)
+        assert wait_until(lambda: _locked_read(cond, state, 0) == 2, 10)
+        with cond:
+            cond.notify()
+        assert live.result(10) is True
+
+
+def test_condition_notify_negative_wakes_nobody(mp):
+    cond = mp.Condition()
+    state = SharedInts(1)
+    with ChildSet() as cs:
+        child = cs.start(_registered_waiter, cond, state, 30)
+        assert wait_until(lambda: _locked_read(cond, state, 0) == 1, 10)
+        with cond:
+            cond.notify(-1)
+            cond.notify(0)
+        wait_asleep(child.pid)
+        assert not child.reported()
+        with cond:
+            cond.notify(1)
+        assert child.result(10) is True
+
+
+def test_condition_over_a_thread_lock(mp):
+    """Accepted, as any object with acquire()/release(); wait() and notify()
+    need the lock's _semlock, as multiprocessing's."""
+    lock = threading.Lock()
+    cond = mp.Condition(lock)
+    with cond:
+        assert lock.locked()
+        for call in (lambda: cond.wait(0.01), cond.notify):
+            with pytest.raises(AttributeError) as ei:
+                call()
+            assert str(ei.value) == "'_thread.lock' object has no attribute '_semlock'"
+    assert not lock.locked()
+
+
+def test_event_pulse_wakes_every_sleeping_waiter(mp):
+    """set() then clear() at once: every process already asleep in wait()
+    wakes (its wait() returns the flag it then reads), none sleeps on."""
+    ev = mp.Event()
+    with ChildSet() as cs:
+        children = [cs.start(ev.wait, 30) for _ in range(3)]
+        for child in children:
+            wait_asleep(child.pid)
+        ev.set()
+        ev.clear()
+        results = [child.result(10) for child in children]
+    assert all(isinstance(r, bool) for r in results)
+
+
 # ==========================================================================
 # Barrier
 
@@ -932,3 +1046,25 @@ def test_mutual_exclusion_threads_and_processes(mp):
         assert [t.result(30) for t in tasks] == [True, True]
         assert [c.result(30) for c in children] == [True, True]
     assert counter[0] == 4000
+
+
+def test_nan_timeout_is_a_value_error_cproc(cproc):
+    """A NaN timeout is refused with one clear error (multiprocessing's
+    differ by call: OSError EINVAL from Event/Condition/Barrier waits, a
+    ValueError from Queue.get, ignored by an uncontended acquire)."""
+    nan = float("nan")
+    cond = cproc.Condition()
+    calls = [
+        lambda: cproc.Lock().acquire(timeout=nan),
+        lambda: cproc.Semaphore(0).acquire(timeout=nan),
+        lambda: cproc.Event().wait(nan),
+        lambda: cproc.Barrier(2).wait(nan),
+        lambda: cproc.Queue().get(timeout=nan),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match="^timeout must not be NaN$"):
+            call()
+    with cond:
+        with pytest.raises(ValueError, match="^timeout must not be NaN$"):
+            cond.wait(nan)
+        assert cond.wait(0) is False      # the lock is still held, the condition usable

@@ -23,10 +23,12 @@ from multiprocessing import reduction as _mp_reduction
 # multiprocessing.connection's other public names, its own objects: the
 # exceptions (so that `except` clauses match either module's), the handshake
 # (it works on any connection), the address helpers and constants
-from multiprocessing.connection import (AuthenticationError, BufferTooShort, BUFSIZE, CHALLENGE,
-                                        CONNECTION_TIMEOUT, ConnectionWrapper, FAILURE, MESSAGE_LENGTH,
-                                        WELCOME, address_type, answer_challenge, arbitrary_address,
+from multiprocessing.connection import (AuthenticationError, BufferTooShort, BUFSIZE,
+                                        CONNECTION_TIMEOUT, ConnectionWrapper, MESSAGE_LENGTH,
+                                        address_type, answer_challenge, arbitrary_address,
                                         default_family, deliver_challenge, families)
+if hasattr(_mpc, "CHALLENGE"):   # up to 3.11 (3.12 rewrote the handshake)
+    CHALLENGE, FAILURE, WELCOME = _mpc.CHALLENGE, _mpc.FAILURE, _mpc.WELCOME
 
 from . import _cproc
 

@@ -277,6 +277,17 @@ def _force_start_method(method):
     _default_context._actual_context = _concrete_contexts[method]
 
 
+def _set_child_start_method(process_obj, parent_method=None):
+    """In a child, before process_obj._bootstrap(): cproc's start method, as
+    multiprocessing sets its own: the parent's (spawn.prepare() does that from
+    the preparation data), then the Process's, if it has one (_bootstrap()
+    does that; from 3.10 on, so does the Process's _after_fork(), which 3.9's
+    _bootstrap() does not call)."""
+    for method in (parent_method, getattr(process_obj, "_start_method", None)):
+        if method in _concrete_contexts:
+            _force_start_method(method)
+
+
 class ForkProcess(process.BaseProcess):
     _start_method = "fork"
 

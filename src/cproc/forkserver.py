@@ -14,6 +14,12 @@ Protocol, over a socketpair between the client and its server:
 The client's sentinel is its end of the status socket; signals go to a pidfd
 of the child. When the client's end of the server socket closes (the client
 exited), the server exits.
+
+All these sockets are blocking, whatever socket.setdefaulttimeout() says: a
+program's default timeout is not a deadline for starting its children.
+A forked child closes every fd the server holds (its socket to the client, the
+status sockets and pidfds of the other children), so each child starts with
+the same few fds however many are running.
 """
 
 import io
@@ -34,6 +40,14 @@ from . import spawn
 __all__ = ["ForkServer", "Popen", "main"]
 
 _INT = struct.Struct("i")
+
+
+def _socketpair():
+    """A connected pair of blocking sockets (not the default timeout's)."""
+    pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    for sock in pair:
+        sock.setblocking(True)
+    return pair
 
 
 def _read_int(sock):
@@ -65,7 +79,7 @@ class ForkServer:
         if self._sock is not None and self._pid == os.getpid():
             return
         # A forked child does not share its parent's server: it starts its own.
-        client, server = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        client, server = _socketpair()
         try:
             main_path = None
             if "__main__" in self._preload:
@@ -102,7 +116,7 @@ class ForkServer:
         """Start a child from payload; return (pid, status socket)."""
         with self._lock:
             self._ensure_running()
-            status_client, status_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            status_client, status_child = _socketpair()
             r, w = os.pipe()
             try:
                 socket.send_fds(self._sock, [b"F"], [r, status_child.fileno()])
@@ -149,7 +163,11 @@ class Popen:
             fp.write(spawn.dumps_process_obj(prep_data, process_obj))
         finally:
             _mp_context.set_spawning_popen(None)
-        self.pid, self._status = _forkserver.request(fp.getbuffer())
+        # Released here, whatever happens: an exception's traceback would
+        # otherwise keep the view and fp in a reference cycle, and collecting
+        # a BytesIO's buffer view crashes Python 3.12.1 (gh-111049).
+        with fp.getbuffer() as payload:
+            self.pid, self._status = _forkserver.request(payload)
         self.sentinel = self._status.fileno()
         try:
             self._pidfd = _cproc.pidfd_open(self.pid)
@@ -245,6 +263,7 @@ def main(sock_fd, preload, main_path=None, sys_path=None):
         except ImportError:
             pass
     with socket.socket(fileno=sock_fd) as sock:
+        sock.setblocking(True)   # a preloaded module may have set a default timeout
         _serve(sock)
 
 
@@ -264,11 +283,17 @@ def _serve(sock):
                     return
                 payload_fd, status_fd = received
                 status = socket.socket(fileno=status_fd)
-                others = [sock.fileno()] + [s.fileno() for _, s in children.values()]
+                status.setblocking(True)
+                # the server's own fds: the child needs none of them
+                server_fds = ([sock.fileno(), status_fd] + list(children)
+                              + [s.fileno() for _, s in children.values()])
                 popen = _cproc.Popen()
-                popen._launch_fork(_Child(payload_fd, others + [status_fd]))
+                popen._launch_fork(_Child(payload_fd, server_fds))
                 os.close(payload_fd)
-                status.sendall(_INT.pack(popen.pid))
+                try:
+                    status.sendall(_INT.pack(popen.pid))
+                except OSError:
+                    pass               # the client gave up on it (as multiprocessing's server)
                 children[popen.sentinel] = (popen, status)
             else:
                 popen, status = children.pop(fd)

@@ -7,7 +7,10 @@ delivers them to the ApplyResult/MapResult objects (C) or IMapIterator, and
 every tenth of a second looks at the workers: each has a slot in shared
 memory naming the task it runs, so the task of a worker that died (killed,
 segfault, os._exit) fails at once with WorkerLostError and the worker is
-replaced. Nothing waits forever on a task whose worker is gone.
+replaced. Nothing waits forever on a task whose worker is gone. A worker that
+leaves after maxtasksperchild tasks announces it through the result queue,
+and the collector starts its replacement at once (joining the old one once
+it has exited).
 
 Functions are pickled once per call (once per map), with cloudpickle only
 when plain pickle refuses (lambdas, closures); cproc queues, locks, events
@@ -101,6 +104,13 @@ def _worker(tasks, results, slots, index, owner, initializer, initargs, maxtasks
                        maxtasks or 0, owner, init_error)
 
 
+def _apply(func, args, kwds):
+    """A task whose args are not a tuple or whose kwds are not a dict (csrc/pool.c
+    calls the others directly): the interpreter unpacks them, as in
+    multiprocessing's worker, with its own checks and messages."""
+    return func(*args, **kwds)
+
+
 class _Engine:
     """The state a pool's collector thread and finalizer share (never the Pool itself,
     so that an unreferenced Pool is collected and terminated)."""
@@ -120,6 +130,8 @@ class _Engine:
         self.last_tid = 0
         self.tid_lock = threading.Lock()
         self.workers = [None] * processes
+        self.retired = []                   # pids of workers that announced they leave (pool_collect)
+        self.leaving = []                   # their Process objects, replaced, joined once exited
         self.state = INIT
         self.lock = threading.RLock()       # workers list and state
         self.owner = os.getpid()
@@ -148,8 +160,21 @@ class _Engine:
         return w
 
     def check_workers(self):
-        """Fail the task of each worker that exited while running it; replace workers."""
+        """Replace the workers that retired or exited; fail the task of each
+        worker that exited while running it. Every worker dropped is joined
+        (at once, or once it has exited), as multiprocessing does."""
         with self.lock:
+            while self.retired:
+                pid = self.retired.pop()
+                for index, w in enumerate(self.workers):
+                    if w is not None and w.pid == pid:
+                        # Its slot is clear for good: the replacement can have it now.
+                        self.workers[index] = None
+                        self.leaving.append(w)
+                        if self.state in (RUN, CLOSE):
+                            self.start_worker(index)
+            if self.leaving:
+                self.leaving = [w for w in self.leaving if not self.joined(w)]
             for index, w in enumerate(self.workers):
                 if w is None or w.exitcode is None:
                     continue
@@ -163,8 +188,18 @@ class _Engine:
                         % (w.pid, _describe_exit(w.exitcode)), w.pid, w.exitcode))
                 self.slots[index] = 0
                 self.workers[index] = None
+                self.joined(w)
                 if self.state == RUN or (self.state == CLOSE and not stopped):
                     self.start_worker(index)
+
+    @staticmethod
+    def joined(w):
+        """Join w if it has exited (it leaves multiprocessing's list of children,
+        and its sentinel is closed with it): whether it had."""
+        if w.exitcode is None:
+            return False
+        w.join()
+        return True
 
     def fail(self, tid, error):
         target = self.cache.pop(tid, None)
@@ -177,11 +212,12 @@ class _Engine:
         collect = _cproc.pool_collect
         next_check = time.monotonic() + _CHECK_EVERY
         while True:
-            collect(self.results, self.cache, _CHECK_EVERY)
+            # (retirements that a drain() took while the workers were checked: no wait)
+            collect(self.results, self.cache, 0 if self.retired else _CHECK_EVERY, self.retired)
             if self.state == TERMINATE:
                 return
             now = time.monotonic()
-            if now >= next_check or self.state == CLOSE:
+            if now >= next_check or self.state == CLOSE or self.retired:
                 next_check = now + _CHECK_EVERY
                 self.check_workers()
                 if self.state == CLOSE and all(w is None for w in self.workers):
@@ -190,7 +226,7 @@ class _Engine:
                     return
 
     def drain(self):
-        while _cproc.pool_collect(self.results, self.cache, 0):
+        while _cproc.pool_collect(self.results, self.cache, 0, self.retired):
             pass
 
     def wake_collector(self):
@@ -216,7 +252,7 @@ class _Engine:
             if self.state == TERMINATE:
                 return
             self.state = TERMINATE
-            workers = [w for w in self.workers if w is not None]
+            workers = [w for w in self.workers if w is not None] + self.leaving
         self.wake_collector()
         for w in workers:
             if w.exitcode is None:
@@ -228,6 +264,7 @@ class _Engine:
         self.fail_all("The pool was terminated before the task finished")
         with self.lock:
             self.workers = [None] * self.processes
+            self.leaving = []
 
     def start_collector(self):
         # _thread directly: threading.Thread.start() waits until the new
@@ -255,7 +292,7 @@ class _Engine:
         with tasks still queued), then for the collector."""
         while True:
             with self.lock:
-                workers = [w for w in self.workers if w is not None]
+                workers = [w for w in self.workers if w is not None] + self.leaving
             if not workers:
                 break
             for w in workers:
@@ -499,7 +536,7 @@ def _imap_feed(ref, feed, engine, it, fbytes, chunksize):
             feed.submitted += 1
         if chunksize == 1:
             _cproc.pool_submit(engine.tasks, engine.cache, owner, tid, _MODE_APPLY, fbytes,
-                               ((chunk[0],), None), 1, engine.dumps_task)
+                               ((chunk[0],), {}), 1, engine.dumps_task)
         else:
             _cproc.pool_submit(engine.tasks, engine.cache, owner, tid, _MODE_MAP, fbytes,
                                chunk, chunksize, engine.dumps_task)

@@ -48,8 +48,8 @@ class Popen(_cproc.Popen):
             raise
         finally:
             os.close(child_r)
-        with open(parent_w, "wb", closefd=True) as f:
-            f.write(fp.getbuffer())
+        with open(parent_w, "wb", closefd=True) as f, fp.getbuffer() as payload:
+            f.write(payload)
 
     def duplicate_for_child(self, fd):
         self._fds.append(fd)

@@ -40,11 +40,16 @@ def get_preparation_data(name):
 
     A program read from stdin has __main__.__file__ == "<stdin>": multiprocessing
     hands that path to the child, which dies trying to run it. cproc leaves it
-    out; the objects of such a __main__ then travel by value (dumps_process_obj)."""
+    out; the objects of such a __main__ then travel by value (dumps_process_obj).
+
+    Its "start_method" is multiprocessing's; cproc's own travels as
+    "cproc_start_method" (spawn_main applies it)."""
+    from . import context
     d = _mp_spawn.get_preparation_data(name)
     path = d.get("init_main_from_path")
     if path is not None and not os.path.isfile(path):
         del d["init_main_from_path"]
+    d["cproc_start_method"] = context._default_context.get_start_method()
     return d
 
 
@@ -72,10 +77,13 @@ def spawn_main(pipe_handle):
         _mp_process.current_process()._inheriting = True
         try:
             preparation_data = _mp_reduction.pickle.load(from_parent)
+            start_method = preparation_data.pop("cproc_start_method", None)
             _mp_spawn.prepare(preparation_data)
             process_obj = _mp_reduction.pickle.load(from_parent)
         finally:
             del _mp_process.current_process()._inheriting
+    from . import context
+    context._set_child_start_method(process_obj, start_method)
     try:
         # The process that started it (for forkserver children, not the server).
         parent_sentinel = _cproc.pidfd_open(process_obj._parent_pid)

@@ -39,7 +39,9 @@ Event = _cproc.Event
 
 
 class Condition(_cproc.Condition):
-    """A condition variable over a cproc Lock or RLock (an RLock by default)."""
+    """A condition variable over a lock (a cproc RLock by default): any object
+    with acquire() and release() whose _semlock tells ownership, as in
+    multiprocessing; cproc Lock and RLock are handled entirely in C."""
 
     def __init__(self, lock=None, *, ctx=None):
         if lock is None:
