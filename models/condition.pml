@@ -1,5 +1,6 @@
-/* condition.pml — Condition, the exact-notify protocol of helpers'
- * PROTOCOLS.md (csrc/sync.c condition_wait, cond_notify_n, cond_peek).
+/* condition.pml — Condition, the exact-notify protocol (csrc/sync.c
+ * condition_wait, cond_peek, cond_settle, cond_merge, cond_unlock,
+ * cond_notify_n).
  *
  * The user's lock L (Lock/RLock) and the internal mutex m are atomic
  * test-and-set locks here (their futex protocol is lock.pml's); a section
@@ -10,10 +11,10 @@
  * signals of the partial group), wn (waiters of the new group). The futex
  * word is seq, with a sleepers count.
  *   wait(): under m: g = G, wn++; release L; loop { r = cproc_wait(seq,
- *           peek); under m: done group -> True; partial with sp > 0 -> take
- *           one (sp--, wp--, merge_check) -> True; partial, r != OK -> leave
- *           (wp--, merge_check) -> False; new group, r != OK -> wn-- ->
- *           False; else loop }; reacquire L
+ *           peek); under m (cond_settle): done group -> True; partial, r ==
+ *           OK and sp > 0 -> take one (sp--, wp--) -> True; partial, r != OK
+ *           -> leave the signals to the others (wp--, merge_check) -> False;
+ *           new group, r != OK -> wn-- -> False; else loop }; reacquire L
  *   peek:   s = seq, then (reads without m) ready if g < P, or P <= g < Q and
  *           sp > 0; else seen = s. Its reads of P, Q, sp are one step here:
  *           every change of them bumps seq afterwards, so a mixed read either
@@ -22,7 +23,8 @@
  *           wp it is done (P = Q); with n left and wn > 0 the new group becomes
  *           the partial group (G++, Q = G, wp = wn, sp = min(n, wn)); seq++ if
  *           anything changed; then wake every sleeper of seq.
- *   merge_check: if sp == wp: P = Q, wp = sp = 0, seq++, wake every sleeper.
+ *   merge_check (cond_merge): if sp == wp: wp = sp = 0, and if P != Q:
+ *           P = Q, seq++, wake every sleeper.
  *
  * Ghosts: reg (registered waiters that have not decided), owed (signals
  * given and not yet taken), E (notifies that gave a signal), regE (E when a
@@ -43,11 +45,8 @@
  *     3 times; W1 takes 2 tickets, W2 one, each wait_for(tickets > 0): two
  *     waiters, one signal, a waiter re-registering while the other still
  *     holds a signal of its group (the partial group).
- * Mutants (must fail): -DBUG_WAKE_K: notify wakes k sleepers, not all (a
+ * Mutant (must fail): -DBUG_WAKE_K: notify wakes k sleepers, not all (a
  * new-group sleeper can absorb the wake meant for a signalled one).
- * (merge_check's seq++ and wake are not needed: it only fires when the
- * partial group is left empty, as sp < wp holds before; without them every
- * scenario still passes.)
  * -DTIMED: the child's (1), the parent's (2), W2's (3) waits have a timeout
  * (wait_for(pred, timeout) retried until pred holds).
  * condition_old.pml is the token protocol this replaces; it fails.
@@ -78,10 +77,13 @@ inline release_L() { L = 0 }
 
 #define WAIT_LOCALS byte g, regE, s; bit ok, timedout, notified, decided, mwake
 
+/* cond_merge + cond_unlock: moved only when done_below changes */
 inline merge_check()
 {
     if
-    :: sp == wp -> P = Q; wp = 0; sp = 0; seq++; mwake = 1
+    :: sp == wp ->
+        wp = 0; sp = 0;
+        if :: P != Q -> P = Q; seq++; mwake = 1 :: else fi
     :: else
     fi
 }
@@ -112,9 +114,11 @@ inline cond_wait(timed)
             :: g < P -> notified = 1; decided = 1
             :: g >= P && g < Q ->
                 if
-                :: sp > 0 -> sp--; wp--; notified = 1; decided = 1; merge_check()
-                :: sp == 0 && !ok -> wp--; notified = 0; decided = 1; merge_check()
-                :: else                              /* another took the last signal */
+                :: ok && sp > 0 -> sp--; wp--; notified = 1; decided = 1
+                :: ok && sp == 0                     /* another took the last signal */
+                :: !ok ->                            /* give up: leave the signals to */
+                    wp--; notified = 0; decided = 1; /* the others; if they all hold */
+                    merge_check()                    /* one, the group is done */
                 fi
             :: g >= Q ->
                 if

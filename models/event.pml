@@ -1,5 +1,5 @@
-/* event.pml — Event, the protocol of helpers' PROTOCOLS.md (csrc/sync.c
- * event_set, event_clear, event_wait, event_try).
+/* event.pml — Event (csrc/sync.c event_set, event_clear, event_wait,
+ * event_try).
  *
  * One futex word w = (pulses << 1) | flag, and a sleepers count.
  *   set()   = if the flag is clear: w = ((pulses + 1) << 1) | 1 (CAS loop),
