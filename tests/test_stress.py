@@ -29,11 +29,11 @@ def rounds(short, long):
 
 pytestmark = pytest.mark.timeout(1800 if LONG_MODE else 60)
 
-PINGS = rounds(300, 10000)      # ping-pong round trips
-PULSES = rounds(20, 1000)       # Event pulses (each waits for every waiter to sleep)
-NOTIFIES = rounds(40, 2000)     # Condition rounds
-STEALS = rounds(20, 1000)       # notify-then-own-wait rounds (each costs a short wait)
-CYCLES = rounds(200, 5000)      # Barrier cycles
+PINGS = rounds(1000, 20000)     # ping-pong round trips
+PULSES = rounds(50, 2000)       # Event pulses (each waits for every waiter to sleep)
+NOTIFIES = rounds(200, 5000)    # Condition rounds
+STEALS = rounds(50, 2000)       # notify-then-own-wait rounds (each costs a short wait)
+CYCLES = rounds(500, 10000)     # Barrier cycles
 
 
 # --------------------------------------------------------------------------
@@ -191,7 +191,9 @@ def _ack_rounds(cond, state, n):
             if not cond.wait_for(lambda: state[0] >= r, timeout=LONG):
                 return f"round {r}: never notified"
             state[1] += 1
-            cond.notify()
+            # to the parent: all, as the other children may wait for the
+            # next round (a notify() could then go to one of them)
+            cond.notify_all()
     return "done"
 
 
@@ -271,12 +273,13 @@ def _ticket_taker(cond, state, n):
                 return "no ticket came"
             state[0] -= 1
             state[1] += 1
-            cond.notify()           # to the producer, or another taker
+            cond.notify_all()       # the producer (not to a taker only)
     return "done"
 
 
 def test_condition_notify_one_per_ticket(cproc):
-    """A producer gives tickets one at a time with notify(1); two takers."""
+    """A producer gives tickets one at a time with notify(1), at most two
+    waiting: each notify(1) must wake a taker that waits at that moment."""
     cond = cproc.Condition(cproc.Lock())
     state = SharedInts(2)           # tickets available, tickets taken
     n = NOTIFIES * 2
