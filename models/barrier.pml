@@ -16,17 +16,33 @@
  * Checked: a wait() returns an index only when its round had PARTIES
  * arrivals; no invalid end state; every process finishes (LTL, weak fairness).
  * Mutant (must fail): -DBUG_WAKE_FIRST wakes before moving gen on.
+ * -DRESET: the timed process then calls reset() and waits once more
+ * (TIMEOUTS 2; processes may then legitimately wait forever, so only the
+ * assertions are checked: pan -E). KNOWN BUG, found by this model: a waiter
+ * woken by the break of its round reads broken_gen only after re-taking m;
+ * if meanwhile reset() and the break of a later round overwrote broken_gen,
+ * it returns an index for a broken round (barrier_wait's last lines).
  */
 #define NPROC 4
 #define PARTIES 2
 #define W_GEN 1
+#ifdef RESET
+#define TIMEOUTS 2
+#else
 #define TIMEOUTS 1               /* the one timed wait times out at most once */
+#endif
 #include "futex.pml"
 
 byte m;                          /* internal lock: holder's _pid + 1 */
 byte gen = 1, sleepers;
 byte count, broken, broken_gen;
-byte arrived[6];                 /* ghost: arrivals in round gen */
+byte arrived[8];                 /* ghost: arrivals in round gen */
+#ifdef RESET
+bit rbroken[8];                  /* ghost: round gen ended broken */
+#define RBROKEN(g) rbroken[g] = 1
+#else
+#define RBROKEN(g) skip          /* (without reset() one round at most breaks) */
+#endif
 byte ndone;
 
 ltl live { <> (ndone == NPROC) }
@@ -55,6 +71,10 @@ active [NPROC] proctype P()
 {
     byte g, mygen, seen;      /* the arrival index (count before ++) plays no part */
     bit ok, timedout, timed = (_pid == NPROC - 1), isbroken, last, broke;
+#ifdef RESET
+    bit again;
+start:
+#endif
 
     /* while the previous round's action runs, newcomers wait for it to end */
     do
@@ -106,7 +126,7 @@ active [NPROC] proctype P()
     :: !ok ->                                        /* timed out: break the round */
         atomic {
             lock_m();
-            if :: gen == mygen -> broke = 1; broken = 1; broken_gen = gen; next_gen() :: else fi;
+            if :: gen == mygen -> broke = 1; broken = 1; broken_gen = gen; RBROKEN(gen); next_gen() :: else fi;
             unlock_m()
         };
         if :: broke -> futex_wake_all(W_GEN) :: else fi   /* (in C under m: same effect) */
@@ -115,5 +135,22 @@ active [NPROC] proctype P()
     atomic { lock_m(); isbroken = (broken_gen == mygen); unlock_m() };
 out:
     assert(isbroken || arrived[mygen] == PARTIES);
+#ifdef RESET
+    assert(isbroken || !rbroken[mygen]);       /* an index only from a round released whole */
+    if
+    :: timed && !again ->                      /* barrier_reset, then wait once more */
+        again = 1;
+        atomic {
+            lock_m();
+            if :: count > 0 -> broken_gen = gen; rbroken[gen] = 1; next_gen() :: else fi;
+            broken = 0;
+            unlock_m()
+        };
+        futex_wake_all(W_GEN);
+        ok = 0; timedout = 0; isbroken = 0; last = 0; broke = 0; mygen = 0;
+        goto start
+    :: else
+    fi;
+#endif
     ndone++
 }

@@ -1,6 +1,5 @@
-/* condition_old.pml — Condition as it was before issue 17 (git show
- * c82aa74:csrc/sync.c,
- * before commit 3fd93b8 cond_take_token, cond_unregister, condition_wait,
+/* condition_old.pml — Condition before commit 3fd93b8 (git show
+ * c82aa74:csrc/sync.c: cond_take_token, cond_unregister, condition_wait,
  * cond_notify_n): a token protocol. MUST FAIL: a notify can be taken by a
  * process that started waiting after it (the notifier's own wait included).
  *

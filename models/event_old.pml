@@ -1,5 +1,4 @@
-/* event_old.pml — Event as it was before issue 17 (git show c82aa74:csrc/sync.c,
- * before commit 3fd93b8):
+/* event_old.pml — Event before commit 3fd93b8 (git show c82aa74:csrc/sync.c):
  * a flag-only protocol. MUST FAIL: it loses a pulse.
  *
  *   set()   = flag = 1, then cproc_wake_waiters(flag, waiters, INT_MAX)

@@ -5,6 +5,7 @@
 #   safety:   assertions and invalid end states (a process asleep forever),
 #             the LTL claim left out (pan -DSAFETY -DNOCLAIM);
 #   hang:     the same without the assertions (pan -A): invalid end states only;
+#   asserts:  the assertions only (pan -E), for scenarios that may hang legitimately;
 #   liveness: the model's LTL claim "every process eventually finishes" under
 #             weak fairness (pan -a -f).
 # The correct protocols must pass; the buggy ones (mutants of the correct
@@ -30,7 +31,7 @@ passed=0
 failed=0
 
 # [OPT=2] check MODEL MODE EXPECT [SPIN -D FLAGS...]
-#   MODE: safety | hang | liveness; EXPECT: pass | fail; OPT: gcc -O level
+#   MODE: safety | hang | asserts | liveness; EXPECT: pass | fail; OPT: gcc -O level
 #   for pan (0 compiles fastest; 2 for the largest state spaces)
 check() {
     local model=$1 mode=$2 expect=$3
@@ -43,6 +44,8 @@ check() {
         cflags="-DSAFETY -DNOCLAIM"; pflags=""
     elif [ "$mode" = hang ]; then     # safety with the assertions ignored:
         cflags="-DSAFETY -DNOCLAIM"; pflags="-A"     # does a process sleep forever?
+    elif [ "$mode" = asserts ]; then  # the assertions only (pan -E)
+        cflags="-DSAFETY -DNOCLAIM"; pflags="-E"
     else
         cflags="-DNFAIR=3"; pflags="-a -f"
     fi
@@ -109,6 +112,16 @@ check semaphore safety fail -DBUG_WAKE_FIRST
 check barrier safety fail -DBUG_WAKE_FIRST
 check qlock safety fail -DBUG_NO_MARK
 check pool safety fail -DBUG_CHECK_FIRST
+
+# KNOWN BUG (see barrier.pml): Barrier.wait() can return an index for a round
+# that was broken, after a reset() and a later break. Expected to fail until
+# barrier_wait is fixed; then turn this into "pass".
+OPT=2 check barrier asserts fail -DRESET
+# KNOWN BUG (see queue_put.pml): a get wakes one putter; a put_many that
+# cannot fit absorbs the wake a single put could use (it then waits for the
+# 50 ms sleep slice). Expected to fail until fixed; the fix passes:
+check queue_put liveness fail
+check queue_put liveness pass -DFIX_WAKE_ALL
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
