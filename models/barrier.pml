@@ -16,21 +16,21 @@
  * Checked: a wait() returns an index only when its round had PARTIES
  * arrivals; no invalid end state; every process finishes (LTL, weak fairness).
  * Mutant (must fail): -DBUG_WAKE_FIRST wakes before moving gen on.
- * -DRESET: the timed process then calls reset() and waits once more
- * (TIMEOUTS 2; processes may then legitimately wait forever, so only the
- * assertions are checked: pan -E). KNOWN BUG, found by this model: a waiter
+ * -DRESET: 3 processes; the timed one calls reset() before its wait
+ * (processes may then legitimately wait forever, so only the assertions are
+ * checked: pan -E). KNOWN BUG, found by this model: a waiter
  * woken by the break of its round reads broken_gen only after re-taking m;
  * if meanwhile reset() and the break of a later round overwrote broken_gen,
  * it returns an index for a broken round (barrier_wait's last lines).
  */
+#ifdef RESET
+#define NPROC 3
+#else
 #define NPROC 4
+#endif
 #define PARTIES 2
 #define W_GEN 1
-#ifdef RESET
-#define TIMEOUTS 2
-#else
 #define TIMEOUTS 1               /* the one timed wait times out at most once */
-#endif
 #include "futex.pml"
 
 byte m;                          /* internal lock: holder's _pid + 1 */
@@ -72,8 +72,17 @@ active [NPROC] proctype P()
     byte g, mygen, seen;      /* the arrival index (count before ++) plays no part */
     bit ok, timedout, timed = (_pid == NPROC - 1), isbroken, last, broke;
 #ifdef RESET
-    bit again;
-start:
+    if
+    :: timed ->                                /* barrier_reset() first */
+        atomic {
+            lock_m();
+            if :: count > 0 -> broken_gen = gen; rbroken[gen] = 1; next_gen() :: else fi;
+            broken = 0;
+            unlock_m()
+        };
+        futex_wake_all(W_GEN)
+    :: else
+    fi;
 #endif
 
     /* while the previous round's action runs, newcomers wait for it to end */
@@ -137,20 +146,6 @@ out:
     assert(isbroken || arrived[mygen] == PARTIES);
 #ifdef RESET
     assert(isbroken || !rbroken[mygen]);       /* an index only from a round released whole */
-    if
-    :: timed && !again ->                      /* barrier_reset, then wait once more */
-        again = 1;
-        atomic {
-            lock_m();
-            if :: count > 0 -> broken_gen = gen; rbroken[gen] = 1; next_gen() :: else fi;
-            broken = 0;
-            unlock_m()
-        };
-        futex_wake_all(W_GEN);
-        ok = 0; timedout = 0; isbroken = 0; last = 0; broke = 0; mygen = 0;
-        goto start
-    :: else
-    fi;
 #endif
     ndone++
 }
