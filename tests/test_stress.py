@@ -29,11 +29,11 @@ def rounds(short, long):
 
 pytestmark = pytest.mark.timeout(1800 if LONG_MODE else 60)
 
-PINGS = rounds(1000, 20000)     # ping-pong round trips
-PULSES = rounds(50, 2000)       # Event pulses (each waits for every waiter to sleep)
-NOTIFIES = rounds(200, 5000)    # Condition rounds
-STEALS = rounds(50, 2000)       # notify-then-own-wait rounds (each costs a short wait)
-CYCLES = rounds(500, 10000)     # Barrier cycles
+PINGS = rounds(2000, 50000)     # ping-pong round trips
+PULSES = rounds(100, 3000)      # Event pulses (each waits for every waiter to sleep)
+NOTIFIES = rounds(300, 10000)   # Condition rounds
+STEALS = rounds(100, 3000)      # notify-then-own-wait rounds (each costs a short wait)
+CYCLES = rounds(1000, 20000)    # Barrier cycles
 
 
 # --------------------------------------------------------------------------
