@@ -108,6 +108,7 @@ typedef struct {
     _Atomic uint32_t get_seq;           /* bumped by every get; putters of a full queue sleep on it */
     _Atomic uint32_t put_waiters;
     _Atomic uint32_t unfinished;        /* JoinableQueue: put and not yet task_done() */
+    _Atomic uint32_t zeros;             /* bumped each time unfinished reaches 0; join() sleeps on it */
     _Atomic uint32_t join_waiters;
     _Atomic uint64_t count;             /* records in the ring */
     _Atomic uint32_t ring_gen;          /* bumped when the ring moves; ring[ring_gen & 1] is current */
@@ -1139,8 +1140,11 @@ static int try_get(void *ctx, uint32_t *seen)
     }
     PyErr_Clear();                      /* a MemoryError after some records: return those */
     c->n = n;
+    /* Every putter: one woken for n freed slots may be a put_many that still
+     * does not fit, and would keep the wake from a put that does
+     * (models/queue_put.pml). */
     if (h->maxsize > 0)
-        cproc_wake_waiters(&h->get_seq, &h->put_waiters, n > INT_MAX ? INT_MAX : (int)n);
+        cproc_wake_waiters(&h->get_seq, &h->put_waiters, INT_MAX);
     return 1;
 }
 
@@ -1546,16 +1550,26 @@ static PyObject *queue_task_done(QueueObject *self, PyObject *unused)
             return NULL;
         }
     } while (!atomic_compare_exchange_weak(&h->unfinished, &v, v - 1));
-    if (v == 1)
-        cproc_wake_waiters(&h->unfinished, &h->join_waiters, INT_MAX);
+    if (v == 1) {
+        atomic_fetch_add(&h->zeros, 1);
+        cproc_wake_waiters(&h->zeros, &h->join_waiters, INT_MAX);
+    }
     Py_RETURN_NONE;
 }
 
-static int try_join(void *ctx, uint32_t *seen)
+/* join() is done when no task is unfinished, or when the count reached 0
+ * since it began (a put may have raised it again before we slept: sleeping
+ * on the count itself would miss that moment, models/join.pml). */
+typedef struct {
+    queue_header *h;
+    uint32_t zeros;       /* h->zeros when join() began */
+} join_ctx;
+
+static int try_join(void *arg, uint32_t *seen)
 {
-    queue_header *h = ctx;
-    *seen = atomic_load(&h->unfinished);
-    return *seen == 0;
+    join_ctx *ctx = arg;
+    *seen = atomic_load(&ctx->h->zeros);
+    return *seen != ctx->zeros || atomic_load(&ctx->h->unfinished) == 0;
 }
 
 static PyObject *queue_join(QueueObject *self, PyObject *unused)
@@ -1563,9 +1577,10 @@ static PyObject *queue_join(QueueObject *self, PyObject *unused)
     (void)unused;
     if (check_ready(self) < 0)
         return NULL;
+    join_ctx ctx = {self->hdr, atomic_load(&self->hdr->zeros)};
     uint32_t seen;
-    if (!try_join(self->hdr, &seen) &&
-        cproc_wait(&self->hdr->unfinished, &self->hdr->join_waiters, try_join, NULL, self->hdr,
+    if (!try_join(&ctx, &seen) &&
+        cproc_wait(&self->hdr->zeros, &self->hdr->join_waiters, try_join, NULL, &ctx,
                    CPROC_FOREVER) != CPROC_WAIT_OK)
         return NULL;
     Py_RETURN_NONE;

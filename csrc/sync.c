@@ -1162,8 +1162,11 @@ PyTypeObject cproc_ConditionType = {
 /* ======================================================================== */
 
 /* gen is the futex word: it moves on when a round is released or broken;
- * broken_gen names the last round that ended broken. Fields other than gen
- * and sleepers are guarded by the internal lock m. */
+ * bit (g % 64) of broken_hist says whether round g ended broken, so a waiter
+ * learns its own round's outcome even after reset() and later rounds ended
+ * (models/barrier.pml), as long as fewer than 64 rounds ended since (more: it
+ * is told broken). Fields other than gen and sleepers are guarded by the
+ * internal lock m. */
 typedef struct {
     cproc_semlock_t m;
     _Atomic uint32_t gen;
@@ -1171,7 +1174,7 @@ typedef struct {
     uint32_t parties;
     uint32_t count;       /* arrived in this round; == parties while the action runs */
     uint32_t broken;
-    uint32_t broken_gen;
+    uint64_t broken_hist;
 } cproc_barrier_t;
 
 typedef struct {
@@ -1190,19 +1193,31 @@ static int barrier_lock(cproc_barrier_t *b)
     return lock_acquire(&b->m, 1, CPROC_FOREVER, &dead) == 1 ? 0 : -1;
 }
 
-static void barrier_next_gen(cproc_barrier_t *b)
+/* End the current round, released or broken, and start the next. */
+static void barrier_next_gen(cproc_barrier_t *b, int broken)
 {
-    uint32_t g = atomic_load(&b->gen) + 1;
+    uint32_t g = atomic_load(&b->gen);
+    uint64_t bit = UINT64_C(1) << (g % 64);
+    b->broken_hist = broken ? b->broken_hist | bit : b->broken_hist & ~bit;
+    g++;
     atomic_store(&b->gen, g == 0 ? 1 : g);
     b->count = 0;
+}
+
+/* m held: did round g end broken? */
+static int barrier_round_broken(const cproc_barrier_t *b, uint32_t g)
+{
+    uint32_t ended = atomic_load(&b->gen) - g;    /* rounds ended since g began */
+    if (ended == 0 || ended > 64)
+        return ended != 0;
+    return (b->broken_hist >> (g % 64)) & 1;
 }
 
 /* Break the current round: everyone waiting in it gets BrokenBarrierError. */
 static void barrier_break_locked(cproc_barrier_t *b)
 {
     b->broken = 1;
-    b->broken_gen = atomic_load(&b->gen);
-    barrier_next_gen(b);
+    barrier_next_gen(b, 1);
     cproc_futex_wake(&b->gen, INT_MAX);
 }
 
@@ -1350,7 +1365,7 @@ static PyObject *barrier_wait(BarrierObject *self, PyObject *const *args, Py_ssi
             mutex_unlock(&b->m);
             return raise_broken();
         }
-        barrier_next_gen(b);
+        barrier_next_gen(b, 0);
         mutex_unlock(&b->m);
         cproc_futex_wake(&b->gen, INT_MAX);
         return PyLong_FromUnsignedLong(index);
@@ -1375,7 +1390,7 @@ static PyObject *barrier_wait(BarrierObject *self, PyObject *const *args, Py_ssi
     }
     if (barrier_lock(b) < 0)
         return NULL;
-    int broken = b->broken_gen == mygen;
+    int broken = barrier_round_broken(b, mygen);
     mutex_unlock(&b->m);
     if (broken)
         return raise_broken();
@@ -1390,8 +1405,7 @@ static PyObject *barrier_reset(BarrierObject *self, PyObject *unused)
     if (barrier_lock(b) < 0)
         return NULL;
     if (b->count > 0) {       /* those waiting now get BrokenBarrierError */
-        b->broken_gen = atomic_load(&b->gen);
-        barrier_next_gen(b);
+        barrier_next_gen(b, 1);
         cproc_futex_wake(&b->gen, INT_MAX);
     }
     b->broken = 0;

@@ -2,7 +2,7 @@
  * barrier_break_locked, barrier_next_gen).
  *
  * gen is the futex word; it moves on when a round is released or broken.
- * count, broken and broken_gen are guarded by the internal lock m, modelled
+ * count, broken and bhist are guarded by the internal lock m, modelled
  * here as an atomic test-and-set lock (its futex protocol is lock.pml's);
  * a critical section that writes gen at most once and sleeps nowhere is one
  * atomic step (sound: only gen is read without m).
@@ -18,10 +18,12 @@
  * Mutant (must fail): -DBUG_WAKE_FIRST wakes before moving gen on.
  * -DRESET: 3 processes; the timed one calls reset() before its wait
  * (processes may then legitimately wait forever, so only the assertions are
- * checked: pan -E). KNOWN BUG, found by this model: a waiter
- * woken by the break of its round reads broken_gen only after re-taking m;
- * if meanwhile reset() and the break of a later round overwrote broken_gen,
- * it returns an index for a broken round (barrier_wait's last lines).
+ * checked: pan -E). This model found a bug in the code before: a waiter
+ * woken by the break of its round read a single broken_gen only after
+ * re-taking m, and if meanwhile reset() and the break of a later round
+ * overwrote it, returned an index for a broken round. Now every round end
+ * records its outcome in bhist[round] (the C keeps the last 64 rounds' in
+ * broken_hist: barrier_next_gen, barrier_round_broken).
  */
 #ifdef RESET
 #define NPROC 3
@@ -35,7 +37,8 @@
 
 byte m;                          /* internal lock: holder's _pid + 1 */
 byte gen = 1, sleepers;
-byte count, broken, broken_gen;
+byte count, broken;
+bit bhist[8];                    /* outcome of each ended round: 1 broken */
 byte arrived[8];                 /* ghost: arrivals in round gen */
 #ifdef RESET
 bit rbroken[8];                  /* ghost: round gen ended broken */
@@ -50,7 +53,7 @@ ltl live { <> (ndone == NPROC) }
 inline lock_m()   { atomic { m == 0 -> m = _pid + 1 } }
 inline unlock_m() { m = 0 }
 
-inline next_gen() { gen++; count = 0 }
+inline next_gen(b) { bhist[gen] = b; gen++; count = 0 }
 
 /* barrier_sleep: cproc_wait(gen, sleepers, barrier_gen_try) */
 inline barrier_sleep(g, timed)
@@ -76,7 +79,7 @@ active [NPROC] proctype P()
     :: timed ->                                /* barrier_reset() first */
         atomic {
             lock_m();
-            if :: count > 0 -> broken_gen = gen; rbroken[gen] = 1; next_gen() :: else fi;
+            if :: count > 0 -> rbroken[gen] = 1; next_gen(1) :: else fi;
             broken = 0;
             unlock_m()
         };
@@ -117,13 +120,13 @@ active [NPROC] proctype P()
 #ifdef BUG_WAKE_FIRST
             :: else -> unlock_m(); futex_wake_all(W_GEN)    /* then next_gen() */
 #else
-            :: else -> next_gen()
+            :: else -> next_gen(0)
 #endif
             fi;
             unlock_m()
         };
 #ifdef BUG_WAKE_FIRST
-        if :: !isbroken -> atomic { lock_m(); next_gen(); unlock_m() } :: else fi;
+        if :: !isbroken -> atomic { lock_m(); next_gen(0); unlock_m() } :: else fi;
 #else
         if :: !isbroken -> futex_wake_all(W_GEN) :: else fi;
 #endif
@@ -135,13 +138,13 @@ active [NPROC] proctype P()
     :: !ok ->                                        /* timed out: break the round */
         atomic {
             lock_m();
-            if :: gen == mygen -> broke = 1; broken = 1; broken_gen = gen; RBROKEN(gen); next_gen() :: else fi;
+            if :: gen == mygen -> broke = 1; broken = 1; RBROKEN(gen); next_gen(1) :: else fi;
             unlock_m()
         };
         if :: broke -> futex_wake_all(W_GEN) :: else fi   /* (in C under m: same effect) */
     :: else
     fi;
-    atomic { lock_m(); isbroken = (broken_gen == mygen); unlock_m() };
+    atomic { lock_m(); isbroken = bhist[mygen]; unlock_m() };
 out:
     assert(isbroken || arrived[mygen] == PARTIES);
 #ifdef RESET

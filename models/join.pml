@@ -11,9 +11,9 @@
  * that task_done's notify_all. Ghost `owed`: the counter reached 0 after J
  * looked and before J returned.
  * Checked (LTL, weak fairness): owed -> <> J returns.
- * KNOWN BUG, found by this model: J reads 1, task_done makes it 0 (no
+ * A bug this model found (fixed): J reads 1, task_done makes it 0 (no
  * sleeper yet: no wake), the put makes it 1 again, J sleeps on 1 (ABA) until
- * the new task is done. Expected to fail until fixed; -DFIX_SEQ passes:
+ * the new task is done (the code before; -DBUG_ABA models it and must fail). The fix, modelled by default:
  * task_done bumps a second word, zeros, when it reaches 0 (as Event's pulse
  * count); join reads zeros (z0) first, is done when the counter is 0 or
  * zeros != z0, and sleeps on zeros.
@@ -23,7 +23,7 @@
 #include "futex.pml"
 
 byte unfinished = 1, join_waiters;
-byte zeros;                      /* FIX_SEQ: bumped by every task_done that reaches 0 */
+byte zeros;                      /* bumped by every task_done that reaches 0 */
 bit looked, owed, jdone;         /* ghosts */
 
 ltl live { [] (owed -> <> jdone) }
@@ -34,7 +34,7 @@ active proctype J()
     z0 = zeros;
     do
     :: atomic {                                      /* try_join */
-#ifdef FIX_SEQ
+#ifndef BUG_ABA
             seen = zeros;
             ok = (unfinished == 0 || zeros != z0);
 #else
@@ -44,7 +44,7 @@ active proctype J()
             looked = 1
         };
         if :: ok -> break :: else fi;
-#ifdef FIX_SEQ
+#ifndef BUG_ABA
         futex_sleep(zeros, W_JOIN, seen, join_waiters, 0, false)
 #else
         futex_sleep(unfinished, W_JOIN, seen, join_waiters, 0, false)
@@ -58,7 +58,7 @@ active proctype C()
     atomic {
         unfinished--;                                /* task_done: 1 -> 0 */
         if :: looked && !jdone -> owed = 1 :: else fi;
-#ifdef FIX_SEQ
+#ifndef BUG_ABA
         zeros++
 #endif
     };

@@ -11,10 +11,10 @@
  * Processes: a full Queue(maxsize=2); A: put_many of 2 records; B: put of 1;
  * G: one get. After the get one slot is free: B's put fits (A's never does).
  * Checked (LTL, weak fairness): B's put eventually completes.
- * KNOWN BUG, found by this model: the get wakes one putter; when that is A,
+ * A bug this model found (fixed): the get woke one putter; when that is A,
  * A finds no room for 2, sleeps again, and B sleeps on with a free slot:
  * only cproc_wait's 50 ms sleep slice (not modelled) lets B retry. Expected
- * to fail until fixed; -DFIX_WAKE_ALL (a get wakes every putter) passes.
+ * to fail (-DBUG_WAKE_ONE, the code before). The fix, modelled by default: a get wakes every putter.
  * Measured: B's put completes 44-50 ms after the get, 20 times in 20.
  */
 #define NPROC 3
@@ -59,7 +59,7 @@ active proctype B()
 active proctype G()
 {
     atomic { count > 0 -> count--; get_seq++ };
-#ifdef FIX_WAKE_ALL
+#ifndef BUG_WAKE_ONE
     wake_waiters_all(W_GETSEQ, put_waiters)
 #else
     wake_waiters(W_GETSEQ, put_waiters, 1)

@@ -113,19 +113,19 @@ check barrier safety fail -DBUG_WAKE_FIRST
 check qlock safety fail -DBUG_NO_MARK
 check pool safety fail -DBUG_CHECK_FIRST
 
-# KNOWN BUG (see barrier.pml): Barrier.wait() can return an index for a round
-# that was broken, after a reset() and a later break. Expected to fail until
-# barrier_wait is fixed; then turn this into "pass".
-OPT=2 check barrier asserts fail -DRESET
-# KNOWN BUG (see queue_put.pml): a get wakes one putter; a put_many that
-# cannot fit absorbs the wake a single put could use (it then waits for the
-# 50 ms sleep slice). Expected to fail until fixed; the fix passes:
-check queue_put liveness fail
-check queue_put liveness pass -DFIX_WAKE_ALL
-# KNOWN BUG (see join.pml): join() sleeps past a moment the count was 0 when
-# a put made it non-zero again before join slept (ABA on the counter word).
-check join liveness fail
-check join liveness pass -DFIX_SEQ
+# Barrier.wait() after reset() and a later break (a bug this model found,
+# fixed: each round's outcome is recorded, barrier.pml).
+OPT=2 check barrier asserts pass -DRESET
+# A get wakes every putter (a bug this model found, fixed: a get woke one, and
+# a put_many that could not fit absorbed the wake a single put could use).
+# The old code must fail:
+check queue_put liveness fail -DBUG_WAKE_ONE
+check queue_put liveness pass
+# join() sleeps on the zeros word (a bug this model found, fixed: it slept on
+# the counter and missed a moment the count was 0 when a put raised it again
+# before join slept, ABA). The old code must fail:
+check join liveness fail -DBUG_ABA
+check join liveness pass
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
