@@ -1413,3 +1413,34 @@ def test_a_pool_subclass_chooses_its_worker_process_class(mp):
     NestablePool = _nestable_pool_class(mp.name)
     with running(NestablePool(2, context=mp.get_context("fork"))) as p:
         assert p.map(functools.partial(_sum_of_doubles_in_a_pool, mp.name), [3, 4]) == [5, 14]
+
+
+def _failing_initializer():
+    raise RuntimeError("init failed")
+
+
+def test_raising_initializer_fails_every_task_instead_of_respawning(cproc):
+    """multiprocessing restarts a worker whose initializer raises, forever, and
+    every get() waits; cproc fails each task with the initializer's error."""
+    with running(cproc.Pool(2, initializer=_failing_initializer)) as p:
+        with pytest.raises(RuntimeError, match="^init failed$") as ei:
+            p.apply(abs, (-1,))
+        assert isinstance(ei.value.__cause__, multiprocessing.pool.RemoteTraceback)
+        with pytest.raises(RuntimeError, match="^init failed$"):
+            p.map_async(abs, [1, 2, 3]).get(10)
+
+
+def test_raising_callback_is_reported_and_the_result_completes(cproc, monkeypatch):
+    reported = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+
+    def callback(value):
+        raise ValueError("callback failed")
+
+    with running(cproc.Pool(2)) as p:
+        r = p.apply_async(abs, (-3,), callback=callback)
+        assert r.get(10) == 3
+        assert r.successful() is True
+        assert wait_until(lambda: reported, 5)
+    assert [type(u.exc_value) for u in reported] == [ValueError]
+    assert str(reported[0].exc_value) == "callback failed"
