@@ -1327,7 +1327,7 @@ static PyObject *take(QueueObject *q, Py_ssize_t max, int blocking, int64_t dead
 /* ---- methods ------------------------------------------------------------- */
 
 /* block and timeout as multiprocessing reads them: block goes to a
- * semaphore's acquire(), which takes an int, except in a get that waits
+ * semaphore's acquire() (up to 3.11 an int), except in a get that waits
  * without a timeout (`if block and timeout is None`), where any true value
  * will do. */
 static int parse_block_timeout(PyObject *block, PyObject *timeout, int *blocking, int64_t *deadline,
@@ -1335,13 +1335,11 @@ static int parse_block_timeout(PyObject *block, PyObject *timeout, int *blocking
 {
     *blocking = 1;
     if (block != NULL) {
-        if ((*blocking = PyObject_IsTrue(block)) < 0)
+        int no_timeout = timeout == NULL || timeout == Py_None;
+        if (getting && (*blocking = PyObject_IsTrue(block)) < 0)
             return -1;
-        if (!PyLong_Check(block) && !(getting && *blocking && (timeout == NULL || timeout == Py_None))) {
-            PyErr_Format(PyExc_TypeError, "'%.200s' object cannot be interpreted as an integer",
-                         Py_TYPE(block)->tp_name);
+        if (!(getting && *blocking && no_timeout) && (*blocking = cproc_blocking_arg(block)) < 0)
             return -1;
-        }
     }
     return cproc_deadline_from_timeout(timeout, deadline);
 }
