@@ -135,6 +135,7 @@ typedef struct {
     pid_t origin_pid;                   /* the process whose fd we opened */
     int origin_fd;
     int closed;
+    pid_t put_pid;                      /* the last process that put through this object */
     int kind;                           /* Q_* */
     PyObject *pending;                  /* list of popped records a failed get_many left */
     PyObject *weakreflist;
@@ -1050,6 +1051,7 @@ static int put_messages(QueueObject *q, message *msgs, Py_ssize_t n, int blockin
         PyErr_SetNone(Full);
         return -1;
     }
+    q->put_pid = cproc_pid;
     return 0;
 }
 
@@ -1494,6 +1496,12 @@ static PyObject *queue_empty(QueueObject *self, PyObject *unused)
     (void)unused;
     if ((self->kind == Q_SIMPLE ? check_open(self) : check_ready(self)) < 0)
         return NULL;
+    /* multiprocessing: a put starts the process's feeder thread, which closes
+     * the reader once close() stops it; empty() then polls a closed handle */
+    if (self->closed && self->put_pid == cproc_pid) {
+        PyErr_SetString(PyExc_OSError, "handle is closed");
+        return NULL;
+    }
     int has_pending = self->pending != NULL && PyList_GET_SIZE(self->pending) > 0;
     return PyBool_FromLong(atomic_load(&self->hdr->count) == 0 && !has_pending);
 }
@@ -1735,6 +1743,7 @@ static int queue_map(QueueObject *q, int fd, pid_t origin_pid, int origin_fd)
     q->origin_pid = origin_pid;
     q->origin_fd = origin_fd;
     q->closed = 0;
+    q->put_pid = 0;
     return 0;
 }
 

@@ -704,6 +704,43 @@ def test_closed_bounded_queue_with_items_still_counts(mp, new):
     assert q.join_thread() is None
 
 
+def _put_one(q, item):
+    q.put(item)
+
+
+@pytest.mark.parametrize("kind", ["Queue", "JoinableQueue"])
+def test_closed_queue_empty_after_a_put(mp, new, kind):
+    """empty() of a closed queue that this process put to raises
+    OSError('handle is closed'): multiprocessing's close() stops the feeder
+    thread that the put started, and the feeder closes the reader (CPython's
+    test_closed_queue_empty_exceptions). A queue that only another process
+    put to, or none, still answers; qsize() and full() always do."""
+    make = getattr(mp, kind)
+    unused = new(make)
+    unused.close()
+    unused.join_thread()
+    assert unused.empty() is True
+    q = new(make)
+    q.put("foo")
+    q.close()
+    q.join_thread()
+    with raises_exact(OSError, "handle is closed"):
+        q.empty()
+    with raises_exact(OSError, "handle is closed"):
+        q.empty()
+    assert (q.qsize(), q.full()) == (1, False)
+    by_child = new(make)
+    child = mp.Process(target=_put_one, args=(by_child, "from the child"))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    assert wait_until(lambda: not by_child.empty(), 10)
+    by_child.close()
+    by_child.join_thread()
+    assert by_child.empty() is False
+    assert by_child.qsize() == 1
+
+
 def test_join_thread_before_close(mp, new):
     q = new(mp.Queue)
     with raises_exact(AssertionError, f"Queue {q!r} not closed"):
@@ -1264,16 +1301,21 @@ def test_put_is_visible_at_once(cproc, new):
 
 
 def test_closed_queue_with_items_still_answers(cproc, new):
+    """At once after close(), not only after join_thread() (multiprocessing:
+    once its feeder thread has closed the reader): empty() raises as in
+    test_closed_queue_empty_after_a_put."""
     q = new(cproc.Queue, 3)
     q.put("a")
     q.put("b")
     q.close()
-    assert (q.qsize(), q.empty(), q.full()) == (2, False, False)
+    assert (q.qsize(), q.full()) == (2, False)
+    with pytest.raises(OSError, match="handle is closed"):
+        q.empty()
     q2 = new(cproc.Queue, 2)
     q2.put("a")
     q2.put("b")
     q2.close()
-    assert (q2.qsize(), q2.empty(), q2.full()) == (2, False, True)
+    assert (q2.qsize(), q2.full()) == (2, True)
 
 
 def _ping_pong_putter(q, to_parent, from_parent, rounds):
