@@ -296,6 +296,20 @@ int cproc_parse_block_timeout(const char *fname, PyObject *const *args, Py_ssize
     return cproc_deadline_from_timeout(val[1], deadline);
 }
 
+int cproc_semlock_int_arg(PyObject *o, int *out)
+{
+#if PY_VERSION_HEX < 0x030A0000
+    return PyArg_Parse(o, "i", out) ? 0 : -1;      /* 3.9's SemLock() parses "iiisi" */
+#else
+#if PY_VERSION_HEX >= 0x030D0000
+    *out = PyLong_AsInt(o);
+#else
+    *out = _PyLong_AsInt(o);
+#endif
+    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+#endif
+}
+
 int cproc_blocking_arg(PyObject *block)
 {
 #if PY_VERSION_HEX >= 0x030C0000

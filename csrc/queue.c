@@ -1780,24 +1780,14 @@ static int queue_init(QueueObject *self, PyObject *args, PyObject *kwds)
     PyObject *maxsize = NULL, *ctx = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O$O:Queue", kwlist, &maxsize, &ctx))
         return -1;
-    long value = 0;
+    int value = 0;
     if (maxsize != NULL) {
-        /* as multiprocessing: "maxsize <= 0" first, then a C int */
+        /* as multiprocessing: "maxsize <= 0" first, then BoundedSemaphore(maxsize) */
         PyObject *zero = PyLong_FromLong(0);
         int le = zero ? PyObject_RichCompareBool(maxsize, zero, Py_LE) : -1;
         Py_XDECREF(zero);
-        if (le < 0)
+        if (le < 0 || (!le && cproc_semlock_int_arg(maxsize, &value) < 0))
             return -1;
-        if (!le) {
-            int overflow;
-            value = PyLong_AsLongAndOverflow(maxsize, &overflow);
-            if (value == -1 && PyErr_Occurred())
-                return -1;
-            if (overflow || value > MAXSIZE_LIMIT) {
-                PyErr_SetString(PyExc_OverflowError, "Python int too large to convert to C int");
-                return -1;
-            }
-        }
     }
     return queue_create(self, (int32_t)value);
 }
