@@ -136,6 +136,7 @@ typedef struct {
     pid_t origin_pid;                   /* the process whose fd we opened */
     int origin_fd;
     int closed;
+    pid_t put_pid;                      /* the last process that put through this object */
     int kind;                           /* Q_* */
     PyObject *pending;                  /* list of popped records a failed get_many left */
     PyObject *weakreflist;
@@ -1052,6 +1053,7 @@ static int put_messages(QueueObject *q, message *msgs, Py_ssize_t n, int blockin
         PyErr_SetNone(Full);
         return -1;
     }
+    q->put_pid = cproc_pid;
     return 0;
 }
 
@@ -1332,7 +1334,7 @@ static PyObject *take(QueueObject *q, Py_ssize_t max, int blocking, int64_t dead
 /* ---- methods ------------------------------------------------------------- */
 
 /* block and timeout as multiprocessing reads them: block goes to a
- * semaphore's acquire(), which takes an int, except in a get that waits
+ * semaphore's acquire() (up to 3.11 an int), except in a get that waits
  * without a timeout (`if block and timeout is None`), where any true value
  * will do. */
 static int parse_block_timeout(PyObject *block, PyObject *timeout, int *blocking, int64_t *deadline,
@@ -1340,13 +1342,11 @@ static int parse_block_timeout(PyObject *block, PyObject *timeout, int *blocking
 {
     *blocking = 1;
     if (block != NULL) {
-        if ((*blocking = PyObject_IsTrue(block)) < 0)
+        int no_timeout = timeout == NULL || timeout == Py_None;
+        if (getting && (*blocking = PyObject_IsTrue(block)) < 0)
             return -1;
-        if (!PyLong_Check(block) && !(getting && *blocking && (timeout == NULL || timeout == Py_None))) {
-            PyErr_Format(PyExc_TypeError, "'%.200s' object cannot be interpreted as an integer",
-                         Py_TYPE(block)->tp_name);
+        if (!(getting && *blocking && no_timeout) && (*blocking = cproc_blocking_arg(block)) < 0)
             return -1;
-        }
     }
     return cproc_deadline_from_timeout(timeout, deadline);
 }
@@ -1501,6 +1501,12 @@ static PyObject *queue_empty(QueueObject *self, PyObject *unused)
     (void)unused;
     if ((self->kind == Q_SIMPLE ? check_open(self) : check_ready(self)) < 0)
         return NULL;
+    /* multiprocessing: a put starts the process's feeder thread, which closes
+     * the reader once close() stops it; empty() then polls a closed handle */
+    if (self->closed && self->put_pid == cproc_pid) {
+        PyErr_SetString(PyExc_OSError, "handle is closed");
+        return NULL;
+    }
     int has_pending = self->pending != NULL && PyList_GET_SIZE(self->pending) > 0;
     return PyBool_FromLong(atomic_load(&self->hdr->count) == 0 && !has_pending);
 }
@@ -1753,6 +1759,7 @@ static int queue_map(QueueObject *q, int fd, pid_t origin_pid, int origin_fd)
     q->origin_pid = origin_pid;
     q->origin_fd = origin_fd;
     q->closed = 0;
+    q->put_pid = 0;
     return 0;
 }
 
@@ -1789,24 +1796,14 @@ static int queue_init(QueueObject *self, PyObject *args, PyObject *kwds)
     PyObject *maxsize = NULL, *ctx = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O$O:Queue", kwlist, &maxsize, &ctx))
         return -1;
-    long value = 0;
+    int value = 0;
     if (maxsize != NULL) {
-        /* as multiprocessing: "maxsize <= 0" first, then a C int */
+        /* as multiprocessing: "maxsize <= 0" first, then BoundedSemaphore(maxsize) */
         PyObject *zero = PyLong_FromLong(0);
         int le = zero ? PyObject_RichCompareBool(maxsize, zero, Py_LE) : -1;
         Py_XDECREF(zero);
-        if (le < 0)
+        if (le < 0 || (!le && cproc_semlock_int_arg(maxsize, &value) < 0))
             return -1;
-        if (!le) {
-            int overflow;
-            value = PyLong_AsLongAndOverflow(maxsize, &overflow);
-            if (value == -1 && PyErr_Occurred())
-                return -1;
-            if (overflow || value > MAXSIZE_LIMIT) {
-                PyErr_SetString(PyExc_OverflowError, "Python int too large to convert to C int");
-                return -1;
-            }
-        }
     }
     return queue_create(self, (int32_t)value);
 }

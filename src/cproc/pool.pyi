@@ -1,7 +1,7 @@
 # Type stubs for cproc.pool (modelled on typeshed's multiprocessing/pool.pyi).
 # ApplyResult and MapResult are C types; ThreadPool is multiprocessing's.
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from multiprocessing import ProcessError as ProcessError, TimeoutError as TimeoutError
+from multiprocessing import TimeoutError as TimeoutError
 from multiprocessing.pool import ThreadPool as ThreadPool
 from multiprocessing.process import BaseProcess
 from types import GenericAlias, TracebackType
