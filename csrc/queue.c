@@ -135,6 +135,7 @@ typedef struct {
     pid_t origin_pid;                   /* the process whose fd we opened */
     int origin_fd;
     int closed;
+    pid_t used_by;                      /* the process a put succeeded in through this object (queue_empty) */
     int kind;                           /* Q_* */
     PyObject *pending;                  /* list of popped records a failed get_many left */
     PyObject *weakreflist;
@@ -1050,6 +1051,7 @@ static int put_messages(QueueObject *q, message *msgs, Py_ssize_t n, int blockin
         PyErr_SetNone(Full);
         return -1;
     }
+    q->used_by = cproc_pid;
     return 0;
 }
 
@@ -1496,6 +1498,13 @@ static PyObject *queue_empty(QueueObject *self, PyObject *unused)
     (void)unused;
     if ((self->kind == Q_SIMPLE ? check_open(self) : check_ready(self)) < 0)
         return NULL;
+    if (self->closed && self->used_by == cproc_pid) {
+        /* multiprocessing: close() of a queue this process has put to ends
+         * its feeder thread (started by the first put, not inherited by a fork
+         * child), which closes the reader empty() polls */
+        PyErr_SetString(PyExc_OSError, "handle is closed");
+        return NULL;
+    }
     int has_pending = self->pending != NULL && PyList_GET_SIZE(self->pending) > 0;
     return PyBool_FromLong(atomic_load(&self->hdr->count) == 0 && !has_pending);
 }
@@ -1737,6 +1746,7 @@ static int queue_map(QueueObject *q, int fd, pid_t origin_pid, int origin_fd)
     q->origin_pid = origin_pid;
     q->origin_fd = origin_fd;
     q->closed = 0;
+    q->used_by = 0;
     return 0;
 }
 
