@@ -67,13 +67,15 @@ def _worker(args):
 
         def startTest(self, test):
             super().startTest(test)
+            self.started = time.monotonic()
             raw.write(f"START\t{short(test)}\n")
             faulthandler.dump_traceback_later(args.test_timeout, exit=True, file=details)
 
         def stopTest(self, test):
             faulthandler.cancel_dump_traceback_later()
             status, detail = self.outcome.pop(short(test), ("PASS", ""))
-            raw.write(f"END\t{short(test)}\t{status}\t{detail}\n")
+            took = time.monotonic() - self.started
+            raw.write(f"END\t{short(test)}\t{status}\t{detail}\t{took:.2f}\n")
             super().stopTest(test)
 
         def _record(self, test, status, err=None, detail=""):
@@ -149,8 +151,10 @@ def _kill_group(proc):
 
 
 def _parse_raw(path):
-    """(outcomes {id: (status, detail)} in order, test running at the end or None, done?)"""
+    """(outcomes {id: (status, detail)} in order, test running at the end or None, done?,
+    {id: seconds})"""
     outcomes, running, finished = {}, None, False
+    durations = {}
     with open(path) as f:
         for line in f:
             parts = line.rstrip("\n").split("\t")
@@ -158,11 +162,13 @@ def _parse_raw(path):
                 running = parts[1]
             elif parts[0] == "END" and len(parts) >= 3:
                 outcomes[parts[1]] = (parts[2], parts[3] if len(parts) > 3 else "")
+                if len(parts) > 4:
+                    durations[parts[1]] = float(parts[4])
                 if running == parts[1]:
                     running = None
             elif parts[0] == "DONE":
                 finished = True
-    return outcomes, running, finished
+    return outcomes, running, finished, durations
 
 
 def load_expected(module, method, path=EXPECTED_FILE):
@@ -232,7 +238,7 @@ def run(args):
                 _kill_group(proc)
                 raise
             _kill_group(proc)      # the worker has exited: now whatever it left behind
-            outcomes, running, finished = _parse_raw(raw)
+            outcomes, running, finished, _ = _parse_raw(raw)
             if finished or timed_out:
                 if timed_out:
                     interrupted.append((running or "(between tests)", "TIMEOUT",
@@ -261,7 +267,7 @@ def run(args):
                 break
     elapsed = time.monotonic() - start
 
-    outcomes, _, _ = _parse_raw(raw)
+    outcomes, _, _, durations = _parse_raw(raw)
     for tid, status, detail in interrupted:
         outcomes[tid] = (status, detail)
     expected = load_expected(args.module, args.method)
@@ -269,15 +275,16 @@ def run(args):
     unexpected, xfail, xpass = [], [], []
     lines = []
     for tid, (status, detail) in outcomes.items():
+        took = f" [{durations[tid]:.1f}s]" if tid in durations else ""
         reason = next((r for p, r in expected if fnmatch.fnmatchcase(tid, p)), None)
         if status in FAILING:
             counts["failed"] += 1
             if reason is None:
                 unexpected.append(tid)
-                lines.append(f"{status} {tid}: {detail}")
+                lines.append(f"{status} {tid}{took}: {detail}")
             else:
                 xfail.append(tid)
-                lines.append(f"{status} {tid} (expected: {reason}): {detail}")
+                lines.append(f"{status} {tid}{took} (expected: {reason}): {detail}")
         elif status == "SKIP":
             counts["skipped"] += 1
             lines.append(f"SKIP {tid}: {detail}")
@@ -287,12 +294,14 @@ def run(args):
                 xpass.append(tid)
                 lines.append(f"PASS {tid} (listed as expected to fail: {reason})")
             else:
-                lines.append(f"PASS {tid}")
+                lines.append(f"PASS {tid}{took}")
     summary = "{passed} passed, {failed} failed, {skipped} skipped".format(**counts)
     with open(results, "w") as f:
         f.write(f"# {args.module} {args.method} python {sys.version.split()[0]}, "
                 f"{elapsed:.0f}s, {workers} worker(s)\n")
         f.write("\n".join(lines) + "\n")
+        slowest = sorted(durations.items(), key=lambda item: -item[1])[:15]
+        f.write("\n# ---- slowest\n" + "".join(f"{t:7.1f}s {tid}\n" for tid, t in slowest))
         if os.path.exists(raw + ".details"):
             with open(raw + ".details") as d:
                 f.write("\n# ---- tracebacks\n" + d.read())
@@ -317,7 +326,7 @@ def main(argv=None):
     p.add_argument("--results", help="per-test results file (default: WORKDIR/<module>-<py>-<method>.results)")
     p.add_argument("--workdir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "cproc-mpsuite"),
                    help="where the raw log, worker output and results go")
-    p.add_argument("--test-timeout", type=float, default=300.0, help="seconds per test (default 300)")
+    p.add_argument("--test-timeout", type=float, default=180.0, help="seconds per test (default 180)")
     p.add_argument("--total-timeout", type=float, default=3600.0, help="seconds for the run (default 3600)")
     p.add_argument("--max-workers", type=int, default=20,
                    help="give up after this many workers died in a test (default 20)")
