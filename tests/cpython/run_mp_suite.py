@@ -142,6 +142,18 @@ def _worker(args):
 
 # ---- the runner --------------------------------------------------------------
 
+def _default_signals():
+    """In the worker, before exec: the tests send themselves SIGINT and expect
+    KeyboardInterrupt, which Python does not arrange when SIGINT is ignored at
+    start-up, as it is for a background job of a non-interactive shell."""
+    for sig in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)     # the run's cleanup (killing the worker's group) runs
+
+
 def _kill_group(proc):
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -200,6 +212,8 @@ def load_expected(module, method, path=EXPECTED_FILE):
 
 
 def run(args):
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
     os.makedirs(args.workdir, exist_ok=True)
     tag = f"{args.module}-{PYVER}-{args.method}"
     raw = os.path.join(args.workdir, f"{tag}.raw")
@@ -224,47 +238,50 @@ def run(args):
     deadline = start + args.total_timeout
     interrupted = []       # (id, status) of tests that killed their worker
     workers = 0
-    with open(log, "ab") as logf:
-        while True:
-            workers += 1
-            proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env,
-                                    cwd=args.workdir, start_new_session=True)
-            try:
-                proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-                timed_out = False
-            except subprocess.TimeoutExpired:
-                timed_out = True
-            except BaseException:
-                _kill_group(proc)
-                raise
-            _kill_group(proc)      # the worker has exited: now whatever it left behind
-            outcomes, running, finished, _ = _parse_raw(raw)
-            if finished or timed_out:
-                if timed_out:
-                    interrupted.append((running or "(between tests)", "TIMEOUT",
-                                        f"total timeout of {args.total_timeout:.0f}s"))
-                break
-            if running is None:    # the worker failed outside any test: no point in retrying
-                interrupted.append(("(worker)", "CRASH", f"worker exit status {proc.returncode}, see {log}"))
-                break
-            # The worker died in a test: the per-test timeout (faulthandler's
-            # dump, in the details file, starts with "Timeout (") or a crash.
-            with open(raw + ".details") as d:
-                dump = d.read()[-200000:]
-            last = dump.rfind("==== ")
-            if proc.returncode == 1 and "Timeout (" in dump[last if last >= 0 else 0:]:
-                status, detail = "TIMEOUT", f"still running after {args.test_timeout:.0f}s"
-            else:
-                status, detail = "CRASH", f"worker exit status {proc.returncode}"
-            interrupted.append((running, status, detail))
-            with open(raw + ".details", "a") as d:
-                d.write(f"==== {status} {running}: {detail} (stacks above)\n")
-            with open(exclude, "w") as f:
-                f.writelines(t + "\n" for t in outcomes)
-                f.writelines(t + "\n" for t, _, _ in interrupted)
-            if workers > args.max_workers:
-                interrupted.append(("(remaining tests)", "CRASH", f"gave up after {workers} workers"))
-                break
+    proc = None
+    try:
+        with open(log, "ab") as logf:
+            while True:
+                workers += 1
+                proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env,
+                                        cwd=args.workdir, start_new_session=True,
+                                        preexec_fn=_default_signals)
+                try:
+                    proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+                    timed_out = False
+                except subprocess.TimeoutExpired:
+                    timed_out = True
+                _kill_group(proc)      # the worker has exited: now whatever it left behind
+                outcomes, running, finished, _ = _parse_raw(raw)
+                if finished or timed_out:
+                    if timed_out:
+                        interrupted.append((running or "(between tests)", "TIMEOUT",
+                                            f"total timeout of {args.total_timeout:.0f}s"))
+                    break
+                if running is None:    # the worker failed outside any test: no point in retrying
+                    interrupted.append(("(worker)", "CRASH", f"worker exit status {proc.returncode}, see {log}"))
+                    break
+                # The worker died in a test: the per-test timeout (faulthandler's
+                # dump, in the details file, starts with "Timeout (") or a crash.
+                with open(raw + ".details") as d:
+                    dump = d.read()[-200000:]
+                last = dump.rfind("==== ")
+                if proc.returncode == 1 and "Timeout (" in dump[last if last >= 0 else 0:]:
+                    status, detail = "TIMEOUT", f"still running after {args.test_timeout:.0f}s"
+                else:
+                    status, detail = "CRASH", f"worker exit status {proc.returncode}"
+                interrupted.append((running, status, detail))
+                with open(raw + ".details", "a") as d:
+                    d.write(f"==== {status} {running}: {detail} (stacks above)\n")
+                with open(exclude, "w") as f:
+                    f.writelines(t + "\n" for t in outcomes)
+                    f.writelines(t + "\n" for t, _, _ in interrupted)
+                if workers > args.max_workers:
+                    interrupted.append(("(remaining tests)", "CRASH", f"gave up after {workers} workers"))
+                    break
+    finally:
+        if proc is not None:       # however the run ends (SIGTERM, Ctrl+C, an error)
+            _kill_group(proc)
     elapsed = time.monotonic() - start
 
     outcomes, _, _, durations = _parse_raw(raw)
