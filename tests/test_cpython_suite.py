@@ -33,11 +33,11 @@ def no_leaks():
 def test_cpython_multiprocessing_suite(method, tmp_path):
     proc = subprocess.run(
         [sys.executable, RUNNER, "--method", method, "--module", "cproc",
-         "--workdir", str(tmp_path), "--total-timeout", str(TOTAL_TIMEOUT)],
+         "--workdir", str(tmp_path), "--total-timeout", str(TOTAL_TIMEOUT), "--no-threads"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         timeout=TOTAL_TIMEOUT + 60)
     summary = SUMMARY.findall(proc.stdout)
     assert summary, proc.stdout[-3000:]
     passed, failed, skipped = map(int, summary[-1])
-    assert passed > 200, proc.stdout[-3000:]
+    assert passed > 150, proc.stdout[-3000:]
     assert proc.returncode == 0, proc.stdout[-3000:]

@@ -126,7 +126,7 @@ def _worker(args):
         for t in suite:
             if isinstance(t, unittest.TestSuite):
                 flatten(t)
-            elif short(t) not in done:
+            elif short(t) not in done and not (args.no_threads and short(t).startswith("WithThreads")):
                 tests.append(t)
     flatten(loader.loadTestsFromModule(mpsuite_tests))
     raw.write(f"TOTAL\t{len(tests)}\n")
@@ -233,6 +233,8 @@ def run(args):
            "--test-timeout", str(args.test_timeout)]
     for k in args.k or ():
         cmd += ["-k", k]
+    if args.no_threads:
+        cmd.append("--no-threads")
 
     start = time.monotonic()
     deadline = start + args.total_timeout
@@ -340,6 +342,8 @@ def main(argv=None):
     p.add_argument("--module", choices=["cproc", "multiprocessing"], default="cproc")
     p.add_argument("-k", action="append", metavar="PATTERN",
                    help="run only tests whose id matches (as unittest -k; repeatable)")
+    p.add_argument("--no-threads", action="store_true",
+                   help="leave out the WithThreads* variants (they test multiprocessing.dummy, not cproc)")
     p.add_argument("--results", help="per-test results file (default: WORKDIR/<module>-<py>-<method>.results)")
     p.add_argument("--workdir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "cproc-mpsuite"),
                    help="where the raw log, worker output and results go")
