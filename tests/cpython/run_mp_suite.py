@@ -131,6 +131,9 @@ def _worker(args):
     flatten(loader.loadTestsFromModule(mpsuite_tests))
     raw.write(f"TOTAL\t{len(tests)}\n")
     unittest.TestSuite(tests).run(Result())
+    swap = sys.modules.get("mpsuite_swap")
+    if swap is not None:
+        raw.write("FALLBACKS\t" + " ".join(sorted(swap.fallbacks)) + "\n")
     raw.write("DONE\n")
     raw.close()
     details.close()
@@ -164,9 +167,9 @@ def _kill_group(proc):
 
 def _parse_raw(path):
     """(outcomes {id: (status, detail)} in order, test running at the end or None, done?,
-    {id: seconds})"""
+    {id: seconds}, [the stock names the test module used] or None)"""
     outcomes, running, finished = {}, None, False
-    durations = {}
+    durations, fallbacks = {}, None
     with open(path) as f:
         for line in f:
             parts = line.rstrip("\n").split("\t")
@@ -178,9 +181,11 @@ def _parse_raw(path):
                     durations[parts[1]] = float(parts[4])
                 if running == parts[1]:
                     running = None
+            elif parts[0] == "FALLBACKS":
+                fallbacks = parts[1].split()
             elif parts[0] == "DONE":
                 finished = True
-    return outcomes, running, finished, durations
+    return outcomes, running, finished, durations, fallbacks
 
 
 def load_expected(module, method, path=EXPECTED_FILE):
@@ -254,7 +259,7 @@ def run(args):
                 except subprocess.TimeoutExpired:
                     timed_out = True
                 _kill_group(proc)      # the worker has exited: now whatever it left behind
-                outcomes, running, finished, _ = _parse_raw(raw)
+                outcomes, running, finished, _, _ = _parse_raw(raw)
                 if finished or timed_out:
                     if timed_out:
                         interrupted.append((running or "(between tests)", "TIMEOUT",
@@ -286,7 +291,7 @@ def run(args):
             _kill_group(proc)
     elapsed = time.monotonic() - start
 
-    outcomes, _, _, durations = _parse_raw(raw)
+    outcomes, _, _, durations, fallbacks = _parse_raw(raw)
     for tid, status, detail in interrupted:
         outcomes[tid] = (status, detail)
     expected = load_expected(args.module, args.method)
@@ -319,6 +324,9 @@ def run(args):
         f.write(f"# {args.module} {args.method} python {sys.version.split()[0]}, "
                 f"{elapsed:.0f}s, {workers} worker(s)\n")
         f.write("\n".join(lines) + "\n")
+        if fallbacks is not None:
+            f.write("\n# ---- what the test module took from the standard library (cproc has no such name)\n"
+                    + "".join(name + "\n" for name in fallbacks))
         slowest = sorted(durations.items(), key=lambda item: -item[1])[:15]
         f.write("\n# ---- slowest\n" + "".join(f"{t:7.1f}s {tid}\n" for tid, t in slowest))
         if os.path.exists(raw + ".details"):
