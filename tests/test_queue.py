@@ -689,6 +689,33 @@ def test_closed_queue_raises_value_error(mp, new, kind):
     assert q.cancel_join_thread() is None
 
 
+def _close_and_report_empty(q):
+    q.close()
+    return q.empty()
+
+
+@pytest.mark.parametrize("kind", ["Queue", "JoinableQueue"])
+def test_closed_queue_empty_after_a_put(mp, new, kind):
+    """empty() on a closed queue this process has put to raises OSError("handle
+    is closed") (multiprocessing: the feeder thread the first put started closes
+    the reader on close(); CPython 3.13's test_closed_queue_empty_exceptions).
+    Unused, or used only by the parent of a fork child, it answers."""
+    q = new(getattr(mp, kind))
+    q.put("x")
+    assert q.get(timeout=10) == "x"
+    with ChildSet() as children:
+        assert children.start(_close_and_report_empty, q).result() is True
+    q.close()
+    q.join_thread()
+    with raises_exact(OSError, "handle is closed"):
+        q.empty()
+    assert q.qsize() == 0
+    unused = new(getattr(mp, kind))
+    unused.close()
+    unused.join_thread()
+    assert unused.empty() is True
+
+
 def test_closed_bounded_queue_with_items_still_counts(mp, new):
     q = new(mp.Queue, 2)
     q.put("a")
@@ -709,26 +736,10 @@ def _put_one(q, item):
 
 
 @pytest.mark.parametrize("kind", ["Queue", "JoinableQueue"])
-def test_closed_queue_empty_after_a_put(mp, new, kind):
-    """empty() of a closed queue that this process put to raises
-    OSError('handle is closed'): multiprocessing's close() stops the feeder
-    thread that the put started, and the feeder closes the reader (CPython's
-    test_closed_queue_empty_exceptions). A queue that only another process
-    put to, or none, still answers; qsize() and full() always do."""
+def test_closed_queue_empty_when_only_another_process_put(mp, new, kind):
+    """A closed queue that only another process put to still answers
+    empty(), as multiprocessing's (this process started no feeder thread)."""
     make = getattr(mp, kind)
-    unused = new(make)
-    unused.close()
-    unused.join_thread()
-    assert unused.empty() is True
-    q = new(make)
-    q.put("foo")
-    q.close()
-    q.join_thread()
-    with raises_exact(OSError, "handle is closed"):
-        q.empty()
-    with raises_exact(OSError, "handle is closed"):
-        q.empty()
-    assert (q.qsize(), q.full()) == (1, False)
     by_child = new(make)
     child = mp.Process(target=_put_one, args=(by_child, "from the child"))
     child.start()
