@@ -59,6 +59,21 @@ def _wrapper_package(suite):
     return root
 
 
+def _python_subprocesses_see(root):
+    """The scripts some tests run in a fresh interpreter import the suite
+    (from test.test_concurrent_futures import sleep_and_print): give them the
+    wrapper package, through PYTHONPATH (which makes script_helper drop -I)."""
+    from test.support import script_helper
+
+    run = script_helper.run_python_until_end
+
+    def run_python_until_end(*args, **env_vars):
+        env_vars.setdefault("PYTHONPATH", root)
+        return run(*args, **env_vars)
+
+    script_helper.run_python_until_end = run_python_until_end
+
+
 def _suite_modules():
     return [m for name, m in sorted(sys.modules.items())
             if m is not None and (name == MODULE or name.startswith(MODULE + "."))]
@@ -108,6 +123,7 @@ def child_main(args):
         sys.path.insert(0, root)
         for name in [n for n in sys.modules if n == "test" or n.startswith("test.")]:
             del sys.modules[name]
+        _python_subprocesses_see(root)
     import test.support
 
     test.support.verbose = args.verbose     # (1 by default: timings on stdout)
