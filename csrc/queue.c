@@ -24,7 +24,9 @@
  * process also notices that it must map the ring again.
  *
  * Sleepers wait on sequence words (cproc_wait, futex.c); a put or get wakes
- * only when someone sleeps. The GIL is released while waiting and while
+ * only when someone sleeps. A process may also watch a queue with select()
+ * (SimpleQueue._reader, for concurrent.futures): it registers a pipe in the
+ * header, and every put then writes a byte to that pipe. The GIL is released while waiting and while
  * copying records of NOGIL_COPY bytes or more.
  *
  * Records: a record_header, then for pickles with out-of-band buffers (pickle
@@ -119,6 +121,11 @@ typedef struct {
     int64_t window_start;               /* CLOCK_MONOTONIC ns */
     uint32_t spilled_recently;          /* a block was claimed since window_start */
     uint32_t needs_repair;              /* a holder died: queue_repair before anything else */
+    /* the watcher (SimpleQueue._reader): a pipe every put writes a byte to */
+    uint32_t watch_pid;                 /* the process holding its write end; 0: none */
+    int32_t watch_fd;                   /* the write end's number there */
+    uint64_t watch_ino;                 /* the pipe's inode */
+    uint32_t watch_gen;                 /* bumped at every change of watcher */
     cproc_spill_slot spill[CPROC_SPILL_SLOTS];
 } queue_header;
 
@@ -139,6 +146,10 @@ typedef struct {
     pid_t put_pid;                      /* the last process that put through this object */
     int kind;                           /* Q_* */
     PyObject *pending;                  /* list of popped records a failed get_many left */
+    PyObject *reader;                   /* SimpleQueue._reader, made on first use */
+    int watch_wfd;                      /* our registered watch pipe's write end, -1: none */
+    int notify_fd;                      /* our descriptor of the watcher's pipe, -1: none */
+    uint32_t notify_gen;                /* the watch_gen notify_fd was opened for */
     PyObject *weakreflist;
 } QueueObject;
 
@@ -957,6 +968,57 @@ static int check_open(QueueObject *q)
     return -1;
 }
 
+/* ---- the watcher's pipe ------------------------------------------------- */
+
+/* Open the watcher's pipe through /proc/<pid>/fd/<fd>, for writing without
+ * blocking; -1 if that process no longer has it. */
+static int watch_pipe_open(pid_t pid, int fd, uint64_t ino)
+{
+    char path[64], target[64], expect[64];
+    snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)pid, fd);
+    snprintf(expect, sizeof expect, "pipe:[%llu]", (unsigned long long)ino);
+    ssize_t n = readlink(path, target, sizeof target - 1);
+    if (n < 0)
+        return -1;
+    target[n] = '\0';
+    if (strcmp(target, expect) != 0)    /* a recycled fd number: never open it */
+        return -1;
+    int myfd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (myfd < 0)
+        return -1;
+    struct stat st;
+    if (fstat(myfd, &st) != 0 || !S_ISFIFO(st.st_mode) || (uint64_t)st.st_ino != ino) {
+        close(myfd);
+        return -1;
+    }
+    return myfd;
+}
+
+/* After a put: one byte to the watcher's pipe (read under the lock into
+ * pid/fd/ino/gen). A full pipe is readable already; a watcher gone is
+ * forgotten until the next one registers. */
+static void watch_notify(QueueObject *q, uint32_t pid, int32_t fd, uint64_t ino, uint32_t gen)
+{
+    if (pid == 0)
+        return;
+    if (q->notify_gen != gen || q->notify_fd < 0) {
+        if (q->notify_fd >= 0)
+            close(q->notify_fd);
+        q->notify_fd = q->notify_gen == gen ? -1 : watch_pipe_open((pid_t)pid, fd, ino);
+        q->notify_gen = gen;
+    }
+    if (q->notify_fd < 0)
+        return;
+    ssize_t r;
+    do
+        r = write(q->notify_fd, "", 1);
+    while (r < 0 && errno == EINTR);
+    if (r < 0 && errno != EAGAIN) {     /* EPIPE: the watcher closed it */
+        close(q->notify_fd);
+        q->notify_fd = -1;
+    }
+}
+
 typedef struct {
     QueueObject *q;
     message *msgs;
@@ -1019,8 +1081,12 @@ static int try_put(void *ctx, uint32_t *seen)
         atomic_fetch_add(&h->unfinished, (uint32_t)n);
     atomic_fetch_add(&h->count, n);
     atomic_fetch_add(&h->put_seq, (uint32_t)n);
+    uint32_t watch_pid = h->watch_pid, watch_gen = h->watch_gen;
+    int32_t watch_fd = h->watch_fd;
+    uint64_t watch_ino = h->watch_ino;
     qlock_release(h);
     cproc_wake_waiters(&h->put_seq, &h->get_waiters, n > INT_MAX ? INT_MAX : (int)n);
+    watch_notify(c->q, watch_pid, watch_fd, watch_ino, watch_gen);
     return 1;
 }
 
@@ -1524,8 +1590,102 @@ static PyObject *queue_close(QueueObject *self, PyObject *unused)
 {
     (void)unused;
     self->closed = 1;
+    if (self->reader != NULL) {         /* as multiprocessing's close() closes _reader */
+        PyObject *r = PyObject_CallMethod(self->reader, "close", NULL);
+        if (r == NULL)
+            return NULL;
+        Py_DECREF(r);
+    }
     Py_RETURN_NONE;
 }
+
+/* ---- the watcher (SimpleQueue._reader, cproc.queues._QueueReader) -------- */
+
+/* Stop the puts writing to our pipe, if it is still the registered one. */
+static int queue_unwatch(QueueObject *q)
+{
+    if (q->hdr == NULL || q->watch_wfd < 0)
+        return 0;
+    queue_header *h = q->hdr;
+    int locked = qlock_acquire(q, CPROC_FOREVER);
+    if (locked < 0)
+        return -1;
+    if (h->watch_pid == (uint32_t)cproc_pid && h->watch_fd == q->watch_wfd) {
+        h->watch_pid = 0;
+        h->watch_gen++;
+    }
+    qlock_release(h);
+    q->watch_wfd = -1;
+    return 0;
+}
+
+static PyObject *queue_watch(QueueObject *self, PyObject *arg)
+{
+    if (check_open(self) < 0)
+        return NULL;
+    long v = PyLong_AsLong(arg);
+    if (v == -1 && PyErr_Occurred())
+        return NULL;
+    if (v < 0 || v > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "invalid file descriptor");
+        return NULL;
+    }
+    int fd = (int)v;
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    if (!S_ISFIFO(st.st_mode)) {
+        PyErr_SetString(PyExc_ValueError, "the watch descriptor must be a pipe's write end");
+        return NULL;
+    }
+    queue_header *h = self->hdr;
+    if (qlock_acquire(self, CPROC_FOREVER) < 0)
+        return NULL;
+    h->watch_pid = (uint32_t)cproc_pid;
+    h->watch_fd = fd;
+    h->watch_ino = (uint64_t)st.st_ino;
+    h->watch_gen++;
+    qlock_release(h);
+    self->watch_wfd = fd;
+    Py_RETURN_NONE;
+}
+
+static PyObject *queue_unwatch_method(QueueObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (queue_unwatch(self) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *queue_get_reader(QueueObject *self, void *closure)
+{
+    (void)closure;
+    if (self->reader == NULL) {
+        if (check_open(self) < 0)
+            return NULL;
+        PyObject *mod = PyImport_ImportModule("cproc.queues");
+        if (mod == NULL)
+            return NULL;
+        PyObject *reader = PyObject_CallMethod(mod, "_QueueReader", "O", (PyObject *)self);
+        Py_DECREF(mod);
+        if (reader == NULL)
+            return NULL;
+        if (self->reader != NULL)       /* made meanwhile by another thread */
+            Py_DECREF(reader);
+        else
+            self->reader = reader;
+    }
+    return Py_NewRef(self->reader);
+}
+
+static PyGetSetDef simple_getset[] = {
+    {"_reader", (getter)queue_get_reader, NULL,
+     "A connection-like reader that multiprocessing.connection.wait() can wait on: readable "
+     "when the queue holds an item; recv() is get() (as multiprocessing's SimpleQueue._reader).",
+     NULL},
+    {NULL}
+};
 
 static PyObject *queue_join_thread(QueueObject *self, PyObject *unused)
 {
@@ -1724,6 +1884,12 @@ static int kind_of_type(PyTypeObject *type);
 
 static void queue_release(QueueObject *q)
 {
+    if (queue_unwatch(q) < 0)
+        PyErr_WriteUnraisable((PyObject *)q);
+    if (q->notify_fd >= 0)
+        close(q->notify_fd);
+    q->notify_fd = -1;
+    q->notify_gen = 0;
     if (q->ring != NULL)
         (void)munmap(q->ring, q->ring_cap);
     if (q->hdr != NULL)
@@ -1735,6 +1901,7 @@ static void queue_release(QueueObject *q)
     q->fd = -1;
     q->ring_gen = 0;
     Py_CLEAR(q->pending);
+    Py_CLEAR(q->reader);
 }
 
 /* Map the header of the memfd `fd` (ours) and record its identity. */
@@ -1786,6 +1953,8 @@ static PyObject *queue_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (q == NULL)
         return NULL;
     q->fd = -1;
+    q->watch_wfd = -1;
+    q->notify_fd = -1;
     q->kind = kind_of_type(type);
     return (PyObject *)q;
 }
@@ -1930,6 +2099,10 @@ static PyMethodDef simple_methods[] = {
     {"get", (PyCFunction)simplequeue_get, METH_NOARGS, "get($self, /)\n--\n\nRemove and return the oldest item."},
     {"put", (PyCFunction)(void (*)(void))simplequeue_put, FASTKW, "put(obj)\n--\n\nAdd obj; never blocks."},
     {"__class_getitem__", Py_GenericAlias, METH_O | METH_CLASS, NULL},
+    {"_watch", (PyCFunction)queue_watch, METH_O,
+     "_watch(fd)\n--\n\nEvery put writes a byte to the pipe whose write end is fd (ours)."},
+    {"_unwatch", (PyCFunction)queue_unwatch_method, METH_NOARGS,
+     "_unwatch($self, /)\n--\n\nStop writing to the pipe _watch registered."},
     COMMON_METHODS,
     {NULL}
 };
@@ -1964,6 +2137,7 @@ PyTypeObject cproc_SimpleQueueType = {
     .tp_name = "cproc.queues.SimpleQueue",
     .tp_doc = "SimpleQueue(*, ctx=None)\n\nAn unbounded process-shared FIFO queue: get, put, empty, close.",
     .tp_methods = simple_methods,
+    .tp_getset = simple_getset,
     .tp_init = (initproc)simplequeue_init,
 };
 

@@ -389,6 +389,26 @@ static PyObject *semlock_get_maxvalue(SemLockObject *self, void *closure)
     return PyLong_FromUnsignedLong(self->s->maxvalue);
 }
 
+/* multiprocessing's lock classes wrap a _multiprocessing.SemLock in
+ * `_semlock`; code written against them (multiprocessing.queues.Queue, used
+ * by concurrent.futures with a cproc context) reaches the value through it.
+ * cproc's objects are their own SemLock. */
+static PyObject *semlock_get_semlock(SemLockObject *self, void *closure)
+{
+    (void)closure;
+    Py_INCREF(self);
+    return (PyObject *)self;
+}
+
+/* _multiprocessing.SemLock._after_fork() zeroes the recursion count a forked
+ * child inherited. cproc's holder is a pid, which a child never has: nothing
+ * to reset. */
+static PyObject *semlock_after_fork(SemLockObject *self, PyObject *unused)
+{
+    (void)self; (void)unused;
+    Py_RETURN_NONE;
+}
+
 static PyObject *semlock_reduce(SemLockObject *self, PyObject *unused)
 {
     (void)unused;
@@ -406,6 +426,8 @@ static PyObject *semlock_reduce(SemLockObject *self, PyObject *unused)
     {"_is_mine", (PyCFunction)semlock_is_mine, METH_NOARGS, "Whether the calling thread holds it."}, \
     {"_get_value", (PyCFunction)semlock_get_value, METH_NOARGS, "Current value (1 = free for locks)."}, \
     {"_is_zero", (PyCFunction)semlock_is_zero, METH_NOARGS, "Whether the value is 0."}, \
+    {"_after_fork", (PyCFunction)semlock_after_fork, METH_NOARGS, \
+     "Nothing to reset in a forked child (the holder is a pid)."}, \
     {"_from_handle", (PyCFunction)semlock_from_handle, METH_O | METH_CLASS, "Attach by handle."}, \
     {"__reduce__", (PyCFunction)semlock_reduce, METH_NOARGS, NULL},
 
@@ -418,6 +440,8 @@ static PyGetSetDef semlock_getset[] = {
     {"kind", (getter)semlock_get_kind, NULL, "0 Lock, 1 RLock, 2 Semaphore", NULL},
     {"maxvalue", (getter)semlock_get_maxvalue, NULL, "the largest value", NULL},
     {"owner_pid", (getter)semlock_owner_pid, NULL, "pid of the process holding the lock, or None", NULL},
+    {"_semlock", (getter)semlock_get_semlock, NULL, "the object itself (multiprocessing's lock "
+     "classes keep their _multiprocessing.SemLock there)", NULL},
     {NULL}
 };
 
