@@ -406,3 +406,42 @@ def pool_lifecycle(mod, n):
             _pool_stop(pool, ok, mod)
         return got
     return _lifecycle(n, one, mod)
+
+
+# --------------------------------------------------------------------------
+# 5. The cost of limits (cproc's task_timeout / soft_task_timeout): tiny
+#    tasks with limits on, against the same calls on a pool without them.
+
+
+def _limited(limits):
+    """apply_async × n then get(), on a warm Pool(2): cproc with `limits`
+    (multiprocessing has none and runs without)."""
+    def run(mod, n):
+        kw = limits if hasattr(mod, "TaskTimeoutError") else {}
+        return _apply_async(_pool_start, _pool_stop,
+                            lambda pool, i: pool.apply_async(echo, (i,), **kw),
+                            lambda res: res.get())(mod, n)
+    return run
+
+
+@case("Pool(2).apply_async × n with task_timeout=60", target=0.1,
+      size=10_000, quick=2_500,
+      work="{size:,} × apply_async(echo, (i,), task_timeout=60), then get() each",
+      peers=[Peer("cproc, no limit", "cproc", run=_limited({}), target=1.1)],
+      note="cproc with a hard limit on every task (the worker writes its "
+           "deadline in shared memory, the collector waits until the "
+           "earliest) against the same calls without a limit (the "
+           "“cproc, no limit” row; target: at most 1.1x). multiprocessing "
+           "has no limits and runs the calls without.")
+def pool_apply_async_task_timeout(mod, n):
+    return _limited({"task_timeout": 60})(mod, n)
+
+
+@case("Pool(2).apply_async × n with soft_task_timeout=60, task_timeout=60", target=0.1,
+      size=10_000, quick=2_500,
+      work="{size:,} × apply_async(echo, (i,), soft_task_timeout=60, task_timeout=60)",
+      peers=[Peer("cproc, no limit", "cproc", run=_limited({}), target=1.1)],
+      note="As above, with a soft limit too: the worker arms and disarms "
+           "ITIMER_REAL around every task (two setitimer calls).")
+def pool_apply_async_soft_and_hard(mod, n):
+    return _limited({"task_timeout": 60, "soft_task_timeout": 60})(mod, n)

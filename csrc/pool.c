@@ -19,13 +19,30 @@
  * worker that leaves after maxtasksperchild tasks says so with a result
  * record tagged STOP_TAG holding its pid, so that the collector replaces it
  * at once (pool_collect hands these pids to the caller).
+ *
+ * Limits (optional; none set = none of this runs): a task record may carry
+ * a fifth item (soft, hard) in seconds. The soft limit is an ITIMER_REAL
+ * whose SIGALRM handler (cproc.pool's) raises SoftTimeLimitExceeded in the
+ * task. For the hard limit the worker writes (deadline, limit) in ns of
+ * CLOCK_MONOTONIC into its two words of `timing` when it starts the task;
+ * the collector (pool_timeouts) claims a task past its deadline by setting
+ * KILL_BIT in the worker's slot with a compare-and-swap, then kills the
+ * worker. A worker that clears a slot holding KILL_BIT (it finished just as
+ * it was claimed) leaves instead of taking another task, so the kill can
+ * never take a second task with it. max_memory: the worker's RSS, read from
+ * /proc/self/statm after each task; past it, the worker retires as after
+ * maxtasksperchild.
  */
 #include "cproc.h"
 
 #include <limits.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <sys/time.h>
+#include <unistd.h>
 
 #define STOP_TAG ((uint64_t)1 << 63)    /* a task record's: leave; a result record's: left (RETIRED) */
+#define KILL_BIT ((uint64_t)1 << 62)    /* in a slot: the collector kills this worker for its task's hard limit */
 #define BATCH 256                      /* records per lock round trip */
 #define FLUSH_ITEMS 1024                /* items per batch, at most */
 #define RANGE_CHUNK 256                 /* a range chunk this long travels as a range */
@@ -36,6 +53,7 @@ static PyObject *ExceptionWithTraceback;   /* multiprocessing.pool's */
 static PyObject *MaybeEncodingError;
 static PyObject *pickle_loads;
 static PyObject *apply_unpacking;          /* cproc.pool._apply: func(*args, **kwds) in Python */
+static PyObject *install_soft_limit;       /* cproc.pool._install_soft_limit: the SIGALRM handler */
 
 static int import_pool_names(void)
 {
@@ -48,13 +66,14 @@ static int import_pool_names(void)
         Py_XSETREF(MaybeEncodingError, PyObject_GetAttrString(mp, "MaybeEncodingError"));
         Py_XSETREF(pickle_loads, PyObject_GetAttrString(pk, "loads"));
         Py_XSETREF(apply_unpacking, PyObject_GetAttrString(cp, "_apply"));
+        Py_XSETREF(install_soft_limit, PyObject_GetAttrString(cp, "_install_soft_limit"));
         ExceptionWithTraceback = PyObject_GetAttrString(mp, "ExceptionWithTraceback");
     }
     Py_XDECREF(mp);
     Py_XDECREF(pk);
     Py_XDECREF(cp);
     if (ExceptionWithTraceback == NULL || MaybeEncodingError == NULL || pickle_loads == NULL ||
-        apply_unpacking == NULL) {
+        apply_unpacking == NULL || install_soft_limit == NULL) {
         Py_CLEAR(ExceptionWithTraceback);
         return -1;
     }
@@ -390,7 +409,8 @@ static PyObject *task_function(PyObject *cache, PyObject *fbytes)
 static PyObject *run_task(PyObject *fcache, PyObject *task)
 {
     long mode = -1;
-    if (PyTuple_Check(task) && PyTuple_GET_SIZE(task) == 4 && PyLong_Check(PyTuple_GET_ITEM(task, 0)))
+    if (PyTuple_Check(task) && (PyTuple_GET_SIZE(task) == 4 || PyTuple_GET_SIZE(task) == 5) &&
+        PyLong_Check(PyTuple_GET_ITEM(task, 0)))
         mode = PyLong_AsLong(PyTuple_GET_ITEM(task, 0));
     if (mode != MODE_APPLY && mode != MODE_MAP && mode != MODE_STARMAP) {
         PyErr_Clear();
@@ -494,14 +514,139 @@ static int announce_retirement(PyObject *results)
     return r;
 }
 
-/* pool_worker(tasks, results, slots, index, maxtasks, owner_pid, init_error) */
+/* ==== limits ============================================================= */
+
+/* A task record's limits in ns (0: none): its fifth item, (soft, hard) in
+ * seconds, each a positive number or None. */
+static int task_limits(PyObject *task, int64_t *soft, int64_t *hard)
+{
+    *soft = *hard = 0;
+    if (!PyTuple_Check(task) || PyTuple_GET_SIZE(task) != 5)
+        return 0;
+    PyObject *limits = PyTuple_GET_ITEM(task, 4);
+    if (!PyTuple_Check(limits) || PyTuple_GET_SIZE(limits) != 2) {
+        PyErr_SetString(PyExc_RuntimeError, "cproc pool: malformed task limits");
+        return -1;
+    }
+    for (int i = 0; i < 2; i++) {
+        PyObject *x = PyTuple_GET_ITEM(limits, i);
+        if (x == Py_None)
+            continue;
+        double seconds = PyFloat_AsDouble(x);
+        if (seconds == -1.0 && PyErr_Occurred())
+            return -1;
+        if (!(seconds > 0 && seconds < 1e9)) {
+            PyErr_SetString(PyExc_ValueError, "cproc pool: a time limit must be positive");
+            return -1;
+        }
+        int64_t ns = (int64_t)(seconds * 1e9);
+        *(i == 0 ? soft : hard) = ns > 0 ? ns : 1;
+    }
+    return 0;
+}
+
+static int soft_handler_installed;      /* this process's SIGALRM handler is cproc.pool's */
+
+/* ITIMER_REAL in ns from now (0: disarm). */
+static int set_soft_timer(int64_t ns)
+{
+    if (ns > 0 && !soft_handler_installed) {
+        PyObject *r = PyObject_CallNoArgs(install_soft_limit);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+        soft_handler_installed = 1;
+    }
+    struct itimerval it = {{0, 0}, {(time_t)(ns / 1000000000), (suseconds_t)(ns % 1000000000 / 1000)}};
+    if (ns > 0 && it.it_value.tv_sec == 0 && it.it_value.tv_usec == 0)
+        it.it_value.tv_usec = 1;
+    if (setitimer(ITIMER_REAL, &it, NULL) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    return 0;
+}
+
+/* run_task under the task's limits, if it has any; timing: this worker's
+ * (deadline, limit) words, or NULL. */
+static PyObject *run_limited(PyObject *fcache, PyObject *task, _Atomic int64_t *timing)
+{
+    int64_t soft, hard;
+    if (task_limits(task, &soft, &hard) < 0)
+        return NULL;
+    if (soft == 0 && hard == 0)
+        return run_task(fcache, task);
+    if (hard > 0) {
+        if (timing == NULL) {
+            PyErr_SetString(PyExc_RuntimeError, "cproc pool: a hard time limit without a timing area");
+            return NULL;
+        }
+        atomic_store(&timing[1], hard);
+        atomic_store(&timing[0], cproc_monotonic_ns() + hard);
+    }
+    PyObject *value = soft > 0 && set_soft_timer(soft) < 0 ? NULL : run_task(fcache, task);
+    if (hard > 0)
+        atomic_store(&timing[0], 0);
+    if (soft > 0) {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        int r = set_soft_timer(0);
+        /* A SIGALRM that came as the task ended: the task is over, drop it. */
+        if (r == 0 && PyErr_CheckSignals() < 0)
+            PyErr_Clear();
+        if (r < 0) {
+            Py_CLEAR(value);
+            Py_XDECREF(et);
+            Py_XDECREF(ev);
+            Py_XDECREF(tb);
+        } else
+            PyErr_Restore(et, ev, tb);
+    }
+    return value;
+}
+
+/* This process's resident set size in bytes, or -1 (OSError set). */
+static int64_t rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f == NULL) {
+        PyErr_SetFromErrnoWithFilename(PyExc_OSError, "/proc/self/statm");
+        return -1;
+    }
+    long size, resident;
+    int n = fscanf(f, "%ld %ld", &size, &resident);
+    fclose(f);
+    long page = sysconf(_SC_PAGESIZE);
+    if (n != 2 || resident < 0 || page <= 0) {
+        PyErr_SetString(PyExc_OSError, "cproc pool: cannot read /proc/self/statm");
+        return -1;
+    }
+    return (int64_t)resident * page;
+}
+
+/* A writable buffer of at least `words` aligned 64-bit words, or NULL (error set). */
+static void *word_buffer(PyObject *obj, Py_buffer *view, Py_ssize_t words, const char *what)
+{
+    if (PyObject_GetBuffer(obj, view, PyBUF_WRITABLE) < 0)
+        return NULL;
+    if (words < 0 || (size_t)view->len < (size_t)words * sizeof(uint64_t) ||
+        (uintptr_t)view->buf % sizeof(uint64_t) != 0) {
+        PyBuffer_Release(view);
+        PyErr_Format(PyExc_ValueError, "%s: out of range or misaligned", what);
+        return NULL;
+    }
+    return view->buf;
+}
+
+/* pool_worker(tasks, results, slots, index, maxtasks, owner_pid, init_error[, timing, max_memory]) */
 static PyObject *pool_worker(PyObject *Py_UNUSED(module), PyObject *args)
 {
-    PyObject *tasks, *results, *slots, *init_error;
+    PyObject *tasks, *results, *slots, *init_error, *timing_obj = Py_None;
     Py_ssize_t index, maxtasks;
+    long long max_memory = 0;
     int owner;
-    if (!PyArg_ParseTuple(args, "OOOnniO:pool_worker", &tasks, &results, &slots, &index, &maxtasks,
-                          &owner, &init_error) ||
+    if (!PyArg_ParseTuple(args, "OOOnniO|OL:pool_worker", &tasks, &results, &slots, &index, &maxtasks,
+                          &owner, &init_error, &timing_obj, &max_memory) ||
         import_pool_names() < 0)
         return NULL;
     if (init_error != Py_None && !PyExceptionInstance_Check(init_error)) {
@@ -518,6 +663,16 @@ static PyObject *pool_worker(PyObject *Py_UNUSED(module), PyObject *args)
         return NULL;
     }
     _Atomic uint64_t *slot = (_Atomic uint64_t *)view.buf + index;
+    Py_buffer tview = {0};
+    _Atomic int64_t *timing = NULL;
+    if (timing_obj != Py_None) {
+        timing = word_buffer(timing_obj, &tview, 2 * (index + 1), "worker timing");
+        if (timing == NULL) {
+            PyBuffer_Release(&view);
+            return NULL;
+        }
+        timing += 2 * index;
+    }
     PyObject *fcache = PyDict_New();
     stop_ctx stop = {(pid_t)owner};
     int failed = fcache == NULL;
@@ -547,7 +702,7 @@ static PyObject *pool_worker(PyObject *Py_UNUSED(module), PyObject *args)
                 PyErr_SetString(PyExc_RuntimeError, "cproc pool: a task record did not decode");
             value = NULL;
         } else
-            value = run_task(fcache, task);
+            value = run_limited(fcache, task, timing);
         Py_DECREF(task);
         if (value != NULL)
             ok = 1;
@@ -555,12 +710,23 @@ static PyObject *pool_worker(PyObject *Py_UNUSED(module), PyObject *args)
             value = wrap_current_exception();
         failed = put_result(results, tag, ok, value) < 0;
         Py_DECREF(value);
-        atomic_store(slot, 0);
-        if (!failed && maxtasks > 0 && done + 1 == maxtasks)
+        if (atomic_exchange(slot, 0) & KILL_BIT)
+            break;                          /* claimed for its hard limit as it ended: the kill is coming */
+        int retire = maxtasks > 0 && done + 1 == maxtasks;
+        if (!failed && !retire && max_memory > 0) {
+            int64_t rss = rss_bytes();
+            failed = rss < 0;
+            retire = rss > max_memory;
+        }
+        if (!failed && retire) {
             failed = announce_retirement(results) < 0;
+            break;
+        }
     }
     Py_XDECREF(fcache);
     PyBuffer_Release(&view);
+    if (timing != NULL)
+        PyBuffer_Release(&tview);
     if (failed)
         return NULL;
     Py_RETURN_NONE;
@@ -632,6 +798,58 @@ static PyObject *pool_collect(PyObject *Py_UNUSED(module), PyObject *args)
     return PyLong_FromSsize_t(n);
 }
 
+/* pool_timeouts(slots, timing) -> (claimed, wait): the tasks past their hard
+ * deadline, each claimed (KILL_BIT set in its worker's slot, so the worker
+ * cannot take another) as (worker index, task id, limit in seconds); wait:
+ * the seconds until the next deadline, or None. The worker writes its slot
+ * before its deadline and clears its deadline before its slot: a deadline
+ * read again unchanged after the slot belongs to the slot's task. */
+static PyObject *pool_timeouts(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *slots_obj, *timing_obj;
+    if (!PyArg_ParseTuple(args, "OO:pool_timeouts", &slots_obj, &timing_obj))
+        return NULL;
+    Py_buffer sview, tview;
+    _Atomic uint64_t *slots = word_buffer(slots_obj, &sview, 0, "slots");
+    if (slots == NULL)
+        return NULL;
+    Py_ssize_t n = sview.len / (Py_ssize_t)sizeof(uint64_t);
+    _Atomic int64_t *timing = word_buffer(timing_obj, &tview, 2 * n, "timing");
+    if (timing == NULL) {
+        PyBuffer_Release(&sview);
+        return NULL;
+    }
+    PyObject *claimed = PyList_New(0);
+    int64_t now = cproc_monotonic_ns(), next = INT64_MAX;
+    for (Py_ssize_t i = 0; claimed != NULL && i < n; i++) {
+        int64_t deadline = atomic_load(&timing[2 * i]);
+        if (deadline == 0)
+            continue;
+        if (deadline > now) {
+            next = deadline < next ? deadline : next;
+            continue;
+        }
+        uint64_t tag = atomic_load(&slots[i]);
+        int64_t limit = atomic_load(&timing[2 * i + 1]);
+        if (tag == 0 || tag >= KILL_BIT || atomic_load(&timing[2 * i]) != deadline ||
+            !atomic_compare_exchange_strong(&slots[i], &tag, tag | KILL_BIT))
+            continue;
+        PyObject *item = Py_BuildValue("(nKd)", i, (unsigned long long)tag, (double)limit / 1e9);
+        if (item == NULL || PyList_Append(claimed, item) < 0)
+            Py_CLEAR(claimed);          /* (the claim stands: the worker leaves after its task) */
+        Py_XDECREF(item);
+    }
+    PyBuffer_Release(&sview);
+    PyBuffer_Release(&tview);
+    if (claimed == NULL)
+        return NULL;
+    PyObject *wait = next == INT64_MAX ? Py_NewRef(Py_None) : PyFloat_FromDouble((double)(next - now) / 1e9);
+    PyObject *r = wait ? PyTuple_Pack(2, claimed, wait) : NULL;
+    Py_DECREF(claimed);
+    Py_XDECREF(wait);
+    return r;
+}
+
 /* Submit n tasks: tags[i] = first_tid + i, cache[tid] = result; a task that
  * does not pickle fails at once (error_callback etc.) and the rest go on. */
 static int submit(PyObject *tasks, PyObject *cache, PyObject *result, uint64_t first_tid,
@@ -680,6 +898,7 @@ static int submit(PyObject *tasks, PyObject *cache, PyObject *result, uint64_t f
 /* Tasks being batched for submit(): one lock round trip per batch. */
 typedef struct {
     PyObject *tasks, *cache, *result, *dumps;
+    PyObject *limits;                   /* NULL, or each task's fifth item */
     uint64_t next_tid;
     Py_ssize_t chunksize, n, total;
     PyObject *items[BATCH];
@@ -700,7 +919,8 @@ static int batch_flush(task_batch *b)
  * the workers start while the next is built. Steals nothing. */
 static int batch_add(task_batch *b, PyObject *mode, PyObject *fbytes, PyObject *chunk)
 {
-    PyObject *task = PyTuple_Pack(4, mode, fbytes, chunk, Py_None);
+    PyObject *task = b->limits ? PyTuple_Pack(5, mode, fbytes, chunk, Py_None, b->limits)
+                               : PyTuple_Pack(4, mode, fbytes, chunk, Py_None);
     if (task == NULL)
         return -1;
     b->items[b->n++] = task;
@@ -760,13 +980,18 @@ static int submit_chunks(task_batch *b, PyObject *mode, PyObject *fbytes, PyObje
     return r;
 }
 
-/* pool_submit(tasks, cache, result, first_tid, mode, fbytes, iterable, chunksize, dumps)
+/* pool_submit(tasks, cache, result, first_tid, mode, fbytes, iterable, chunksize, dumps[, limits])
  * -> the number of tasks: apply (mode 0: iterable is (args, kwds)), or the
- * chunks of a map/starmap. */
+ * chunks of a map/starmap; limits: None, or (soft, hard) for every task. */
 static PyObject *pool_submit(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError, "pool_submit takes 9 arguments");
+    if (nargs != 9 && nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "pool_submit takes 9 or 10 arguments");
+        return NULL;
+    }
+    PyObject *limits = nargs == 10 && args[9] != Py_None ? args[9] : NULL;
+    if (limits != NULL && (!PyTuple_Check(limits) || PyTuple_GET_SIZE(limits) != 2)) {
+        PyErr_SetString(PyExc_TypeError, "limits must be None or (soft, hard)");
         return NULL;
     }
     PyObject *tasks = args[0], *cache = args[1], *result = args[2], *fbytes = args[5], *dumps = args[8];
@@ -791,7 +1016,8 @@ static PyObject *pool_submit(PyObject *Py_UNUSED(module), PyObject *const *args,
             PyErr_SetString(PyExc_TypeError, "apply takes (args, kwds)");
             return NULL;
         }
-        PyObject *task = PyTuple_Pack(4, args[4], fbytes, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1));
+        PyObject *a = PyTuple_GET_ITEM(pair, 0), *k = PyTuple_GET_ITEM(pair, 1);
+        PyObject *task = limits ? PyTuple_Pack(5, args[4], fbytes, a, k, limits) : PyTuple_Pack(4, args[4], fbytes, a, k);
         if (task == NULL)
             return NULL;
         int r = submit(tasks, cache, result, first, &task, 1, dumps);
@@ -802,7 +1028,7 @@ static PyObject *pool_submit(PyObject *Py_UNUSED(module), PyObject *const *args,
         PyErr_SetString(PyExc_ValueError, "chunksize must be at least 1");
         return NULL;
     }
-    task_batch b = {tasks, cache, result, dumps, first, chunksize, 0, 0, {NULL}};
+    task_batch b = {tasks, cache, result, dumps, limits, first, chunksize, 0, 0, {NULL}};
     int r;
     if (PyRange_Check(args[6]) && chunksize >= RANGE_CHUNK) /* chunks of a range are ranges: tiny to send */
         r = submit_range(&b, args[4], fbytes, args[6]);
@@ -820,12 +1046,16 @@ static PyObject *pool_submit(PyObject *Py_UNUSED(module), PyObject *const *args,
 
 static PyMethodDef pool_functions[] = {
     {"pool_worker", pool_worker, METH_VARARGS,
-     "pool_worker(tasks, results, slots, index, maxtasks, owner_pid, init_error): a Pool worker's loop."},
+     "pool_worker(tasks, results, slots, index, maxtasks, owner_pid, init_error[, timing, max_memory]): "
+     "a Pool worker's loop."},
+    {"pool_timeouts", pool_timeouts, METH_VARARGS,
+     "pool_timeouts(slots, timing) -> (claimed, wait): claim the tasks past their hard time limit."},
     {"pool_collect", pool_collect, METH_VARARGS,
      "pool_collect(results, cache, timeout, retired): deliver the results that arrive within timeout "
      "(retiring workers' pids go to the list retired); their number."},
     {"pool_submit", (PyCFunction)(void (*)(void))pool_submit, METH_FASTCALL,
-     "pool_submit(tasks, cache, result, first_tid, mode, fbytes, iterable, chunksize, dumps): queue tasks."},
+     "pool_submit(tasks, cache, result, first_tid, mode, fbytes, iterable, chunksize, dumps[, limits]): "
+     "queue tasks."},
     {NULL},
 };
 

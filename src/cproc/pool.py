@@ -12,6 +12,15 @@ leaves after maxtasksperchild tasks announces it through the result queue,
 and the collector starts its replacement at once (joining the old one once
 it has exited).
 
+Limits (cproc's, beyond multiprocessing): task_timeout (hard: the worker
+is killed and replaced, the task fails with TaskTimeoutError),
+soft_task_timeout (SoftTimeLimitExceeded raised in the task) and
+max_memory_per_child (a worker past it retires after its task, as after
+maxtasksperchild). Each task's limits travel in its record, its worker
+writes its deadline in shared memory, and the collector waits until the
+earliest deadline (csrc/pool.c, pool_timeouts). With no limits set none of
+this runs.
+
 Functions are pickled once per call (once per map), with cloudpickle only
 when plain pickle refuses (lambdas, closures); cproc queues, locks, events
 and shared ctypes objects can be passed as arguments.
@@ -36,11 +45,12 @@ from multiprocessing.pool import (RemoteTraceback, ExceptionWithTraceback,  # no
                                   MaybeEncodingError, ThreadPool, mapstar, starmapstar)
 
 from . import _cproc
-from .context import WorkerLostError
+from .context import WorkerLostError, TaskTimeoutError, SoftTimeLimitExceeded
 from .reduction import dumps_any
 
 __all__ = ["Pool", "ThreadPool", "ApplyResult", "AsyncResult", "MapResult",
-           "IMapIterator", "IMapUnorderedIterator", "WorkerLostError"]
+           "IMapIterator", "IMapUnorderedIterator", "WorkerLostError", "TaskTimeoutError",
+           "SoftTimeLimitExceeded"]
 
 INIT = "INIT"
 RUN = "RUN"
@@ -52,6 +62,8 @@ AsyncResult = ApplyResult
 MapResult = _cproc.MapResult
 
 _STOP_TAG = 1 << _cproc.POOL_STOP_TAG_BIT
+_KILL_BIT = _STOP_TAG >> 1          # in a slot: the collector kills the worker for its task's hard limit
+_DEFAULT = object()                 # a call's limit: the pool's
 _MODE_APPLY, _MODE_MAP, _MODE_STARMAP = 0, 1, 2
 _CHECK_EVERY = 0.1          # seconds between looks at the workers
 _IMAP_AHEAD = 256           # tasks an imap keeps submitted beyond what was consumed
@@ -88,7 +100,8 @@ def _workers_import_main(ctx):
     return main_importable(get_preparation_data("cproc-pool"))
 
 
-def _worker(tasks, results, slots, index, owner, initializer, initargs, maxtasks):
+def _worker(tasks, results, slots, index, owner, initializer, initargs, maxtasks,
+            timing=None, max_memory=None):
     """A pool worker process: run the initializer, then the C task loop."""
     # Ctrl+C goes to the whole foreground process group: the parent raises
     # KeyboardInterrupt and terminates the pool; workers must not die of it
@@ -101,7 +114,24 @@ def _worker(tasks, results, slots, index, owner, initializer, initargs, maxtasks
         except Exception as e:      # every task reports it: the pool cannot hang on a broken initializer
             init_error = e
     _cproc.pool_worker(tasks, results, memoryview(slots).cast("B"), index,
-                       maxtasks or 0, owner, init_error)
+                       maxtasks or 0, owner, init_error,
+                       None if timing is None else memoryview(timing).cast("B"), max_memory or 0)
+
+
+def _soft_limit(signum, frame):
+    raise SoftTimeLimitExceeded("the task ran past its soft time limit")
+
+
+def _install_soft_limit():
+    """In a worker, before its first task with a soft limit (csrc/pool.c arms ITIMER_REAL)."""
+    signal.signal(signal.SIGALRM, _soft_limit)
+
+
+def _check_limit(name, value):
+    if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                  and 0 < value < 1e9):
+        raise ValueError("%s must be a positive number of seconds or None" % name)
+    return value
 
 
 def _apply(func, args, kwds):
@@ -115,7 +145,8 @@ class _Engine:
     """The state a pool's collector thread and finalizer share (never the Pool itself,
     so that an unreferenced Pool is collected and terminated)."""
 
-    def __init__(self, ctx, processes, initializer, initargs, maxtasksperchild, new_process):
+    def __init__(self, ctx, processes, initializer, initargs, maxtasksperchild, new_process,
+                 max_memory=None):
         self.ctx = ctx
         self.new_process = new_process      # Pool.Process(ctx, ...), which subclasses may override
         self.processes = processes
@@ -126,6 +157,10 @@ class _Engine:
         self.results = _cproc.SimpleQueue()
         from .sharedctypes import RawArray
         self.slots = RawArray("Q", processes)
+        self.max_memory = max_memory
+        self.timing = RawArray("q", 2 * processes)      # per worker: (deadline, limit) in ns, csrc/pool.c
+        self.limits_used = False            # a task with a hard limit was submitted: look at deadlines
+        self.timed_out = {}                 # worker index -> (limit, pid) of the task killed for its limit
         self.cache = {}
         self.last_tid = 0
         self.tid_lock = threading.Lock()
@@ -150,9 +185,11 @@ class _Engine:
 
     def start_worker(self, index):
         self.slots[index] = 0
+        self.timing[2 * index] = 0      # (a killed worker's deadline stays behind)
         w = self.new_process(target=_worker,
                              args=(self.tasks, self.results, self.slots, index, self.owner,
-                                   self.initializer, self.initargs, self.maxtasks))
+                                   self.initializer, self.initargs, self.maxtasks,
+                                   self.timing, self.max_memory))
         w.name = w.name.replace("Process", "PoolWorker")
         w.daemon = True
         w.start()
@@ -182,7 +219,13 @@ class _Engine:
                 self.drain()
                 claim = self.slots[index]
                 stopped = claim >= _STOP_TAG        # took a stop record: left as asked
-                if claim and not stopped and claim in self.cache:
+                killed = self.timed_out.pop(index, None)
+                if claim & _KILL_BIT and not stopped:
+                    limit, pid = killed or (None, w.pid)
+                    self.fail(claim & ~_KILL_BIT, TaskTimeoutError(
+                        "Task exceeded its time limit (%gs): worker process %d was killed and replaced"
+                        % (limit, pid), pid, limit))
+                elif claim and not stopped and claim in self.cache:
                     self.fail(claim, WorkerLostError(
                         "Worker process %d died (%s) while running a task"
                         % (w.pid, _describe_exit(w.exitcode)), w.pid, w.exitcode))
@@ -213,11 +256,14 @@ class _Engine:
         next_check = time.monotonic() + _CHECK_EVERY
         while True:
             # (retirements that a drain() took while the workers were checked: no wait)
-            collect(self.results, self.cache, 0 if self.retired else _CHECK_EVERY, self.retired)
+            wait = 0 if self.retired else _CHECK_EVERY
+            if self.limits_used:
+                wait = self.check_deadlines(wait)
+            collect(self.results, self.cache, wait, self.retired)
             if self.state == TERMINATE:
                 return
             now = time.monotonic()
-            if now >= next_check or self.state == CLOSE or self.retired:
+            if now >= next_check or self.state == CLOSE or self.retired or self.timed_out:
                 next_check = now + _CHECK_EVERY
                 self.check_workers()
                 if self.state == CLOSE and all(w is None for w in self.workers):
@@ -225,18 +271,53 @@ class _Engine:
                     self.fail_all("All of the pool's workers exited before the task finished")
                     return
 
+    def check_deadlines(self, wait):
+        """Kill the workers whose task is past its hard limit (their task fails
+        in check_workers, which sees KILL_BIT in the slot); the time to wait
+        for results: until the next deadline, at most `wait`."""
+        claimed, until = _cproc.pool_timeouts(self.slots_view, self.timing_view)
+        for index, tid, limit in claimed:
+            w = self.workers[index]
+            if w is None:
+                continue
+            self.timed_out[index] = (limit, w.pid)
+            try:
+                os.kill(w.pid, signal.SIGKILL)
+            except ProcessLookupError:      # it left by itself (it saw the claim)
+                pass
+            w.join(1.0)                     # dies at once: check_workers sees it on this round
+        if claimed:
+            return 0
+        return wait if until is None else min(wait, until)
+
+    @functools.cached_property
+    def slots_view(self):
+        return memoryview(self.slots).cast("B")
+
+    @functools.cached_property
+    def timing_view(self):
+        return memoryview(self.timing).cast("B")
+
     def drain(self):
         while _cproc.pool_collect(self.results, self.cache, 0, self.retired):
             pass
 
-    def submit_imap(self, owner, tid, fbytes, chunk, chunksize):
+    def submit_imap(self, owner, tid, fbytes, chunk, chunksize, limits=None):
         """One task of an imap (its feeder's): an apply of the item, or a chunk."""
         if chunksize == 1:
             _cproc.pool_submit(self.tasks, self.cache, owner, tid, _MODE_APPLY, fbytes,
-                               ((chunk[0],), {}), 1, self.dumps_task)
+                               ((chunk[0],), {}), 1, self.dumps_task, limits)
         else:
             _cproc.pool_submit(self.tasks, self.cache, owner, tid, _MODE_MAP, fbytes,
-                               chunk, chunksize, self.dumps_task)
+                               chunk, chunksize, self.dumps_task, limits)
+
+    def limits(self, soft, hard):
+        """A task record's limits: None, or (soft, hard)."""
+        if soft is None and hard is None:
+            return None
+        if hard is not None:
+            self.limits_used = True
+        return (soft, hard)
 
     def wake_collector(self):
         """A record that delivers nothing: the collector wakes and looks at the state."""
@@ -321,7 +402,8 @@ class Pool:
         return ctx.Process(*args, **kwds)
 
     def __init__(self, processes=None, initializer=None, initargs=(),
-                 maxtasksperchild=None, context=None):
+                 maxtasksperchild=None, context=None, *, task_timeout=None,
+                 soft_task_timeout=None, max_memory_per_child=None):
         self._state = INIT
         self._engine = None
         if context is None:
@@ -337,12 +419,18 @@ class Pool:
                 raise ValueError("maxtasksperchild must be a positive int or None")
         if initializer is not None and not callable(initializer):
             raise TypeError('initializer must be a callable')
+        self._task_timeout = _check_limit("task_timeout", task_timeout)
+        self._soft_task_timeout = _check_limit("soft_task_timeout", soft_task_timeout)
+        if max_memory_per_child is not None:
+            if not isinstance(max_memory_per_child, int) or max_memory_per_child <= 0:
+                raise ValueError("max_memory_per_child must be a positive int (bytes) or None")
         self._processes = processes
         self._initializer = initializer
         self._initargs = initargs
         self._maxtasksperchild = maxtasksperchild
         engine = self._engine = _Engine(context, processes, initializer, initargs, maxtasksperchild,
-                                        functools.partial(type(self).Process, context))
+                                        functools.partial(type(self).Process, context),
+                                        max_memory_per_child)
         self._cache = engine.cache
         self._last_func = self._last_fbytes = None
         try:
@@ -384,6 +472,13 @@ class Pool:
         if self._state != RUN:
             raise ValueError("Pool not running")
 
+    def _limits(self, task_timeout, soft_task_timeout):
+        """The limits of a call's tasks (the pool's where the call names none)."""
+        hard = self._task_timeout if task_timeout is _DEFAULT else _check_limit("task_timeout", task_timeout)
+        soft = (self._soft_task_timeout if soft_task_timeout is _DEFAULT
+                else _check_limit("soft_task_timeout", soft_task_timeout))
+        return self._engine.limits(soft, hard)
+
     def _fbytes(self, func):
         if func is not self._last_func:
             self._last_fbytes = dumps_any(func, pickle.HIGHEST_PROTOCOL, by_value=self._engine.by_value)
@@ -391,16 +486,22 @@ class Pool:
         return self._last_fbytes
 
     # ---- the calls ----------------------------------------------------------
+    # task_timeout / soft_task_timeout (keywords, cproc's): this call's limits,
+    # in seconds (None: none); by default, the pool's. A map's limits apply to
+    # each chunk (chunksize=1: to each item).
 
-    def apply(self, func, args=(), kwds={}):
+    def apply(self, func, args=(), kwds={}, *, task_timeout=_DEFAULT, soft_task_timeout=_DEFAULT):
         """Equivalent of `func(*args, **kwds)`; blocks until the result is ready."""
         self._check_running()
-        return self.apply_async(func, args, kwds).get()
+        return self.apply_async(func, args, kwds, task_timeout=task_timeout,
+                                soft_task_timeout=soft_task_timeout).get()
 
-    def apply_async(self, func, args=(), kwds={}, callback=None, error_callback=None):
+    def apply_async(self, func, args=(), kwds={}, callback=None, error_callback=None, *,
+                    task_timeout=_DEFAULT, soft_task_timeout=_DEFAULT):
         """Asynchronous version of `apply()` method."""
         self._check_running()
         engine = self._engine
+        limits = self._limits(task_timeout, soft_task_timeout)
         result = ApplyResult(self, callback, error_callback)
         try:
             fbytes = self._fbytes(func)
@@ -408,30 +509,39 @@ class Pool:
             result._deliver(0, False, e)
             return result
         _cproc.pool_submit(engine.tasks, engine.cache, result, engine.take_tids(), _MODE_APPLY,
-                           fbytes, (args, kwds), 1, engine.dumps_task)
+                           fbytes, (args, kwds), 1, engine.dumps_task, limits)
         return result
 
-    def map(self, func, iterable, chunksize=None):
+    def map(self, func, iterable, chunksize=None, *, task_timeout=_DEFAULT, soft_task_timeout=_DEFAULT):
         """Apply `func` to each element in `iterable`, collecting the results
         in a list that is returned."""
-        return self._map_async(func, iterable, _MODE_MAP, chunksize).get()
+        return self._map_async(func, iterable, _MODE_MAP, chunksize, None, None,
+                               task_timeout, soft_task_timeout).get()
 
-    def starmap(self, func, iterable, chunksize=None):
+    def starmap(self, func, iterable, chunksize=None, *, task_timeout=_DEFAULT,
+                soft_task_timeout=_DEFAULT):
         """Like `map()` method but the elements of the `iterable` are expected to
         be iterables as well and will be unpacked as arguments. Hence
         `func` and (a, b) becomes func(a, b)."""
-        return self._map_async(func, iterable, _MODE_STARMAP, chunksize).get()
+        return self._map_async(func, iterable, _MODE_STARMAP, chunksize, None, None,
+                               task_timeout, soft_task_timeout).get()
 
-    def map_async(self, func, iterable, chunksize=None, callback=None, error_callback=None):
+    def map_async(self, func, iterable, chunksize=None, callback=None, error_callback=None, *,
+                  task_timeout=_DEFAULT, soft_task_timeout=_DEFAULT):
         """Asynchronous version of `map()` method."""
-        return self._map_async(func, iterable, _MODE_MAP, chunksize, callback, error_callback)
+        return self._map_async(func, iterable, _MODE_MAP, chunksize, callback, error_callback,
+                               task_timeout, soft_task_timeout)
 
-    def starmap_async(self, func, iterable, chunksize=None, callback=None, error_callback=None):
+    def starmap_async(self, func, iterable, chunksize=None, callback=None, error_callback=None, *,
+                      task_timeout=_DEFAULT, soft_task_timeout=_DEFAULT):
         """Asynchronous version of `starmap()` method."""
-        return self._map_async(func, iterable, _MODE_STARMAP, chunksize, callback, error_callback)
+        return self._map_async(func, iterable, _MODE_STARMAP, chunksize, callback, error_callback,
+                               task_timeout, soft_task_timeout)
 
-    def _map_async(self, func, iterable, mode, chunksize=None, callback=None, error_callback=None):
+    def _map_async(self, func, iterable, mode, chunksize=None, callback=None, error_callback=None,
+                   task_timeout=_DEFAULT, soft_task_timeout=_DEFAULT):
         self._check_running()
+        limits = self._limits(task_timeout, soft_task_timeout)
         if not hasattr(iterable, "__len__"):
             iterable = list(iterable)
         if chunksize is None:
@@ -453,26 +563,28 @@ class Pool:
                 result._deliver(first + i, False, e)
             return result
         _cproc.pool_submit(engine.tasks, engine.cache, result, first, mode, fbytes,
-                           iterable, chunksize, engine.dumps_task)
+                           iterable, chunksize, engine.dumps_task, limits)
         return result
 
-    def imap(self, func, iterable, chunksize=1):
+    def imap(self, func, iterable, chunksize=1, *, task_timeout=_DEFAULT, soft_task_timeout=_DEFAULT):
         """Equivalent of `map()` -- can be MUCH slower than `Pool.map()`."""
-        return self._imap(IMapIterator, func, iterable, chunksize)
+        return self._imap(IMapIterator, func, iterable, chunksize, task_timeout, soft_task_timeout)
 
-    def imap_unordered(self, func, iterable, chunksize=1):
+    def imap_unordered(self, func, iterable, chunksize=1, *, task_timeout=_DEFAULT,
+                       soft_task_timeout=_DEFAULT):
         """Like `imap()` method but ordering of results is arbitrary."""
-        return self._imap(IMapUnorderedIterator, func, iterable, chunksize)
+        return self._imap(IMapUnorderedIterator, func, iterable, chunksize, task_timeout, soft_task_timeout)
 
-    def _imap(self, cls, func, iterable, chunksize):
+    def _imap(self, cls, func, iterable, chunksize, task_timeout=_DEFAULT, soft_task_timeout=_DEFAULT):
         self._check_running()
         if chunksize < 1:
             raise ValueError("Chunksize must be 1+, not {0:n}".format(chunksize))
+        limits = self._limits(task_timeout, soft_task_timeout)
         result = cls(self)
-        result._start(func, iterable, chunksize)
+        result._start(func, iterable, chunksize, limits)
         if chunksize == 1:
             return result
-        return (item for chunk in result for item in chunk)
+        return _Chunks(result)
 
     # ---- ending -------------------------------------------------------------
 
@@ -515,7 +627,7 @@ class _Feed:
         self.stop = False
 
 
-def _imap_feed(ref, feed, engine, it, fbytes, chunksize):
+def _imap_feed(ref, feed, engine, it, fbytes, chunksize, limits):
     """The feeder thread of one imap: submit while fewer than _IMAP_AHEAD
     tasks are ahead of the consumer."""
     position = 0
@@ -543,7 +655,7 @@ def _imap_feed(ref, feed, engine, it, fbytes, chunksize):
         with cond:
             owner._index_of[tid] = position
             feed.submitted += 1
-        engine.submit_imap(owner, tid, fbytes, chunk, chunksize)
+        engine.submit_imap(owner, tid, fbytes, chunk, chunksize, limits)
         del owner
         position += 1
     owner = ref()
@@ -571,7 +683,7 @@ class IMapIterator:
         self._next = 0                 # positions yielded so far
         self._length = None            # known once the iterable is exhausted
 
-    def _start(self, func, iterable, chunksize):
+    def _start(self, func, iterable, chunksize, limits=None):
         try:
             fbytes = self._pool._fbytes(func)
             it = iter(iterable)
@@ -582,7 +694,7 @@ class IMapIterator:
             return
         threading.Thread(target=_imap_feed, name="cproc-imap-feeder", daemon=True,
                          args=(weakref.ref(self), self._feed, self._pool._engine, it,
-                               fbytes, chunksize)).start()
+                               fbytes, chunksize, limits)).start()
 
     def _set_length(self, length):
         self._length = length
@@ -646,3 +758,20 @@ class IMapUnorderedIterator(IMapIterator):
     """The iterator imap_unordered() returns: results as they complete."""
 
     _ordered = False
+
+
+class _Chunks:
+    """What imap returns for chunksize > 1: the items of its chunks' results."""
+
+    def __init__(self, chunks):
+        self._chunks = chunks
+        self._items = iter(())
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        while True:
+            for item in self._items:
+                return item
+            self._items = iter(next(self._chunks))

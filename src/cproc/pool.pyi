@@ -8,7 +8,12 @@ from types import GenericAlias, TracebackType
 from typing import Any, Final, Generic, Literal, NoReturn, TypeVar, overload
 from typing_extensions import Self
 
-from .context import BaseContext, WorkerLostError as WorkerLostError
+from .context import (
+    BaseContext,
+    SoftTimeLimitExceeded as SoftTimeLimitExceeded,
+    TaskTimeoutError as TaskTimeoutError,
+    WorkerLostError as WorkerLostError,
+)
 
 __all__ = [
     "Pool",
@@ -19,6 +24,8 @@ __all__ = [
     "IMapIterator",
     "IMapUnorderedIterator",
     "WorkerLostError",
+    "TaskTimeoutError",
+    "SoftTimeLimitExceeded",
 ]
 
 _S = TypeVar("_S")
@@ -68,10 +75,22 @@ class Pool:
         initargs: Iterable[Any] = (),
         maxtasksperchild: int | None = None,
         context: BaseContext | None = None,
+        *,
+        task_timeout: float | None = None,
+        soft_task_timeout: float | None = None,
+        max_memory_per_child: int | None = None,
     ) -> None: ...
     @staticmethod
     def Process(ctx: BaseContext, *args: Any, **kwds: Any) -> BaseProcess: ...
-    def apply(self, func: Callable[..., _T], args: Iterable[Any] = (), kwds: Mapping[str, Any] = {}) -> _T: ...
+    def apply(
+        self,
+        func: Callable[..., _T],
+        args: Iterable[Any] = (),
+        kwds: Mapping[str, Any] = {},
+        *,
+        task_timeout: float | None = ...,
+        soft_task_timeout: float | None = ...,
+    ) -> _T: ...
     def apply_async(
         self,
         func: Callable[..., _T],
@@ -79,8 +98,19 @@ class Pool:
         kwds: Mapping[str, Any] = {},
         callback: Callable[[_T], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        task_timeout: float | None = ...,
+        soft_task_timeout: float | None = ...,
     ) -> ApplyResult[_T]: ...
-    def map(self, func: Callable[[_S], _T], iterable: Iterable[_S], chunksize: int | None = None) -> list[_T]: ...
+    def map(
+        self,
+        func: Callable[[_S], _T],
+        iterable: Iterable[_S],
+        chunksize: int | None = None,
+        *,
+        task_timeout: float | None = ...,
+        soft_task_timeout: float | None = ...,
+    ) -> list[_T]: ...
     def map_async(
         self,
         func: Callable[[_S], _T],
@@ -88,20 +118,58 @@ class Pool:
         chunksize: int | None = None,
         callback: Callable[[list[_T]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        task_timeout: float | None = ...,
+        soft_task_timeout: float | None = ...,
     ) -> MapResult[_T]: ...
     # With chunksize > 1, cproc's imap returns a plain iterator over the results
     # (no next(timeout)); with the default chunksize=1, an IMapIterator.
     @overload
-    def imap(self, func: Callable[[_S], _T], iterable: Iterable[_S], chunksize: Literal[1] = 1) -> IMapIterator[_T]: ...
+    def imap(
+        self,
+        func: Callable[[_S], _T],
+        iterable: Iterable[_S],
+        chunksize: Literal[1] = 1,
+        *,
+        task_timeout: float | None = ...,
+        soft_task_timeout: float | None = ...,
+    ) -> IMapIterator[_T]: ...
     @overload
-    def imap(self, func: Callable[[_S], _T], iterable: Iterable[_S], chunksize: int) -> Iterator[_T]: ...
+    def imap(
+        self,
+        func: Callable[[_S], _T],
+        iterable: Iterable[_S],
+        chunksize: int,
+        *,
+        task_timeout: float | None = ...,
+        soft_task_timeout: float | None = ...,
+    ) -> Iterator[_T]: ...
     @overload
     def imap_unordered(
-        self, func: Callable[[_S], _T], iterable: Iterable[_S], chunksize: Literal[1] = 1
+        self, func: Callable[[_S], _T], iterable: Iterable[_S], chunksize: Literal[1] = 1,
+        *,
+        task_timeout: float | None = ...,
+        soft_task_timeout: float | None = ...,
     ) -> IMapUnorderedIterator[_T]: ...
     @overload
-    def imap_unordered(self, func: Callable[[_S], _T], iterable: Iterable[_S], chunksize: int) -> Iterator[_T]: ...
-    def starmap(self, func: Callable[..., _T], iterable: Iterable[Iterable[Any]], chunksize: int | None = None) -> list[_T]: ...
+    def imap_unordered(
+        self,
+        func: Callable[[_S], _T],
+        iterable: Iterable[_S],
+        chunksize: int,
+        *,
+        task_timeout: float | None = ...,
+        soft_task_timeout: float | None = ...,
+    ) -> Iterator[_T]: ...
+    def starmap(
+        self,
+        func: Callable[..., _T],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: int | None = None,
+        *,
+        task_timeout: float | None = ...,
+        soft_task_timeout: float | None = ...,
+    ) -> list[_T]: ...
     def starmap_async(
         self,
         func: Callable[..., _T],
@@ -109,6 +177,9 @@ class Pool:
         chunksize: int | None = None,
         callback: Callable[[list[_T]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        task_timeout: float | None = ...,
+        soft_task_timeout: float | None = ...,
     ) -> MapResult[_T]: ...
     def close(self) -> None: ...
     def terminate(self) -> None: ...
