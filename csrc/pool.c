@@ -11,6 +11,9 @@
  *   (GIL released) and their delivery to the result objects.
  * - ApplyResult and MapResult: what apply_async/map_async return. A waiter
  *   sleeps on a futex word with the GIL released; setting a result wakes it.
+ *   They are awaitable (cproc.pool._result_await): an awaiting event loop
+ *   registers a callable with _add_awaiter, which the collector calls once
+ *   the result is set (it writes to an fd the loop watches).
  *
  * Records: a task is tagged with its task id (ids start at 1; STOP_TAG asks
  * the worker to leave) and holds (mode, function pickle, args, kwds); a
@@ -90,6 +93,7 @@ typedef struct {
     PyObject *value;                    /* the result, the exception, or MapResult's list */
     PyObject *callback, *error_callback;
     PyObject *pool;                     /* keeps the pool alive until ready, as multiprocessing */
+    PyObject *awaiters;                 /* NULL, or a list of callables: called with self once ready */
     /* MapResult */
     uint64_t first_tid;
     Py_ssize_t chunksize, left;
@@ -104,6 +108,7 @@ static int result_traverse(ResultObject *self, visitproc visit, void *arg)
     Py_VISIT(self->callback);
     Py_VISIT(self->error_callback);
     Py_VISIT(self->pool);
+    Py_VISIT(self->awaiters);
     return 0;
 }
 
@@ -113,6 +118,7 @@ static int result_clear(ResultObject *self)
     Py_CLEAR(self->callback);
     Py_CLEAR(self->error_callback);
     Py_CLEAR(self->pool);
+    Py_CLEAR(self->awaiters);
     return 0;
 }
 
@@ -199,6 +205,15 @@ static void result_finish(ResultObject *self)
     atomic_store(&self->ready, 1);
     if (atomic_load(&self->waiters) != 0)
         cproc_futex_wake(&self->ready, INT_MAX);
+    /* Taken right after ready is set, the GIL held throughout: an awaiter
+     * added later sees ready (_add_awaiter), none is missed. */
+    PyObject *awaiters = self->awaiters;
+    self->awaiters = NULL;
+    if (awaiters != NULL && PyList_Check(awaiters)) {
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(awaiters); i++)
+            call_callback(PyList_GET_ITEM(awaiters, i), (PyObject *)self);
+    }
+    Py_XDECREF(awaiters);
     Py_CLEAR(self->pool);
 }
 
@@ -270,6 +285,53 @@ static PyObject *result_successful(ResultObject *self, PyObject *Py_UNUSED(unuse
     }
     return PyBool_FromLong(self->success);
 }
+
+/* _add_awaiter(fn) -> whether fn will be called (with self) when the result
+ * is set: False if it already is. */
+static PyObject *result_add_awaiter(ResultObject *self, PyObject *fn)
+{
+    if (!PyCallable_Check(fn)) {
+        PyErr_SetString(PyExc_TypeError, "an awaiter must be callable");
+        return NULL;
+    }
+    if (atomic_load(&self->ready))
+        Py_RETURN_FALSE;
+    if (self->awaiters == NULL && (self->awaiters = PyList_New(0)) == NULL)
+        return NULL;
+    if (PyList_Append(self->awaiters, fn) < 0)
+        return NULL;
+    Py_RETURN_TRUE;
+}
+
+/* _remove_awaiter(fn): forget fn (an await that was cancelled), if there. */
+static PyObject *result_remove_awaiter(ResultObject *self, PyObject *fn)
+{
+    PyObject *list = self->awaiters;
+    if (list == NULL || !PyList_Check(list))
+        Py_RETURN_NONE;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
+        int eq = PyObject_RichCompareBool(PyList_GET_ITEM(list, i), fn, Py_EQ);
+        if (eq < 0)
+            return NULL;
+        if (eq) {
+            if (PyList_SetSlice(list, i, i + 1, NULL) < 0)
+                return NULL;
+            break;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+/* await result: cproc.pool._result_await(self), an iterator. */
+static PyObject *result_am_await(PyObject *self)
+{
+    PyObject *pool = PyImport_ImportModule("cproc.pool");
+    PyObject *r = pool ? PyObject_CallMethod(pool, "_result_await", "O", self) : NULL;
+    Py_XDECREF(pool);
+    return r;
+}
+
+static PyAsyncMethods result_as_async = {.am_await = result_am_await};
 
 static int try_ready(void *ctx, uint32_t *seen)
 {
@@ -343,6 +405,9 @@ static PyMethodDef result_methods[] = {
      "get(timeout=None): the result when it arrives; re-raises the task's exception; "
      "multiprocessing.TimeoutError if it does not arrive within timeout seconds."},
     {"_deliver", (PyCFunction)result_py_deliver, METH_VARARGS, "_deliver(tid, ok, value): a task's outcome."},
+    {"_add_awaiter", (PyCFunction)result_add_awaiter, METH_O,
+     "_add_awaiter(fn) -> bool: call fn(self) once the result is set; False if it already is."},
+    {"_remove_awaiter", (PyCFunction)result_remove_awaiter, METH_O, "_remove_awaiter(fn): forget fn."},
     {"__class_getitem__", result_class_getitem, METH_O | METH_CLASS, "See PEP 585"},
     {NULL},
 };
@@ -359,6 +424,7 @@ static PyTypeObject ApplyResultType = {
     .tp_traverse = (traverseproc)result_traverse,
     .tp_clear = (inquiry)result_clear,
     .tp_methods = result_methods,
+    .tp_as_async = &result_as_async,
     .tp_weaklistoffset = offsetof(ResultObject, weakreflist),
 };
 

@@ -21,6 +21,12 @@ writes its deadline in shared memory, and the collector waits until the
 earliest deadline (csrc/pool.c, pool_timeouts). With no limits set none of
 this runs.
 
+asyncio: ApplyResult and MapResult are awaitable, imap's iterators support
+`async for`. An awaiting event loop registers a callable on the result
+(_add_awaiter); the collector calls it when it delivers the result, and it
+writes one byte to a pipe the loop watches (_LoopWaker: one per loop, while
+anything waits). No thread per await, no polling.
+
 Functions are pickled once per call (once per map), with cloudpickle only
 when plain pickle refuses (lambdas, closures); cproc queues, locks, events
 and shared ctypes objects can be passed as arguments.
@@ -159,7 +165,7 @@ class _Engine:
         self.slots = RawArray("Q", processes)
         self.max_memory = max_memory
         self.timing = RawArray("q", 2 * processes)      # per worker: (deadline, limit) in ns, csrc/pool.c
-        self.limits_used = False            # a task with a hard limit was submitted: look at deadlines
+        self.scan_at = float("inf")         # when the collector looks at the deadlines next (0: at once)
         self.timed_out = {}                 # worker index -> (limit, pid) of the task killed for its limit
         self.cache = {}
         self.last_tid = 0
@@ -254,15 +260,21 @@ class _Engine:
     def collect(self):
         collect = _cproc.pool_collect
         next_check = time.monotonic() + _CHECK_EVERY
+        wait = _CHECK_EVERY
         while True:
             # (retirements that a drain() took while the workers were checked: no wait)
-            wait = 0 if self.retired else _CHECK_EVERY
-            if self.limits_used:
-                wait = self.check_deadlines(wait)
-            collect(self.results, self.cache, wait, self.retired)
+            collect(self.results, self.cache, 0 if self.retired else wait, self.retired)
             if self.state == TERMINATE:
                 return
             now = time.monotonic()
+            # Deadlines (once a task had a hard limit): looked at every
+            # _CHECK_EVERY at least (tasks started since), and at the earliest
+            # deadline seen. scan_at is infinite while no task has a limit.
+            if now >= self.scan_at:
+                self.scan_at = now + self.check_deadlines(_CHECK_EVERY)
+            wait = self.scan_at - now
+            if wait > _CHECK_EVERY:
+                wait = _CHECK_EVERY
             if now >= next_check or self.state == CLOSE or self.retired or self.timed_out:
                 next_check = now + _CHECK_EVERY
                 self.check_workers()
@@ -315,8 +327,8 @@ class _Engine:
         """A task record's limits: None, or (soft, hard)."""
         if soft is None and hard is None:
             return None
-        if hard is not None:
-            self.limits_used = True
+        if hard is not None and self.scan_at == float("inf"):
+            self.scan_at = 0.0              # deadlines from now on: the collector looks
         return (soft, hard)
 
     def wake_collector(self):
@@ -433,6 +445,8 @@ class Pool:
                                         max_memory_per_child)
         self._cache = engine.cache
         self._last_func = self._last_fbytes = None
+        self._last_limits = (None, None, None)  # task_timeout, soft_task_timeout of a call, its limits
+        self._default_limits = engine.limits(self._soft_task_timeout, self._task_timeout)
         try:
             for i in range(processes):
                 engine.start_worker(i)
@@ -473,11 +487,17 @@ class Pool:
             raise ValueError("Pool not running")
 
     def _limits(self, task_timeout, soft_task_timeout):
-        """The limits of a call's tasks (the pool's where the call names none)."""
+        """The limits of a call's tasks (the pool's where the call names none):
+        the last call's record item again when they are the same."""
+        last = self._last_limits
+        if task_timeout is last[0] and soft_task_timeout is last[1]:
+            return last[2]
         hard = self._task_timeout if task_timeout is _DEFAULT else _check_limit("task_timeout", task_timeout)
         soft = (self._soft_task_timeout if soft_task_timeout is _DEFAULT
                 else _check_limit("soft_task_timeout", soft_task_timeout))
-        return self._engine.limits(soft, hard)
+        limits = self._engine.limits(soft, hard)
+        self._last_limits = (task_timeout, soft_task_timeout, limits)
+        return limits
 
     def _fbytes(self, func):
         if func is not self._last_func:
@@ -501,7 +521,8 @@ class Pool:
         """Asynchronous version of `apply()` method."""
         self._check_running()
         engine = self._engine
-        limits = self._limits(task_timeout, soft_task_timeout)
+        limits = (self._default_limits if task_timeout is _DEFAULT and soft_task_timeout is _DEFAULT
+                  else self._limits(task_timeout, soft_task_timeout))
         result = ApplyResult(self, callback, error_callback)
         try:
             fbytes = self._fbytes(func)
@@ -541,7 +562,8 @@ class Pool:
     def _map_async(self, func, iterable, mode, chunksize=None, callback=None, error_callback=None,
                    task_timeout=_DEFAULT, soft_task_timeout=_DEFAULT):
         self._check_running()
-        limits = self._limits(task_timeout, soft_task_timeout)
+        limits = (self._default_limits if task_timeout is _DEFAULT and soft_task_timeout is _DEFAULT
+                  else self._limits(task_timeout, soft_task_timeout))
         if not hasattr(iterable, "__len__"):
             iterable = list(iterable)
         if chunksize is None:
@@ -579,7 +601,8 @@ class Pool:
         self._check_running()
         if chunksize < 1:
             raise ValueError("Chunksize must be 1+, not {0:n}".format(chunksize))
-        limits = self._limits(task_timeout, soft_task_timeout)
+        limits = (self._default_limits if task_timeout is _DEFAULT and soft_task_timeout is _DEFAULT
+                  else self._limits(task_timeout, soft_task_timeout))
         result = cls(self)
         result._start(func, iterable, chunksize, limits)
         if chunksize == 1:
@@ -613,6 +636,113 @@ class Pool:
             engine.terminate()      # already done unless terminate() raised part way
         else:
             engine.join()
+
+
+# ---- asyncio ----------------------------------------------------------------
+
+
+class _LoopWaker:
+    """An event loop's wake-up pipe for the pool results it awaits.
+
+    The collector thread (or an imap feeder) calls notify(obj) when obj (an
+    ApplyResult, MapResult or imap iterator) has something new; notify
+    queues it and writes a byte to the pipe, unless one is already unread.
+    The loop's reader callback wakes every future awaiting a queued object.
+    One waker per loop while anything waits: the pipe is closed when the
+    last await ends."""
+
+    _by_loop = {}
+
+    @classmethod
+    def of(cls, loop):
+        waker = cls._by_loop.get(loop)
+        if waker is None:
+            waker = cls._by_loop[loop] = cls(loop)
+        return waker
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.rfd, self.wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.lock = threading.Lock()        # pending / closed against the notifying threads
+        self.pending = False                # a byte is written and not yet read
+        self.closed = False
+        self.ready = collections.deque()
+        self.waiting = {}                   # object -> [futures awaiting it]
+        self.notify = self.notify           # one bound method: _remove_awaiter finds it by equality
+        loop.add_reader(self.rfd, self.on_readable)
+
+    def notify(self, obj):
+        with self.lock:
+            if self.closed:
+                return
+            self.ready.append(obj)
+            if not self.pending:
+                self.pending = True
+                try:
+                    os.write(self.wfd, b"\0")
+                except BlockingIOError:     # the pipe is full of wake-ups: the loop will read
+                    pass
+
+    def on_readable(self):
+        with self.lock:
+            try:
+                os.read(self.rfd, 4096)
+            except BlockingIOError:
+                pass
+            self.pending = False
+        while self.ready:
+            obj = self.ready.popleft()
+            for fut in self.waiting.pop(obj, ()):
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def wait(self, obj):
+        """Until obj notifies (at once if obj._add_awaiter says it need not)."""
+        futures = self.waiting.get(obj)
+        if futures is None:
+            if not obj._add_awaiter(self.notify):
+                self.close_if_idle()
+                return
+            futures = self.waiting[obj] = []
+        fut = self.loop.create_future()
+        futures.append(fut)
+        try:
+            await fut
+        finally:
+            futures = self.waiting.get(obj)
+            if futures is not None and fut in futures:      # cancelled: obj stays awaited by the others
+                futures.remove(fut)
+                if not futures:
+                    del self.waiting[obj]
+                    obj._remove_awaiter(self.notify)
+            self.close_if_idle()
+
+    def close_if_idle(self):
+        if self.closed or self.waiting or self.ready:
+            return
+        if _LoopWaker._by_loop.get(self.loop) is self:
+            del _LoopWaker._by_loop[self.loop]
+        with self.lock:
+            self.closed = True
+        self.loop.remove_reader(self.rfd)
+        os.close(self.rfd)
+        os.close(self.wfd)
+
+
+def _running_waker():
+    import asyncio
+    return _LoopWaker.of(asyncio.get_running_loop())
+
+
+async def _await_result(result):
+    if not result.ready():
+        await _running_waker().wait(result)
+    return result.get(0)
+
+
+def _result_await(result):
+    """`await result` (ApplyResult, MapResult: csrc/pool.c's am_await)."""
+    return _await_result(result).__await__()
 
 
 class _Feed:
@@ -682,6 +812,7 @@ class IMapIterator:
         self._items = collections.deque()   # (ok, value)          (unordered)
         self._next = 0                 # positions yielded so far
         self._length = None            # known once the iterable is exhausted
+        self._awaiters = []            # called (once) when an item or the end arrives
 
     def _start(self, func, iterable, chunksize, limits=None):
         try:
@@ -699,6 +830,7 @@ class IMapIterator:
     def _set_length(self, length):
         self._length = length
         self._cond.notify_all()
+        self._wake_awaiters()
 
     def _store(self, position, ok, value):
         if self._ordered:
@@ -706,6 +838,50 @@ class IMapIterator:
         else:
             self._items.append((ok, value))
         self._cond.notify_all()
+        self._wake_awaiters()
+
+    def _wake_awaiters(self):
+        if self._awaiters:
+            awaiters, self._awaiters = self._awaiters, []
+            for fn in awaiters:
+                fn(self)
+
+    def _add_awaiter(self, fn):
+        """Call fn(self) when an item or the end arrives; False if there is one already."""
+        with self._cond:
+            if self._has_next():
+                return False
+            self._awaiters.append(fn)
+            return True
+
+    def _remove_awaiter(self, fn):
+        with self._cond:
+            if fn in self._awaiters:
+                self._awaiters.remove(fn)
+
+    def _has_next(self):
+        if self._ordered:
+            ready = self._next in self._ready
+        else:
+            ready = bool(self._items)
+        return ready or (self._length is not None and self._next >= self._length)
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        while True:
+            with self._cond:
+                try:
+                    item = self._poll()
+                except StopIteration:
+                    raise StopAsyncIteration from None
+            if item is not None:
+                ok, value = item
+                if ok:
+                    return value
+                raise value
+            await _running_waker().wait(self)
 
     def _deliver(self, tid, ok, value):
         with self._cond:
@@ -720,12 +896,9 @@ class IMapIterator:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while True:
-                item = self._take()
+                item = self._poll()
                 if item is not None:
                     break
-                if self._length is not None and self._next >= self._length:
-                    self._pool = None
-                    raise StopIteration from None
                 if deadline is None:
                     self._cond.wait()
                 else:
@@ -733,13 +906,24 @@ class IMapIterator:
                     if left <= 0:
                         raise TimeoutError from None
                     self._cond.wait(left)
-            self._next += 1
-            self._feed.consumed += 1
-            self._cond.notify_all()     # room for the feeder
         ok, value = item
         if ok:
             return value
         raise value
+
+    def _poll(self):
+        """The next (ok, value), or None if it has not arrived; StopIteration
+        after the last. Under _cond."""
+        item = self._take()
+        if item is None:
+            if self._length is not None and self._next >= self._length:
+                self._pool = None
+                raise StopIteration
+            return None
+        self._next += 1
+        self._feed.consumed += 1
+        self._cond.notify_all()     # room for the feeder
+        return item
 
     __next__ = next
 
@@ -775,3 +959,12 @@ class _Chunks:
             for item in self._items:
                 return item
             self._items = iter(next(self._chunks))
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        while True:
+            for item in self._items:
+                return item
+            self._items = iter(await self._chunks.__anext__())
