@@ -24,28 +24,32 @@
  * at once (pool_collect hands these pids to the caller).
  *
  * Limits (optional; none set = none of this runs): a task record may carry
- * a fifth item (soft, hard) in seconds. The soft limit is an ITIMER_REAL
- * whose SIGALRM handler (cproc.pool's) raises SoftTimeLimitExceeded in the
- * task. For the hard limit the worker writes (deadline, limit) in ns of
- * CLOCK_MONOTONIC into its two words of `timing` when it starts the task;
- * the collector (pool_timeouts) claims a task past its deadline by setting
- * KILL_BIT in the worker's slot with a compare-and-swap, then kills the
- * worker. A worker that clears a slot holding KILL_BIT (it finished just as
- * it was claimed) leaves instead of taking another task, so the kill can
- * never take a second task with it. max_memory: the worker's RSS, read from
- * /proc/self/statm after each task; past it, the worker retires as after
- * maxtasksperchild.
+ * a fifth item (soft, hard) in seconds. When it starts such a task the
+ * worker writes into its TIMING_WORDS words of `timing` (ns of
+ * CLOCK_MONOTONIC): [0] the hard deadline, [1] the hard limit, [2] the soft
+ * deadline, [3] the task id while the soft limit runs. The collector
+ * (pool_timeouts) waits until the earliest deadline. Hard: it claims the
+ * task by setting KILL_BIT in the worker's slot with a compare-and-swap,
+ * then kills the worker; a worker that clears a slot holding KILL_BIT (it
+ * finished just as it was claimed) leaves instead of taking another task,
+ * so the kill never takes a second task with it. Soft: it sets FIRED_BIT in
+ * word [3] the same way and sends SIGALRM; the worker's handler (cproc.pool's)
+ * raises SoftTimeLimitExceeded only if word [3] still holds the bit, so a
+ * signal that lands after the task ended is ignored. No syscall per task.
+ * max_memory: the worker's RSS, read from /proc/self/statm after each task;
+ * past it, the worker retires as after maxtasksperchild.
  */
 #include "cproc.h"
 
 #include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #define STOP_TAG ((uint64_t)1 << 63)    /* a task record's: leave; a result record's: left (RETIRED) */
 #define KILL_BIT ((uint64_t)1 << 62)    /* in a slot: the collector kills this worker for its task's hard limit */
+#define FIRED_BIT ((int64_t)1 << 62)    /* in timing word [3]: the soft limit's SIGALRM is sent */
+#define TIMING_WORDS 4                  /* per worker: hard deadline, hard limit, soft deadline, soft task */
 #define BATCH 256                      /* records per lock round trip */
 #define FLUSH_ITEMS 1024                /* items per batch, at most */
 #define RANGE_CHUNK 256                 /* a range chunk this long travels as a range */
@@ -611,64 +615,61 @@ static int task_limits(PyObject *task, int64_t *soft, int64_t *hard)
     return 0;
 }
 
-static int soft_handler_installed;      /* this process's SIGALRM handler is cproc.pool's */
+static _Atomic int64_t *soft_word;      /* this worker process's timing word [3] (pool_soft_fired) */
 
-/* ITIMER_REAL in ns from now (0: disarm). */
-static int set_soft_timer(int64_t ns)
+/* Before this process's first task with a soft limit: its SIGALRM handler. */
+static int install_soft_handler(void)
 {
-    if (ns > 0 && !soft_handler_installed) {
-        PyObject *r = PyObject_CallNoArgs(install_soft_limit);
-        if (r == NULL)
-            return -1;
-        Py_DECREF(r);
-        soft_handler_installed = 1;
-    }
-    struct itimerval it = {{0, 0}, {(time_t)(ns / 1000000000), (suseconds_t)(ns % 1000000000 / 1000)}};
-    if (ns > 0 && it.it_value.tv_sec == 0 && it.it_value.tv_usec == 0)
-        it.it_value.tv_usec = 1;
-    if (setitimer(ITIMER_REAL, &it, NULL) < 0) {
-        PyErr_SetFromErrno(PyExc_OSError);
+    static int installed;
+    if (installed)
+        return 0;
+    PyObject *r = PyObject_CallNoArgs(install_soft_limit);
+    if (r == NULL)
         return -1;
-    }
+    Py_DECREF(r);
+    installed = 1;
     return 0;
 }
 
 /* run_task under the task's limits, if it has any; timing: this worker's
- * (deadline, limit) words, or NULL. */
-static PyObject *run_limited(PyObject *fcache, PyObject *task, _Atomic int64_t *timing)
+ * TIMING_WORDS words, or NULL. */
+static PyObject *run_limited(PyObject *fcache, PyObject *task, uint64_t tag, _Atomic int64_t *timing)
 {
     int64_t soft, hard;
     if (task_limits(task, &soft, &hard) < 0)
         return NULL;
     if (soft == 0 && hard == 0)
         return run_task(fcache, task);
-    if (hard > 0) {
-        if (timing == NULL) {
-            PyErr_SetString(PyExc_RuntimeError, "cproc pool: a hard time limit without a timing area");
-            return NULL;
-        }
-        atomic_store(&timing[1], hard);
-        atomic_store(&timing[0], cproc_monotonic_ns() + hard);
+    if (timing == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "cproc pool: a time limit without a timing area");
+        return NULL;
     }
-    PyObject *value = soft > 0 && set_soft_timer(soft) < 0 ? NULL : run_task(fcache, task);
+    if (soft > 0 && install_soft_handler() < 0)
+        return NULL;
+    int64_t now = cproc_monotonic_ns();
+    if (hard > 0) {
+        atomic_store(&timing[1], hard);
+        atomic_store(&timing[0], now + hard);
+    }
+    if (soft > 0) {                     /* the task, then its deadline; cleared in the other order */
+        atomic_store(&timing[3], (int64_t)tag);
+        atomic_store(&timing[2], now + soft);
+    }
+    PyObject *value = run_task(fcache, task);
     if (hard > 0)
         atomic_store(&timing[0], 0);
     if (soft > 0) {
-        PyObject *et, *ev, *tb;
-        PyErr_Fetch(&et, &ev, &tb);
-        int r = set_soft_timer(0);
-        /* A SIGALRM that came as the task ended: the task is over, drop it. */
-        if (r == 0 && PyErr_CheckSignals() < 0)
-            PyErr_Clear();
-        if (r < 0) {
-            Py_CLEAR(value);
-            Py_XDECREF(et);
-            Py_XDECREF(ev);
-            Py_XDECREF(tb);
-        } else
-            PyErr_Restore(et, ev, tb);
+        atomic_store(&timing[2], 0);
+        atomic_store(&timing[3], 0);    /* a SIGALRM still on its way finds no task: ignored */
     }
     return value;
+}
+
+/* pool_soft_fired() -> whether this worker's task is past its soft limit
+ * (what a SIGALRM means here). */
+static PyObject *pool_soft_fired(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
+{
+    return PyBool_FromLong(soft_word != NULL && (atomic_load(soft_word) & FIRED_BIT) != 0);
 }
 
 /* This process's resident set size in bytes, or -1 (OSError set). */
@@ -732,12 +733,13 @@ static PyObject *pool_worker(PyObject *Py_UNUSED(module), PyObject *args)
     Py_buffer tview = {0};
     _Atomic int64_t *timing = NULL;
     if (timing_obj != Py_None) {
-        timing = word_buffer(timing_obj, &tview, 2 * (index + 1), "worker timing");
+        timing = word_buffer(timing_obj, &tview, TIMING_WORDS * (index + 1), "worker timing");
         if (timing == NULL) {
             PyBuffer_Release(&view);
             return NULL;
         }
-        timing += 2 * index;
+        timing += TIMING_WORDS * index;
+        soft_word = &timing[3];
     }
     PyObject *fcache = PyDict_New();
     stop_ctx stop = {(pid_t)owner};
@@ -768,7 +770,7 @@ static PyObject *pool_worker(PyObject *Py_UNUSED(module), PyObject *args)
                 PyErr_SetString(PyExc_RuntimeError, "cproc pool: a task record did not decode");
             value = NULL;
         } else
-            value = run_limited(fcache, task, timing);
+            value = run_limited(fcache, task, tag, timing);
         Py_DECREF(task);
         if (value != NULL)
             ok = 1;
@@ -791,8 +793,10 @@ static PyObject *pool_worker(PyObject *Py_UNUSED(module), PyObject *args)
     }
     Py_XDECREF(fcache);
     PyBuffer_Release(&view);
-    if (timing != NULL)
+    if (timing != NULL) {
+        soft_word = NULL;
         PyBuffer_Release(&tview);
+    }
     if (failed)
         return NULL;
     Py_RETURN_NONE;
@@ -864,12 +868,14 @@ static PyObject *pool_collect(PyObject *Py_UNUSED(module), PyObject *args)
     return PyLong_FromSsize_t(n);
 }
 
-/* pool_timeouts(slots, timing) -> (claimed, wait): the tasks past their hard
- * deadline, each claimed (KILL_BIT set in its worker's slot, so the worker
- * cannot take another) as (worker index, task id, limit in seconds); wait:
- * the seconds until the next deadline, or None. The worker writes its slot
- * before its deadline and clears its deadline before its slot: a deadline
- * read again unchanged after the slot belongs to the slot's task. */
+/* pool_timeouts(slots, timing) -> (claimed, soft, wait). claimed: the tasks
+ * past their hard deadline, each claimed (KILL_BIT set in its worker's slot,
+ * so the worker cannot take another) as (worker index, task id, limit in
+ * seconds); soft: the indexes of the workers whose task is past its soft
+ * deadline, marked FIRED_BIT (each once), to be sent SIGALRM; wait: the
+ * seconds until the next deadline, or None. A worker writes the word that
+ * names its task before the deadline and clears the deadline first: a
+ * deadline read again unchanged after that word belongs to its task. */
 static PyObject *pool_timeouts(PyObject *Py_UNUSED(module), PyObject *args)
 {
     PyObject *slots_obj, *timing_obj;
@@ -880,38 +886,52 @@ static PyObject *pool_timeouts(PyObject *Py_UNUSED(module), PyObject *args)
     if (slots == NULL)
         return NULL;
     Py_ssize_t n = sview.len / (Py_ssize_t)sizeof(uint64_t);
-    _Atomic int64_t *timing = word_buffer(timing_obj, &tview, 2 * n, "timing");
+    _Atomic int64_t *timing = word_buffer(timing_obj, &tview, TIMING_WORDS * n, "timing");
     if (timing == NULL) {
         PyBuffer_Release(&sview);
         return NULL;
     }
-    PyObject *claimed = PyList_New(0);
+    PyObject *claimed = PyList_New(0), *soft = PyList_New(0);
     int64_t now = cproc_monotonic_ns(), next = INT64_MAX;
-    for (Py_ssize_t i = 0; claimed != NULL && i < n; i++) {
-        int64_t deadline = atomic_load(&timing[2 * i]);
-        if (deadline == 0)
-            continue;
-        if (deadline > now) {
+    int failed = claimed == NULL || soft == NULL;
+    for (Py_ssize_t i = 0; !failed && i < n; i++) {
+        _Atomic int64_t *t = &timing[TIMING_WORDS * i];
+        int64_t deadline = atomic_load(&t[0]);
+        if (deadline > now)
             next = deadline < next ? deadline : next;
-            continue;
+        else if (deadline != 0) {
+            uint64_t tag = atomic_load(&slots[i]);
+            int64_t limit = atomic_load(&t[1]);
+            if (tag != 0 && tag < KILL_BIT && atomic_load(&t[0]) == deadline &&
+                atomic_compare_exchange_strong(&slots[i], &tag, tag | KILL_BIT)) {
+                PyObject *item = Py_BuildValue("(nKd)", i, (unsigned long long)tag, (double)limit / 1e9);
+                failed = item == NULL || PyList_Append(claimed, item) < 0;
+                Py_XDECREF(item);
+                continue;               /* (on failure the claim stands: the worker leaves after its task) */
+            }
         }
-        uint64_t tag = atomic_load(&slots[i]);
-        int64_t limit = atomic_load(&timing[2 * i + 1]);
-        if (tag == 0 || tag >= KILL_BIT || atomic_load(&timing[2 * i]) != deadline ||
-            !atomic_compare_exchange_strong(&slots[i], &tag, tag | KILL_BIT))
-            continue;
-        PyObject *item = Py_BuildValue("(nKd)", i, (unsigned long long)tag, (double)limit / 1e9);
-        if (item == NULL || PyList_Append(claimed, item) < 0)
-            Py_CLEAR(claimed);          /* (the claim stands: the worker leaves after its task) */
-        Py_XDECREF(item);
+        int64_t soft_deadline = atomic_load(&t[2]);
+        if (soft_deadline > now)
+            next = soft_deadline < next ? soft_deadline : next;
+        else if (soft_deadline != 0) {
+            int64_t task = atomic_load(&t[3]);
+            if (task != 0 && !(task & FIRED_BIT) && atomic_load(&t[2]) == soft_deadline &&
+                atomic_compare_exchange_strong(&t[3], &task, task | FIRED_BIT)) {
+                PyObject *index = PyLong_FromSsize_t(i);
+                failed = index == NULL || PyList_Append(soft, index) < 0;
+                Py_XDECREF(index);
+            }
+        }
     }
     PyBuffer_Release(&sview);
     PyBuffer_Release(&tview);
-    if (claimed == NULL)
-        return NULL;
-    PyObject *wait = next == INT64_MAX ? Py_NewRef(Py_None) : PyFloat_FromDouble((double)(next - now) / 1e9);
-    PyObject *r = wait ? PyTuple_Pack(2, claimed, wait) : NULL;
-    Py_DECREF(claimed);
+    PyObject *wait = NULL, *r = NULL;
+    if (!failed)
+        wait = next == INT64_MAX ? Py_NewRef(Py_None) : PyFloat_FromDouble((double)(next - now) / 1e9);
+    if (wait != NULL)
+        r = PyTuple_Pack(3, claimed, soft, wait);
+    Py_XDECREF(claimed);
+    Py_XDECREF(soft);
     Py_XDECREF(wait);
     return r;
 }
@@ -1115,7 +1135,9 @@ static PyMethodDef pool_functions[] = {
      "pool_worker(tasks, results, slots, index, maxtasks, owner_pid, init_error[, timing, max_memory]): "
      "a Pool worker's loop."},
     {"pool_timeouts", pool_timeouts, METH_VARARGS,
-     "pool_timeouts(slots, timing) -> (claimed, wait): claim the tasks past their hard time limit."},
+     "pool_timeouts(slots, timing) -> (claimed, soft, wait): claim the tasks past their time limits."},
+    {"pool_soft_fired", pool_soft_fired, METH_NOARGS,
+     "pool_soft_fired() -> whether this worker's task is past its soft time limit."},
     {"pool_collect", pool_collect, METH_VARARGS,
      "pool_collect(results, cache, timeout, retired): deliver the results that arrive within timeout "
      "(retiring workers' pids go to the list retired); their number."},

@@ -14,12 +14,12 @@ it has exited).
 
 Limits (cproc's, beyond multiprocessing): task_timeout (hard: the worker
 is killed and replaced, the task fails with TaskTimeoutError),
-soft_task_timeout (SoftTimeLimitExceeded raised in the task) and
-max_memory_per_child (a worker past it retires after its task, as after
-maxtasksperchild). Each task's limits travel in its record, its worker
-writes its deadline in shared memory, and the collector waits until the
-earliest deadline (csrc/pool.c, pool_timeouts). With no limits set none of
-this runs.
+soft_task_timeout (the collector sends SIGALRM: SoftTimeLimitExceeded is
+raised in the task) and max_memory_per_child (a worker past it retires
+after its task, as after maxtasksperchild). Each task's limits travel in its
+record, its worker writes its deadlines in shared memory, and the collector
+waits until the earliest (csrc/pool.c, pool_timeouts). With no limits set
+none of this runs.
 
 asyncio: ApplyResult and MapResult are awaitable, imap's iterators support
 `async for`. An awaiting event loop registers a callable on the result
@@ -70,6 +70,7 @@ MapResult = _cproc.MapResult
 _STOP_TAG = 1 << _cproc.POOL_STOP_TAG_BIT
 _KILL_BIT = _STOP_TAG >> 1          # in a slot: the collector kills the worker for its task's hard limit
 _DEFAULT = object()                 # a call's limit: the pool's
+_TIMING_WORDS = 4                   # csrc/pool.c's: hard deadline, hard limit, soft deadline, soft task
 _MODE_APPLY, _MODE_MAP, _MODE_STARMAP = 0, 1, 2
 _CHECK_EVERY = 0.1          # seconds between looks at the workers
 _IMAP_AHEAD = 256           # tasks an imap keeps submitted beyond what was consumed
@@ -125,11 +126,13 @@ def _worker(tasks, results, slots, index, owner, initializer, initargs, maxtasks
 
 
 def _soft_limit(signum, frame):
-    raise SoftTimeLimitExceeded("the task ran past its soft time limit")
+    if _cproc.pool_soft_fired():    # (not a SIGALRM that came after its task ended)
+        raise SoftTimeLimitExceeded("the task ran past its soft time limit")
 
 
 def _install_soft_limit():
-    """In a worker, before its first task with a soft limit (csrc/pool.c arms ITIMER_REAL)."""
+    """In a worker, before its first task with a soft limit: the SIGALRM the
+    collector sends when the task passes it."""
     signal.signal(signal.SIGALRM, _soft_limit)
 
 
@@ -164,7 +167,7 @@ class _Engine:
         from .sharedctypes import RawArray
         self.slots = RawArray("Q", processes)
         self.max_memory = max_memory
-        self.timing = RawArray("q", 2 * processes)      # per worker: (deadline, limit) in ns, csrc/pool.c
+        self.timing = RawArray("q", _TIMING_WORDS * processes)   # per worker: deadlines, csrc/pool.c
         self.scan_at = float("inf")         # when the collector looks at the deadlines next (0: at once)
         self.timed_out = {}                 # worker index -> (limit, pid) of the task killed for its limit
         self.cache = {}
@@ -191,7 +194,8 @@ class _Engine:
 
     def start_worker(self, index):
         self.slots[index] = 0
-        self.timing[2 * index] = 0      # (a killed worker's deadline stays behind)
+        for i in range(_TIMING_WORDS * index, _TIMING_WORDS * (index + 1)):
+            self.timing[i] = 0          # (a killed worker's deadlines stay behind)
         w = self.new_process(target=_worker,
                              args=(self.tasks, self.results, self.slots, index, self.owner,
                                    self.initializer, self.initargs, self.maxtasks,
@@ -284,10 +288,18 @@ class _Engine:
                     return
 
     def check_deadlines(self, wait):
-        """Kill the workers whose task is past its hard limit (their task fails
+        """Send SIGALRM to the workers whose task is past its soft limit; kill
+        the workers whose task is past its hard limit (their task fails
         in check_workers, which sees KILL_BIT in the slot); the time to wait
         for results: until the next deadline, at most `wait`."""
-        claimed, until = _cproc.pool_timeouts(self.slots_view, self.timing_view)
+        claimed, soft, until = _cproc.pool_timeouts(self.slots_view, self.timing_view)
+        for index in soft:
+            w = self.workers[index]
+            if w is not None:
+                try:
+                    os.kill(w.pid, signal.SIGALRM)
+                except ProcessLookupError:
+                    pass
         for index, tid, limit in claimed:
             w = self.workers[index]
             if w is None:
@@ -327,7 +339,7 @@ class _Engine:
         """A task record's limits: None, or (soft, hard)."""
         if soft is None and hard is None:
             return None
-        if hard is not None and self.scan_at == float("inf"):
+        if self.scan_at == float("inf"):
             self.scan_at = 0.0              # deadlines from now on: the collector looks
         return (soft, hard)
 
