@@ -223,3 +223,24 @@ def test_a_memory_hog_is_recycled_and_no_task_is_lost(cproc):
         assert all(pids.count(p) <= 2 for p in pids)
         assert pool.apply(square, (4,)) == 16
         assert wait_until(lambda: all(pid_gone(p) for p in set(pids) | set(small)), timeout=10)
+
+
+def sleep_or_soft(seconds):
+    try:
+        time.sleep(seconds)
+    except Exception as e:
+        return type(e).__name__
+    return "finished"
+
+
+def test_tasks_ending_at_their_soft_limit_and_the_tasks_after_them(cproc):
+    # The collector's SIGALRM may land just after the task it was meant for
+    # ended: it must not interrupt the next task (these have no soft limit).
+    durations = [0.03 + 0.002 * (i % 11) for i in range(40)]
+    with cproc.Pool(2, soft_task_timeout=0.04) as pool:
+        results = [pool.apply_async(sleep_or_soft, (d,)) for d in durations]
+        after = [pool.apply_async(sleep_or_soft, (0.002,), soft_task_timeout=None) for _ in range(200)]
+        outcomes = [r.get(timeout=20) for r in results]
+        assert set(outcomes) <= {"finished", "SoftTimeLimitExceeded"}
+        assert "SoftTimeLimitExceeded" in outcomes
+        assert [r.get(timeout=20) for r in after] == ["finished"] * 200
