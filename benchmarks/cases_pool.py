@@ -406,3 +406,103 @@ def pool_lifecycle(mod, n):
             _pool_stop(pool, ok, mod)
         return got
     return _lifecycle(n, one, mod)
+
+
+# --------------------------------------------------------------------------
+# 5. The cost of limits (cproc's task_timeout / soft_task_timeout): tiny
+#    tasks with limits on, against the same calls on a pool without them.
+
+
+def _limited(limits):
+    """apply_async × n then get(), on a warm Pool(2): cproc with `limits`
+    (multiprocessing has none and runs without)."""
+    def run(mod, n):
+        kw = limits if hasattr(mod, "TaskTimeoutError") else {}
+        return _apply_async(_pool_start, _pool_stop,
+                            lambda pool, i: pool.apply_async(echo, (i,), **kw),
+                            lambda res: res.get())(mod, n)
+    return run
+
+
+@case("Pool(2).apply_async × n with task_timeout=60", target=0.1,
+      size=10_000, quick=2_500,
+      work="{size:,} × apply_async(echo, (i,), task_timeout=60), then get() each",
+      peers=[Peer("cproc, no limit", "cproc", run=_limited({}), target=1.1)],
+      note="cproc with a hard limit on every task (the worker writes its "
+           "deadline in shared memory, the collector waits until the "
+           "earliest) against the same calls without a limit (the "
+           "“cproc, no limit” row; target: at most 1.1x). multiprocessing "
+           "has no limits and runs the calls without.")
+def pool_apply_async_task_timeout(mod, n):
+    return _limited({"task_timeout": 60})(mod, n)
+
+
+@case("Pool(2).apply_async × n with soft_task_timeout=60, task_timeout=60", target=0.1,
+      size=10_000, quick=2_500,
+      work="{size:,} × apply_async(echo, (i,), soft_task_timeout=60, task_timeout=60)",
+      peers=[Peer("cproc, no limit", "cproc", run=_limited({}), target=1.1)],
+      note="As above, with a soft limit too (the worker writes a second "
+           "deadline; the collector would send SIGALRM past it).")
+def pool_apply_async_soft_and_hard(mod, n):
+    return _limited({"task_timeout": 60, "soft_task_timeout": 60})(mod, n)
+
+
+# --------------------------------------------------------------------------
+# 6. asyncio: n awaited apply_async (cproc's results are awaitable)
+
+
+async def _aecho(x):
+    """aiomultiprocess's task: it runs coroutine functions."""
+    return x
+
+
+def _await_all(mod, n):
+    """cproc: gather n `await pool.apply_async(echo, (i,))`; multiprocessing
+    (no awaitable results): each get() in the loop's default executor, what
+    asyncio code does today."""
+    import asyncio
+
+    async def one(loop, pool, i):
+        r = pool.apply_async(echo, (i,))
+        if hasattr(mod, "TaskTimeoutError"):
+            return await r
+        return await loop.run_in_executor(None, r.get)
+
+    async def main(pool):
+        loop = asyncio.get_running_loop()
+        t0 = perf_counter()
+        got = await asyncio.gather(*(one(loop, pool, i) for i in range(n)))
+        return perf_counter() - t0, got
+
+    elapsed, got = _with_pool(_pool_start, _pool_stop, mod, lambda pool: asyncio.run(main(pool)))
+    _check_list(got, n, "awaited results")
+    return elapsed
+
+
+def aiomultiprocess_await_all(mod, n):
+    import asyncio
+
+    async def main():
+        async with mod.Pool(processes=WORKERS) as pool:
+            await pool.apply(_aecho, (0,))          # warm: the workers are up
+            t0 = perf_counter()
+            got = await asyncio.gather(*(pool.apply(_aecho, (i,)) for i in range(n)))
+            return perf_counter() - t0, got
+
+    elapsed, got = asyncio.run(main())
+    _check_list(got, n, "aiomultiprocess results")
+    return elapsed
+
+
+@case("asyncio: n × await Pool(2).apply_async", target=None,
+      size=10_000, quick=2_500,
+      work="gather {size:,} × await apply_async(echo, (i,)) on a warm Pool(2)",
+      peers=[Peer("aiomultiprocess", "aiomultiprocess", run=aiomultiprocess_await_all, target=1.0)],
+      note="cproc: AsyncResult awaited (the loop is woken through a pipe by "
+           "the collector). multiprocessing (report only): get() in the "
+           "loop's default executor. aiomultiprocess: Pool(processes=2) and "
+           "its apply of a coroutine function (its pool is started, and "
+           "warmed by one apply, inside the timed process but before the "
+           "clock).")
+def pool_await_all(mod, n):
+    return _await_all(mod, n)

@@ -339,18 +339,53 @@ static void connection_dealloc(ConnectionObject *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* An offset or size of send_bytes as a Py_ssize_t clamped to [-1, PY_SSIZE_T_MAX]
+ * (so that any int compares as multiprocessing compares it); -2 with an exception
+ * for what cannot index a slice. */
+static Py_ssize_t clamped_index(PyObject *obj)
+{
+    if (!PyIndex_Check(obj)) {
+        PyErr_SetString(PyExc_TypeError, "slice indices must be integers or None or have an __index__ method");
+        return -2;
+    }
+    PyObject *index = PyNumber_Index(obj);
+    if (index == NULL)
+        return -2;
+    int overflow;
+    long long v = PyLong_AsLongLongAndOverflow(index, &overflow);
+    Py_DECREF(index);
+    if (v == -1 && PyErr_Occurred())
+        return -2;
+    if (overflow > 0 || (overflow == 0 && v > PY_SSIZE_T_MAX))
+        return PY_SSIZE_T_MAX;
+    if (overflow < 0 || v < 0)
+        return -1;
+    return (Py_ssize_t)v;
+}
+
+/* send_bytes(buf, offset=0, size=None): checked as multiprocessing checks
+ * them (its messages), for offsets and sizes of any magnitude; a buffer that
+ * is not C-contiguous is a TypeError (multiprocessing cannot send one either). */
 static PyObject *connection_send_bytes(ConnectionObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"buf", "offset", "size", NULL};
-    Py_buffer view;
-    Py_ssize_t offset = 0;
-    PyObject *size_obj = Py_None;
+    PyObject *buf, *offset_obj = NULL, *size_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OO:send_bytes", kwlist, &buf, &offset_obj, &size_obj))
+        return NULL;
     if (check_writable(self) < 0)
         return NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*|nO:send_bytes", kwlist, &view, &offset, &size_obj))
+    PyObject *mview = PyMemoryView_FromObject(buf);   /* multiprocessing's error for a non-buffer */
+    if (mview == NULL)
         return NULL;
     PyObject *result = NULL;
-    Py_ssize_t n = view.len, size;
+    Py_buffer *view = PyMemoryView_GET_BUFFER(mview);
+    if (!PyBuffer_IsContiguous(view, 'C')) {
+        PyErr_SetString(PyExc_TypeError, "memoryview: underlying buffer is not C-contiguous");
+        goto done;
+    }
+    Py_ssize_t n = view->len, offset = 0, size;
+    if (offset_obj != NULL && (offset = clamped_index(offset_obj)) < -1)
+        goto done;
     if (offset < 0) {
         PyErr_SetString(PyExc_ValueError, "offset is negative");
         goto done;
@@ -362,24 +397,23 @@ static PyObject *connection_send_bytes(ConnectionObject *self, PyObject *args, P
     if (size_obj == Py_None)
         size = n - offset;
     else {
-        size = PyNumber_AsSsize_t(size_obj, PyExc_OverflowError);
-        if (size == -1 && PyErr_Occurred())
+        if ((size = clamped_index(size_obj)) < -1)
             goto done;
         if (size < 0) {
             PyErr_SetString(PyExc_ValueError, "size is negative");
             goto done;
         }
-        if (offset + size > n) {
+        if (size > n - offset) {
             PyErr_SetString(PyExc_ValueError, "buffer length < offset + size");
             goto done;
         }
     }
-    if (send_frame(self, (const char *)view.buf + offset, (size_t)size) == 0) {
+    if (send_frame(self, (const char *)view->buf + offset, (size_t)size) == 0) {
         result = Py_None;
         Py_INCREF(result);
     }
 done:
-    PyBuffer_Release(&view);
+    Py_DECREF(mview);
     return result;
 }
 
@@ -597,6 +631,39 @@ static PyObject *connection_get_closed(ConnectionObject *self, void *c) { (void)
 static PyObject *connection_get_readable(ConnectionObject *self, void *c) { (void)c; return PyBool_FromLong(self->readable); }
 static PyObject *connection_get_writable(ConnectionObject *self, void *c) { (void)c; return PyBool_FromLong(self->writable); }
 
+/* _handle, as multiprocessing's private attribute: the fd, None once closed.
+ * Setting it to None forgets the fd without closing it (CPython's tests do so
+ * to keep a Connection made on a bogus fd from closing it when collected). */
+static PyObject *connection_get_handle(ConnectionObject *self, void *c)
+{
+    (void)c;
+    if (self->fd < 0)
+        Py_RETURN_NONE;
+    return PyLong_FromLong(self->fd);
+}
+
+static int connection_set_handle(ConnectionObject *self, PyObject *value, void *c)
+{
+    (void)c;
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete _handle");
+        return -1;
+    }
+    if (value == Py_None) {
+        self->fd = -1;
+        return 0;
+    }
+    long fd = PyLong_AsLong(value);
+    if (fd == -1 && PyErr_Occurred())
+        return -1;
+    if (fd < 0 || fd > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "invalid handle");
+        return -1;
+    }
+    self->fd = (int)fd;
+    return 0;
+}
+
 /* The docstrings open with a text signature ("name($self, ...)\n--\n\n"):
  * inspect.signature() gives multiprocessing's parameters and defaults. */
 static PyMethodDef connection_methods[] = {
@@ -630,6 +697,8 @@ static PyGetSetDef connection_getset[] = {
     {"closed", (getter)connection_get_closed, NULL, "True if the connection is closed", NULL},
     {"readable", (getter)connection_get_readable, NULL, "True if the connection is readable", NULL},
     {"writable", (getter)connection_get_writable, NULL, "True if the connection is writable", NULL},
+    {"_handle", (getter)connection_get_handle, (setter)connection_set_handle,
+     "The file descriptor (None once closed); set to None to forget it without closing", NULL},
     {NULL}
 };
 

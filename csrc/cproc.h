@@ -251,6 +251,14 @@ PyObject *cproc_fetch_exception(void);
 int cproc_parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
                      const char *const *names, int nrequired, PyObject **out);
 
+/* A `block` argument as the running Python's SemLock.acquire reads it (up
+ * to 3.11 an int, TypeError otherwise; from 3.12 any object's truth): 1 or 0,
+ * -1 with an exception set. */
+int cproc_blocking_arg(PyObject *block);
+/* An int argument of _multiprocessing.SemLock() (a Queue's maxsize goes
+ * there) as the running Python converts it: *out, or -1 with an exception. */
+int cproc_semlock_int_arg(PyObject *o, int *out);
+
 /* Parse (block=True, timeout=None) from a vectorcall, as SemLock.acquire does. */
 int cproc_parse_block_timeout(const char *fname, PyObject *const *args, Py_ssize_t nargs,
                               PyObject *kwnames, int *blocking, int64_t *deadline);

@@ -291,17 +291,42 @@ int cproc_parse_block_timeout(const char *fname, PyObject *const *args, Py_ssize
     if (cproc_parse_args(fname, args, nargs, kwnames, names, 0, val) < 0)
         return -1;
     *blocking = 1;
-    if (val[0] != NULL) {
-        if (!PyLong_Check(val[0])) {    /* as _multiprocessing.SemLock: an int */
-            PyErr_Format(PyExc_TypeError, "'%.200s' object cannot be interpreted as an integer",
-                         Py_TYPE(val[0])->tp_name);
-            return -1;
-        }
-        *blocking = PyObject_IsTrue(val[0]);
-        if (*blocking < 0)
-            return -1;
-    }
+    if (val[0] != NULL && (*blocking = cproc_blocking_arg(val[0])) < 0)
+        return -1;
     return cproc_deadline_from_timeout(val[1], deadline);
+}
+
+int cproc_semlock_int_arg(PyObject *o, int *out)
+{
+#if PY_VERSION_HEX < 0x030A0000
+    return PyArg_Parse(o, "i", out) ? 0 : -1;      /* 3.9's SemLock() parses "iiisi" */
+#else
+#if PY_VERSION_HEX >= 0x030D0000
+    *out = PyLong_AsInt(o);
+#else
+    *out = _PyLong_AsInt(o);
+#endif
+    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+#endif
+}
+
+int cproc_blocking_arg(PyObject *block)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyObject_IsTrue(block);      /* 3.12's SemLock.acquire: block is a bool */
+#else
+    /* up to 3.11 an int, read as _multiprocessing's argument clinic code does */
+#if PY_VERSION_HEX < 0x030A0000
+    if (PyFloat_Check(block)) {
+        PyErr_SetString(PyExc_TypeError, "integer argument expected, got float");
+        return -1;
+    }
+#endif
+    int v = _PyLong_AsInt(block);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    return v != 0;
+#endif
 }
 
 int cproc_parse_optional_arg(const char *fname, const char *name, PyObject *const *args,

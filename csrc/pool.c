@@ -11,6 +11,9 @@
  *   (GIL released) and their delivery to the result objects.
  * - ApplyResult and MapResult: what apply_async/map_async return. A waiter
  *   sleeps on a futex word with the GIL released; setting a result wakes it.
+ *   They are awaitable (cproc.pool._result_await): an awaiting event loop
+ *   registers a callable with _add_awaiter, which the collector calls once
+ *   the result is set (it writes to an fd the loop watches).
  *
  * Records: a task is tagged with its task id (ids start at 1; STOP_TAG asks
  * the worker to leave) and holds (mode, function pickle, args, kwds); a
@@ -19,13 +22,34 @@
  * worker that leaves after maxtasksperchild tasks says so with a result
  * record tagged STOP_TAG holding its pid, so that the collector replaces it
  * at once (pool_collect hands these pids to the caller).
+ *
+ * Limits (optional; none set = none of this runs): a task record may carry
+ * a fifth item (soft, hard) in seconds. When it starts such a task the
+ * worker writes into its TIMING_WORDS words of `timing` (ns of
+ * CLOCK_MONOTONIC): [0] the hard deadline, [1] the hard limit, [2] the soft
+ * deadline, [3] the task id while the soft limit runs. The collector
+ * (pool_timeouts) waits until the earliest deadline. Hard: it claims the
+ * task by setting KILL_BIT in the worker's slot with a compare-and-swap,
+ * then kills the worker; a worker that clears a slot holding KILL_BIT (it
+ * finished just as it was claimed) leaves instead of taking another task,
+ * so the kill never takes a second task with it. Soft: it sets FIRED_BIT in
+ * word [3] the same way and sends SIGALRM; the worker's handler (cproc.pool's)
+ * raises SoftTimeLimitExceeded only if word [3] still holds the bit, so a
+ * signal that lands after the task ended is ignored. No syscall per task.
+ * max_memory: the worker's RSS, read from /proc/self/statm after each task;
+ * past it, the worker retires as after maxtasksperchild.
  */
 #include "cproc.h"
 
 #include <limits.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <unistd.h>
 
 #define STOP_TAG ((uint64_t)1 << 63)    /* a task record's: leave; a result record's: left (RETIRED) */
+#define KILL_BIT ((uint64_t)1 << 62)    /* in a slot: the collector kills this worker for its task's hard limit */
+#define FIRED_BIT ((int64_t)1 << 62)    /* in timing word [3]: the soft limit's SIGALRM is sent */
+#define TIMING_WORDS 4                  /* per worker: hard deadline, hard limit, soft deadline, soft task */
 #define BATCH 256                      /* records per lock round trip */
 #define FLUSH_ITEMS 1024                /* items per batch, at most */
 #define RANGE_CHUNK 256                 /* a range chunk this long travels as a range */
@@ -36,6 +60,7 @@ static PyObject *ExceptionWithTraceback;   /* multiprocessing.pool's */
 static PyObject *MaybeEncodingError;
 static PyObject *pickle_loads;
 static PyObject *apply_unpacking;          /* cproc.pool._apply: func(*args, **kwds) in Python */
+static PyObject *install_soft_limit;       /* cproc.pool._install_soft_limit: the SIGALRM handler */
 
 static int import_pool_names(void)
 {
@@ -48,13 +73,14 @@ static int import_pool_names(void)
         Py_XSETREF(MaybeEncodingError, PyObject_GetAttrString(mp, "MaybeEncodingError"));
         Py_XSETREF(pickle_loads, PyObject_GetAttrString(pk, "loads"));
         Py_XSETREF(apply_unpacking, PyObject_GetAttrString(cp, "_apply"));
+        Py_XSETREF(install_soft_limit, PyObject_GetAttrString(cp, "_install_soft_limit"));
         ExceptionWithTraceback = PyObject_GetAttrString(mp, "ExceptionWithTraceback");
     }
     Py_XDECREF(mp);
     Py_XDECREF(pk);
     Py_XDECREF(cp);
     if (ExceptionWithTraceback == NULL || MaybeEncodingError == NULL || pickle_loads == NULL ||
-        apply_unpacking == NULL) {
+        apply_unpacking == NULL || install_soft_limit == NULL) {
         Py_CLEAR(ExceptionWithTraceback);
         return -1;
     }
@@ -71,6 +97,7 @@ typedef struct {
     PyObject *value;                    /* the result, the exception, or MapResult's list */
     PyObject *callback, *error_callback;
     PyObject *pool;                     /* keeps the pool alive until ready, as multiprocessing */
+    PyObject *awaiters;                 /* NULL, or a list of callables: called with self once ready */
     /* MapResult */
     uint64_t first_tid;
     Py_ssize_t chunksize, left;
@@ -85,6 +112,7 @@ static int result_traverse(ResultObject *self, visitproc visit, void *arg)
     Py_VISIT(self->callback);
     Py_VISIT(self->error_callback);
     Py_VISIT(self->pool);
+    Py_VISIT(self->awaiters);
     return 0;
 }
 
@@ -94,6 +122,7 @@ static int result_clear(ResultObject *self)
     Py_CLEAR(self->callback);
     Py_CLEAR(self->error_callback);
     Py_CLEAR(self->pool);
+    Py_CLEAR(self->awaiters);
     return 0;
 }
 
@@ -180,6 +209,15 @@ static void result_finish(ResultObject *self)
     atomic_store(&self->ready, 1);
     if (atomic_load(&self->waiters) != 0)
         cproc_futex_wake(&self->ready, INT_MAX);
+    /* Taken right after ready is set, the GIL held throughout: an awaiter
+     * added later sees ready (_add_awaiter), none is missed. */
+    PyObject *awaiters = self->awaiters;
+    self->awaiters = NULL;
+    if (awaiters != NULL && PyList_Check(awaiters)) {
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(awaiters); i++)
+            call_callback(PyList_GET_ITEM(awaiters, i), (PyObject *)self);
+    }
+    Py_XDECREF(awaiters);
     Py_CLEAR(self->pool);
 }
 
@@ -251,6 +289,53 @@ static PyObject *result_successful(ResultObject *self, PyObject *Py_UNUSED(unuse
     }
     return PyBool_FromLong(self->success);
 }
+
+/* _add_awaiter(fn) -> whether fn will be called (with self) when the result
+ * is set: False if it already is. */
+static PyObject *result_add_awaiter(ResultObject *self, PyObject *fn)
+{
+    if (!PyCallable_Check(fn)) {
+        PyErr_SetString(PyExc_TypeError, "an awaiter must be callable");
+        return NULL;
+    }
+    if (atomic_load(&self->ready))
+        Py_RETURN_FALSE;
+    if (self->awaiters == NULL && (self->awaiters = PyList_New(0)) == NULL)
+        return NULL;
+    if (PyList_Append(self->awaiters, fn) < 0)
+        return NULL;
+    Py_RETURN_TRUE;
+}
+
+/* _remove_awaiter(fn): forget fn (an await that was cancelled), if there. */
+static PyObject *result_remove_awaiter(ResultObject *self, PyObject *fn)
+{
+    PyObject *list = self->awaiters;
+    if (list == NULL || !PyList_Check(list))
+        Py_RETURN_NONE;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
+        int eq = PyObject_RichCompareBool(PyList_GET_ITEM(list, i), fn, Py_EQ);
+        if (eq < 0)
+            return NULL;
+        if (eq) {
+            if (PyList_SetSlice(list, i, i + 1, NULL) < 0)
+                return NULL;
+            break;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+/* await result: cproc.pool._result_await(self), an iterator. */
+static PyObject *result_am_await(PyObject *self)
+{
+    PyObject *pool = PyImport_ImportModule("cproc.pool");
+    PyObject *r = pool ? PyObject_CallMethod(pool, "_result_await", "O", self) : NULL;
+    Py_XDECREF(pool);
+    return r;
+}
+
+static PyAsyncMethods result_as_async = {.am_await = result_am_await};
 
 static int try_ready(void *ctx, uint32_t *seen)
 {
@@ -324,6 +409,9 @@ static PyMethodDef result_methods[] = {
      "get(timeout=None): the result when it arrives; re-raises the task's exception; "
      "multiprocessing.TimeoutError if it does not arrive within timeout seconds."},
     {"_deliver", (PyCFunction)result_py_deliver, METH_VARARGS, "_deliver(tid, ok, value): a task's outcome."},
+    {"_add_awaiter", (PyCFunction)result_add_awaiter, METH_O,
+     "_add_awaiter(fn) -> bool: call fn(self) once the result is set; False if it already is."},
+    {"_remove_awaiter", (PyCFunction)result_remove_awaiter, METH_O, "_remove_awaiter(fn): forget fn."},
     {"__class_getitem__", result_class_getitem, METH_O | METH_CLASS, "See PEP 585"},
     {NULL},
 };
@@ -340,6 +428,7 @@ static PyTypeObject ApplyResultType = {
     .tp_traverse = (traverseproc)result_traverse,
     .tp_clear = (inquiry)result_clear,
     .tp_methods = result_methods,
+    .tp_as_async = &result_as_async,
     .tp_weaklistoffset = offsetof(ResultObject, weakreflist),
 };
 
@@ -390,7 +479,8 @@ static PyObject *task_function(PyObject *cache, PyObject *fbytes)
 static PyObject *run_task(PyObject *fcache, PyObject *task)
 {
     long mode = -1;
-    if (PyTuple_Check(task) && PyTuple_GET_SIZE(task) == 4 && PyLong_Check(PyTuple_GET_ITEM(task, 0)))
+    if (PyTuple_Check(task) && (PyTuple_GET_SIZE(task) == 4 || PyTuple_GET_SIZE(task) == 5) &&
+        PyLong_Check(PyTuple_GET_ITEM(task, 0)))
         mode = PyLong_AsLong(PyTuple_GET_ITEM(task, 0));
     if (mode != MODE_APPLY && mode != MODE_MAP && mode != MODE_STARMAP) {
         PyErr_Clear();
@@ -494,14 +584,136 @@ static int announce_retirement(PyObject *results)
     return r;
 }
 
-/* pool_worker(tasks, results, slots, index, maxtasks, owner_pid, init_error) */
+/* ==== limits ============================================================= */
+
+/* A task record's limits in ns (0: none): its fifth item, (soft, hard) in
+ * seconds, each a positive number or None. */
+static int task_limits(PyObject *task, int64_t *soft, int64_t *hard)
+{
+    *soft = *hard = 0;
+    if (!PyTuple_Check(task) || PyTuple_GET_SIZE(task) != 5)
+        return 0;
+    PyObject *limits = PyTuple_GET_ITEM(task, 4);
+    if (!PyTuple_Check(limits) || PyTuple_GET_SIZE(limits) != 2) {
+        PyErr_SetString(PyExc_RuntimeError, "cproc pool: malformed task limits");
+        return -1;
+    }
+    for (int i = 0; i < 2; i++) {
+        PyObject *x = PyTuple_GET_ITEM(limits, i);
+        if (x == Py_None)
+            continue;
+        double seconds = PyFloat_AsDouble(x);
+        if (seconds == -1.0 && PyErr_Occurred())
+            return -1;
+        if (!(seconds > 0 && seconds < 1e9)) {
+            PyErr_SetString(PyExc_ValueError, "cproc pool: a time limit must be positive");
+            return -1;
+        }
+        int64_t ns = (int64_t)(seconds * 1e9);
+        *(i == 0 ? soft : hard) = ns > 0 ? ns : 1;
+    }
+    return 0;
+}
+
+static _Atomic int64_t *soft_word;      /* this worker process's timing word [3] (pool_soft_fired) */
+
+/* Before this process's first task with a soft limit: its SIGALRM handler. */
+static int install_soft_handler(void)
+{
+    static int installed;
+    if (installed)
+        return 0;
+    PyObject *r = PyObject_CallNoArgs(install_soft_limit);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    installed = 1;
+    return 0;
+}
+
+/* run_task under the task's limits, if it has any; timing: this worker's
+ * TIMING_WORDS words, or NULL. */
+static PyObject *run_limited(PyObject *fcache, PyObject *task, uint64_t tag, _Atomic int64_t *timing)
+{
+    int64_t soft, hard;
+    if (task_limits(task, &soft, &hard) < 0)
+        return NULL;
+    if (soft == 0 && hard == 0)
+        return run_task(fcache, task);
+    if (timing == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "cproc pool: a time limit without a timing area");
+        return NULL;
+    }
+    if (soft > 0 && install_soft_handler() < 0)
+        return NULL;
+    int64_t now = cproc_monotonic_ns();
+    if (hard > 0) {
+        atomic_store(&timing[1], hard);
+        atomic_store(&timing[0], now + hard);
+    }
+    if (soft > 0) {                     /* the task, then its deadline; cleared in the other order */
+        atomic_store(&timing[3], (int64_t)tag);
+        atomic_store(&timing[2], now + soft);
+    }
+    PyObject *value = run_task(fcache, task);
+    if (hard > 0)
+        atomic_store(&timing[0], 0);
+    if (soft > 0) {
+        atomic_store(&timing[2], 0);
+        atomic_store(&timing[3], 0);    /* a SIGALRM still on its way finds no task: ignored */
+    }
+    return value;
+}
+
+/* pool_soft_fired() -> whether this worker's task is past its soft limit
+ * (what a SIGALRM means here). */
+static PyObject *pool_soft_fired(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
+{
+    return PyBool_FromLong(soft_word != NULL && (atomic_load(soft_word) & FIRED_BIT) != 0);
+}
+
+/* This process's resident set size in bytes, or -1 (OSError set). */
+static int64_t rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f == NULL) {
+        PyErr_SetFromErrnoWithFilename(PyExc_OSError, "/proc/self/statm");
+        return -1;
+    }
+    long size, resident;
+    int n = fscanf(f, "%ld %ld", &size, &resident);
+    fclose(f);
+    long page = sysconf(_SC_PAGESIZE);
+    if (n != 2 || resident < 0 || page <= 0) {
+        PyErr_SetString(PyExc_OSError, "cproc pool: cannot read /proc/self/statm");
+        return -1;
+    }
+    return (int64_t)resident * page;
+}
+
+/* A writable buffer of at least `words` aligned 64-bit words, or NULL (error set). */
+static void *word_buffer(PyObject *obj, Py_buffer *view, Py_ssize_t words, const char *what)
+{
+    if (PyObject_GetBuffer(obj, view, PyBUF_WRITABLE) < 0)
+        return NULL;
+    if (words < 0 || (size_t)view->len < (size_t)words * sizeof(uint64_t) ||
+        (uintptr_t)view->buf % sizeof(uint64_t) != 0) {
+        PyBuffer_Release(view);
+        PyErr_Format(PyExc_ValueError, "%s: out of range or misaligned", what);
+        return NULL;
+    }
+    return view->buf;
+}
+
+/* pool_worker(tasks, results, slots, index, maxtasks, owner_pid, init_error[, timing, max_memory]) */
 static PyObject *pool_worker(PyObject *Py_UNUSED(module), PyObject *args)
 {
-    PyObject *tasks, *results, *slots, *init_error;
+    PyObject *tasks, *results, *slots, *init_error, *timing_obj = Py_None;
     Py_ssize_t index, maxtasks;
+    long long max_memory = 0;
     int owner;
-    if (!PyArg_ParseTuple(args, "OOOnniO:pool_worker", &tasks, &results, &slots, &index, &maxtasks,
-                          &owner, &init_error) ||
+    if (!PyArg_ParseTuple(args, "OOOnniO|OL:pool_worker", &tasks, &results, &slots, &index, &maxtasks,
+                          &owner, &init_error, &timing_obj, &max_memory) ||
         import_pool_names() < 0)
         return NULL;
     if (init_error != Py_None && !PyExceptionInstance_Check(init_error)) {
@@ -518,6 +730,17 @@ static PyObject *pool_worker(PyObject *Py_UNUSED(module), PyObject *args)
         return NULL;
     }
     _Atomic uint64_t *slot = (_Atomic uint64_t *)view.buf + index;
+    Py_buffer tview = {0};
+    _Atomic int64_t *timing = NULL;
+    if (timing_obj != Py_None) {
+        timing = word_buffer(timing_obj, &tview, TIMING_WORDS * (index + 1), "worker timing");
+        if (timing == NULL) {
+            PyBuffer_Release(&view);
+            return NULL;
+        }
+        timing += TIMING_WORDS * index;
+        soft_word = &timing[3];
+    }
     PyObject *fcache = PyDict_New();
     stop_ctx stop = {(pid_t)owner};
     int failed = fcache == NULL;
@@ -547,7 +770,7 @@ static PyObject *pool_worker(PyObject *Py_UNUSED(module), PyObject *args)
                 PyErr_SetString(PyExc_RuntimeError, "cproc pool: a task record did not decode");
             value = NULL;
         } else
-            value = run_task(fcache, task);
+            value = run_limited(fcache, task, tag, timing);
         Py_DECREF(task);
         if (value != NULL)
             ok = 1;
@@ -555,12 +778,25 @@ static PyObject *pool_worker(PyObject *Py_UNUSED(module), PyObject *args)
             value = wrap_current_exception();
         failed = put_result(results, tag, ok, value) < 0;
         Py_DECREF(value);
-        atomic_store(slot, 0);
-        if (!failed && maxtasks > 0 && done + 1 == maxtasks)
+        if (atomic_exchange(slot, 0) & KILL_BIT)
+            break;                          /* claimed for its hard limit as it ended: the kill is coming */
+        int retire = maxtasks > 0 && done + 1 == maxtasks;
+        if (!failed && !retire && max_memory > 0) {
+            int64_t rss = rss_bytes();
+            failed = rss < 0;
+            retire = rss > max_memory;
+        }
+        if (!failed && retire) {
             failed = announce_retirement(results) < 0;
+            break;
+        }
     }
     Py_XDECREF(fcache);
     PyBuffer_Release(&view);
+    if (timing != NULL) {
+        soft_word = NULL;
+        PyBuffer_Release(&tview);
+    }
     if (failed)
         return NULL;
     Py_RETURN_NONE;
@@ -632,6 +868,74 @@ static PyObject *pool_collect(PyObject *Py_UNUSED(module), PyObject *args)
     return PyLong_FromSsize_t(n);
 }
 
+/* pool_timeouts(slots, timing) -> (claimed, soft, wait). claimed: the tasks
+ * past their hard deadline, each claimed (KILL_BIT set in its worker's slot,
+ * so the worker cannot take another) as (worker index, task id, limit in
+ * seconds); soft: the indexes of the workers whose task is past its soft
+ * deadline, marked FIRED_BIT (each once), to be sent SIGALRM; wait: the
+ * seconds until the next deadline, or None. A worker writes the word that
+ * names its task before the deadline and clears the deadline first: a
+ * deadline read again unchanged after that word belongs to its task. */
+static PyObject *pool_timeouts(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *slots_obj, *timing_obj;
+    if (!PyArg_ParseTuple(args, "OO:pool_timeouts", &slots_obj, &timing_obj))
+        return NULL;
+    Py_buffer sview, tview;
+    _Atomic uint64_t *slots = word_buffer(slots_obj, &sview, 0, "slots");
+    if (slots == NULL)
+        return NULL;
+    Py_ssize_t n = sview.len / (Py_ssize_t)sizeof(uint64_t);
+    _Atomic int64_t *timing = word_buffer(timing_obj, &tview, TIMING_WORDS * n, "timing");
+    if (timing == NULL) {
+        PyBuffer_Release(&sview);
+        return NULL;
+    }
+    PyObject *claimed = PyList_New(0), *soft = PyList_New(0);
+    int64_t now = cproc_monotonic_ns(), next = INT64_MAX;
+    int failed = claimed == NULL || soft == NULL;
+    for (Py_ssize_t i = 0; !failed && i < n; i++) {
+        _Atomic int64_t *t = &timing[TIMING_WORDS * i];
+        int64_t deadline = atomic_load(&t[0]);
+        if (deadline > now)
+            next = deadline < next ? deadline : next;
+        else if (deadline != 0) {
+            uint64_t tag = atomic_load(&slots[i]);
+            int64_t limit = atomic_load(&t[1]);
+            if (tag != 0 && tag < KILL_BIT && atomic_load(&t[0]) == deadline &&
+                atomic_compare_exchange_strong(&slots[i], &tag, tag | KILL_BIT)) {
+                PyObject *item = Py_BuildValue("(nKd)", i, (unsigned long long)tag, (double)limit / 1e9);
+                failed = item == NULL || PyList_Append(claimed, item) < 0;
+                Py_XDECREF(item);
+                continue;               /* (on failure the claim stands: the worker leaves after its task) */
+            }
+        }
+        int64_t soft_deadline = atomic_load(&t[2]);
+        if (soft_deadline > now)
+            next = soft_deadline < next ? soft_deadline : next;
+        else if (soft_deadline != 0) {
+            int64_t task = atomic_load(&t[3]);
+            if (task != 0 && !(task & FIRED_BIT) && atomic_load(&t[2]) == soft_deadline &&
+                atomic_compare_exchange_strong(&t[3], &task, task | FIRED_BIT)) {
+                PyObject *index = PyLong_FromSsize_t(i);
+                failed = index == NULL || PyList_Append(soft, index) < 0;
+                Py_XDECREF(index);
+            }
+        }
+    }
+    PyBuffer_Release(&sview);
+    PyBuffer_Release(&tview);
+    PyObject *wait = NULL, *r = NULL;
+    if (!failed)
+        wait = next == INT64_MAX ? Py_NewRef(Py_None) : PyFloat_FromDouble((double)(next - now) / 1e9);
+    if (wait != NULL)
+        r = PyTuple_Pack(3, claimed, soft, wait);
+    Py_XDECREF(claimed);
+    Py_XDECREF(soft);
+    Py_XDECREF(wait);
+    return r;
+}
+
 /* Submit n tasks: tags[i] = first_tid + i, cache[tid] = result; a task that
  * does not pickle fails at once (error_callback etc.) and the rest go on. */
 static int submit(PyObject *tasks, PyObject *cache, PyObject *result, uint64_t first_tid,
@@ -680,6 +984,7 @@ static int submit(PyObject *tasks, PyObject *cache, PyObject *result, uint64_t f
 /* Tasks being batched for submit(): one lock round trip per batch. */
 typedef struct {
     PyObject *tasks, *cache, *result, *dumps;
+    PyObject *limits;                   /* NULL, or each task's fifth item */
     uint64_t next_tid;
     Py_ssize_t chunksize, n, total;
     PyObject *items[BATCH];
@@ -700,7 +1005,8 @@ static int batch_flush(task_batch *b)
  * the workers start while the next is built. Steals nothing. */
 static int batch_add(task_batch *b, PyObject *mode, PyObject *fbytes, PyObject *chunk)
 {
-    PyObject *task = PyTuple_Pack(4, mode, fbytes, chunk, Py_None);
+    PyObject *task = b->limits ? PyTuple_Pack(5, mode, fbytes, chunk, Py_None, b->limits)
+                               : PyTuple_Pack(4, mode, fbytes, chunk, Py_None);
     if (task == NULL)
         return -1;
     b->items[b->n++] = task;
@@ -760,13 +1066,18 @@ static int submit_chunks(task_batch *b, PyObject *mode, PyObject *fbytes, PyObje
     return r;
 }
 
-/* pool_submit(tasks, cache, result, first_tid, mode, fbytes, iterable, chunksize, dumps)
+/* pool_submit(tasks, cache, result, first_tid, mode, fbytes, iterable, chunksize, dumps[, limits])
  * -> the number of tasks: apply (mode 0: iterable is (args, kwds)), or the
- * chunks of a map/starmap. */
+ * chunks of a map/starmap; limits: None, or (soft, hard) for every task. */
 static PyObject *pool_submit(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError, "pool_submit takes 9 arguments");
+    if (nargs != 9 && nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "pool_submit takes 9 or 10 arguments");
+        return NULL;
+    }
+    PyObject *limits = nargs == 10 && args[9] != Py_None ? args[9] : NULL;
+    if (limits != NULL && (!PyTuple_Check(limits) || PyTuple_GET_SIZE(limits) != 2)) {
+        PyErr_SetString(PyExc_TypeError, "limits must be None or (soft, hard)");
         return NULL;
     }
     PyObject *tasks = args[0], *cache = args[1], *result = args[2], *fbytes = args[5], *dumps = args[8];
@@ -791,7 +1102,8 @@ static PyObject *pool_submit(PyObject *Py_UNUSED(module), PyObject *const *args,
             PyErr_SetString(PyExc_TypeError, "apply takes (args, kwds)");
             return NULL;
         }
-        PyObject *task = PyTuple_Pack(4, args[4], fbytes, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1));
+        PyObject *a = PyTuple_GET_ITEM(pair, 0), *k = PyTuple_GET_ITEM(pair, 1);
+        PyObject *task = limits ? PyTuple_Pack(5, args[4], fbytes, a, k, limits) : PyTuple_Pack(4, args[4], fbytes, a, k);
         if (task == NULL)
             return NULL;
         int r = submit(tasks, cache, result, first, &task, 1, dumps);
@@ -802,7 +1114,7 @@ static PyObject *pool_submit(PyObject *Py_UNUSED(module), PyObject *const *args,
         PyErr_SetString(PyExc_ValueError, "chunksize must be at least 1");
         return NULL;
     }
-    task_batch b = {tasks, cache, result, dumps, first, chunksize, 0, 0, {NULL}};
+    task_batch b = {tasks, cache, result, dumps, limits, first, chunksize, 0, 0, {NULL}};
     int r;
     if (PyRange_Check(args[6]) && chunksize >= RANGE_CHUNK) /* chunks of a range are ranges: tiny to send */
         r = submit_range(&b, args[4], fbytes, args[6]);
@@ -820,12 +1132,18 @@ static PyObject *pool_submit(PyObject *Py_UNUSED(module), PyObject *const *args,
 
 static PyMethodDef pool_functions[] = {
     {"pool_worker", pool_worker, METH_VARARGS,
-     "pool_worker(tasks, results, slots, index, maxtasks, owner_pid, init_error): a Pool worker's loop."},
+     "pool_worker(tasks, results, slots, index, maxtasks, owner_pid, init_error[, timing, max_memory]): "
+     "a Pool worker's loop."},
+    {"pool_timeouts", pool_timeouts, METH_VARARGS,
+     "pool_timeouts(slots, timing) -> (claimed, soft, wait): claim the tasks past their time limits."},
+    {"pool_soft_fired", pool_soft_fired, METH_NOARGS,
+     "pool_soft_fired() -> whether this worker's task is past its soft time limit."},
     {"pool_collect", pool_collect, METH_VARARGS,
      "pool_collect(results, cache, timeout, retired): deliver the results that arrive within timeout "
      "(retiring workers' pids go to the list retired); their number."},
     {"pool_submit", (PyCFunction)(void (*)(void))pool_submit, METH_FASTCALL,
-     "pool_submit(tasks, cache, result, first_tid, mode, fbytes, iterable, chunksize, dumps): queue tasks."},
+     "pool_submit(tasks, cache, result, first_tid, mode, fbytes, iterable, chunksize, dumps[, limits]): "
+     "queue tasks."},
     {NULL},
 };
 

@@ -24,7 +24,9 @@
  * process also notices that it must map the ring again.
  *
  * Sleepers wait on sequence words (cproc_wait, futex.c); a put or get wakes
- * only when someone sleeps. The GIL is released while waiting and while
+ * only when someone sleeps. A process may also watch a queue with select()
+ * (SimpleQueue._reader, for concurrent.futures): it registers a pipe in the
+ * header, and every put then writes a byte to that pipe. The GIL is released while waiting and while
  * copying records of NOGIL_COPY bytes or more.
  *
  * Records: a record_header, then for pickles with out-of-band buffers (pickle
@@ -108,6 +110,7 @@ typedef struct {
     _Atomic uint32_t get_seq;           /* bumped by every get; putters of a full queue sleep on it */
     _Atomic uint32_t put_waiters;
     _Atomic uint32_t unfinished;        /* JoinableQueue: put and not yet task_done() */
+    _Atomic uint32_t zeros;             /* bumped each time unfinished reaches 0; join() sleeps on it */
     _Atomic uint32_t join_waiters;
     _Atomic uint64_t count;             /* records in the ring */
     _Atomic uint32_t ring_gen;          /* bumped when the ring moves; ring[ring_gen & 1] is current */
@@ -118,6 +121,11 @@ typedef struct {
     int64_t window_start;               /* CLOCK_MONOTONIC ns */
     uint32_t spilled_recently;          /* a block was claimed since window_start */
     uint32_t needs_repair;              /* a holder died: queue_repair before anything else */
+    /* the watcher (SimpleQueue._reader): a pipe every put writes a byte to */
+    uint32_t watch_pid;                 /* the process holding its write end; 0: none */
+    int32_t watch_fd;                   /* the write end's number there */
+    uint64_t watch_ino;                 /* the pipe's inode */
+    uint32_t watch_gen;                 /* bumped at every change of watcher */
     cproc_spill_slot spill[CPROC_SPILL_SLOTS];
 } queue_header;
 
@@ -135,8 +143,13 @@ typedef struct {
     pid_t origin_pid;                   /* the process whose fd we opened */
     int origin_fd;
     int closed;
+    pid_t put_pid;                      /* the last process that put through this object */
     int kind;                           /* Q_* */
     PyObject *pending;                  /* list of popped records a failed get_many left */
+    PyObject *reader;                   /* SimpleQueue._reader, made on first use */
+    int watch_wfd;                      /* our registered watch pipe's write end, -1: none */
+    int notify_fd;                      /* our descriptor of the watcher's pipe, -1: none */
+    uint32_t notify_gen;                /* the watch_gen notify_fd was opened for */
     PyObject *weakreflist;
 } QueueObject;
 
@@ -955,6 +968,57 @@ static int check_open(QueueObject *q)
     return -1;
 }
 
+/* ---- the watcher's pipe ------------------------------------------------- */
+
+/* Open the watcher's pipe through /proc/<pid>/fd/<fd>, for writing without
+ * blocking; -1 if that process no longer has it. */
+static int watch_pipe_open(pid_t pid, int fd, uint64_t ino)
+{
+    char path[64], target[64], expect[64];
+    snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)pid, fd);
+    snprintf(expect, sizeof expect, "pipe:[%llu]", (unsigned long long)ino);
+    ssize_t n = readlink(path, target, sizeof target - 1);
+    if (n < 0)
+        return -1;
+    target[n] = '\0';
+    if (strcmp(target, expect) != 0)    /* a recycled fd number: never open it */
+        return -1;
+    int myfd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (myfd < 0)
+        return -1;
+    struct stat st;
+    if (fstat(myfd, &st) != 0 || !S_ISFIFO(st.st_mode) || (uint64_t)st.st_ino != ino) {
+        close(myfd);
+        return -1;
+    }
+    return myfd;
+}
+
+/* After a put: one byte to the watcher's pipe (read under the lock into
+ * pid/fd/ino/gen). A full pipe is readable already; a watcher gone is
+ * forgotten until the next one registers. */
+static void watch_notify(QueueObject *q, uint32_t pid, int32_t fd, uint64_t ino, uint32_t gen)
+{
+    if (pid == 0)
+        return;
+    if (q->notify_gen != gen || q->notify_fd < 0) {
+        if (q->notify_fd >= 0)
+            close(q->notify_fd);
+        q->notify_fd = q->notify_gen == gen ? -1 : watch_pipe_open((pid_t)pid, fd, ino);
+        q->notify_gen = gen;
+    }
+    if (q->notify_fd < 0)
+        return;
+    ssize_t r;
+    do
+        r = write(q->notify_fd, "", 1);
+    while (r < 0 && errno == EINTR);
+    if (r < 0 && errno != EAGAIN) {     /* EPIPE: the watcher closed it */
+        close(q->notify_fd);
+        q->notify_fd = -1;
+    }
+}
+
 typedef struct {
     QueueObject *q;
     message *msgs;
@@ -1017,8 +1081,12 @@ static int try_put(void *ctx, uint32_t *seen)
         atomic_fetch_add(&h->unfinished, (uint32_t)n);
     atomic_fetch_add(&h->count, n);
     atomic_fetch_add(&h->put_seq, (uint32_t)n);
+    uint32_t watch_pid = h->watch_pid, watch_gen = h->watch_gen;
+    int32_t watch_fd = h->watch_fd;
+    uint64_t watch_ino = h->watch_ino;
     qlock_release(h);
     cproc_wake_waiters(&h->put_seq, &h->get_waiters, n > INT_MAX ? INT_MAX : (int)n);
+    watch_notify(c->q, watch_pid, watch_fd, watch_ino, watch_gen);
     return 1;
 }
 
@@ -1051,6 +1119,7 @@ static int put_messages(QueueObject *q, message *msgs, Py_ssize_t n, int blockin
         PyErr_SetNone(Full);
         return -1;
     }
+    q->put_pid = cproc_pid;
     return 0;
 }
 
@@ -1139,8 +1208,11 @@ static int try_get(void *ctx, uint32_t *seen)
     }
     PyErr_Clear();                      /* a MemoryError after some records: return those */
     c->n = n;
+    /* Every putter: one woken for n freed slots may be a put_many that still
+     * does not fit, and would keep the wake from a put that does
+     * (models/queue_put.pml). */
     if (h->maxsize > 0)
-        cproc_wake_waiters(&h->get_seq, &h->put_waiters, n > INT_MAX ? INT_MAX : (int)n);
+        cproc_wake_waiters(&h->get_seq, &h->put_waiters, INT_MAX);
     return 1;
 }
 
@@ -1328,7 +1400,7 @@ static PyObject *take(QueueObject *q, Py_ssize_t max, int blocking, int64_t dead
 /* ---- methods ------------------------------------------------------------- */
 
 /* block and timeout as multiprocessing reads them: block goes to a
- * semaphore's acquire(), which takes an int, except in a get that waits
+ * semaphore's acquire() (up to 3.11 an int), except in a get that waits
  * without a timeout (`if block and timeout is None`), where any true value
  * will do. */
 static int parse_block_timeout(PyObject *block, PyObject *timeout, int *blocking, int64_t *deadline,
@@ -1336,13 +1408,11 @@ static int parse_block_timeout(PyObject *block, PyObject *timeout, int *blocking
 {
     *blocking = 1;
     if (block != NULL) {
-        if ((*blocking = PyObject_IsTrue(block)) < 0)
+        int no_timeout = timeout == NULL || timeout == Py_None;
+        if (getting && (*blocking = PyObject_IsTrue(block)) < 0)
             return -1;
-        if (!PyLong_Check(block) && !(getting && *blocking && (timeout == NULL || timeout == Py_None))) {
-            PyErr_Format(PyExc_TypeError, "'%.200s' object cannot be interpreted as an integer",
-                         Py_TYPE(block)->tp_name);
+        if (!(getting && *blocking && no_timeout) && (*blocking = cproc_blocking_arg(block)) < 0)
             return -1;
-        }
     }
     return cproc_deadline_from_timeout(timeout, deadline);
 }
@@ -1497,6 +1567,12 @@ static PyObject *queue_empty(QueueObject *self, PyObject *unused)
     (void)unused;
     if ((self->kind == Q_SIMPLE ? check_open(self) : check_ready(self)) < 0)
         return NULL;
+    /* multiprocessing: a put starts the process's feeder thread, which closes
+     * the reader once close() stops it; empty() then polls a closed handle */
+    if (self->closed && self->put_pid == cproc_pid) {
+        PyErr_SetString(PyExc_OSError, "handle is closed");
+        return NULL;
+    }
     int has_pending = self->pending != NULL && PyList_GET_SIZE(self->pending) > 0;
     return PyBool_FromLong(atomic_load(&self->hdr->count) == 0 && !has_pending);
 }
@@ -1514,8 +1590,102 @@ static PyObject *queue_close(QueueObject *self, PyObject *unused)
 {
     (void)unused;
     self->closed = 1;
+    if (self->reader != NULL) {         /* as multiprocessing's close() closes _reader */
+        PyObject *r = PyObject_CallMethod(self->reader, "close", NULL);
+        if (r == NULL)
+            return NULL;
+        Py_DECREF(r);
+    }
     Py_RETURN_NONE;
 }
+
+/* ---- the watcher (SimpleQueue._reader, cproc.queues._QueueReader) -------- */
+
+/* Stop the puts writing to our pipe, if it is still the registered one. */
+static int queue_unwatch(QueueObject *q)
+{
+    if (q->hdr == NULL || q->watch_wfd < 0)
+        return 0;
+    queue_header *h = q->hdr;
+    int locked = qlock_acquire(q, CPROC_FOREVER);
+    if (locked < 0)
+        return -1;
+    if (h->watch_pid == (uint32_t)cproc_pid && h->watch_fd == q->watch_wfd) {
+        h->watch_pid = 0;
+        h->watch_gen++;
+    }
+    qlock_release(h);
+    q->watch_wfd = -1;
+    return 0;
+}
+
+static PyObject *queue_watch(QueueObject *self, PyObject *arg)
+{
+    if (check_open(self) < 0)
+        return NULL;
+    long v = PyLong_AsLong(arg);
+    if (v == -1 && PyErr_Occurred())
+        return NULL;
+    if (v < 0 || v > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "invalid file descriptor");
+        return NULL;
+    }
+    int fd = (int)v;
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    if (!S_ISFIFO(st.st_mode)) {
+        PyErr_SetString(PyExc_ValueError, "the watch descriptor must be a pipe's write end");
+        return NULL;
+    }
+    queue_header *h = self->hdr;
+    if (qlock_acquire(self, CPROC_FOREVER) < 0)
+        return NULL;
+    h->watch_pid = (uint32_t)cproc_pid;
+    h->watch_fd = fd;
+    h->watch_ino = (uint64_t)st.st_ino;
+    h->watch_gen++;
+    qlock_release(h);
+    self->watch_wfd = fd;
+    Py_RETURN_NONE;
+}
+
+static PyObject *queue_unwatch_method(QueueObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (queue_unwatch(self) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *queue_get_reader(QueueObject *self, void *closure)
+{
+    (void)closure;
+    if (self->reader == NULL) {
+        if (check_open(self) < 0)
+            return NULL;
+        PyObject *mod = PyImport_ImportModule("cproc.queues");
+        if (mod == NULL)
+            return NULL;
+        PyObject *reader = PyObject_CallMethod(mod, "_QueueReader", "O", (PyObject *)self);
+        Py_DECREF(mod);
+        if (reader == NULL)
+            return NULL;
+        if (self->reader != NULL)       /* made meanwhile by another thread */
+            Py_DECREF(reader);
+        else
+            self->reader = reader;
+    }
+    return Py_NewRef(self->reader);
+}
+
+static PyGetSetDef simple_getset[] = {
+    {"_reader", (getter)queue_get_reader, NULL,
+     "A connection-like reader that multiprocessing.connection.wait() can wait on: readable "
+     "when the queue holds an item; recv() is get() (as multiprocessing's SimpleQueue._reader).",
+     NULL},
+    {NULL}
+};
 
 static PyObject *queue_join_thread(QueueObject *self, PyObject *unused)
 {
@@ -1546,16 +1716,26 @@ static PyObject *queue_task_done(QueueObject *self, PyObject *unused)
             return NULL;
         }
     } while (!atomic_compare_exchange_weak(&h->unfinished, &v, v - 1));
-    if (v == 1)
-        cproc_wake_waiters(&h->unfinished, &h->join_waiters, INT_MAX);
+    if (v == 1) {
+        atomic_fetch_add(&h->zeros, 1);
+        cproc_wake_waiters(&h->zeros, &h->join_waiters, INT_MAX);
+    }
     Py_RETURN_NONE;
 }
 
-static int try_join(void *ctx, uint32_t *seen)
+/* join() is done when no task is unfinished, or when the count reached 0
+ * since it began (a put may have raised it again before we slept: sleeping
+ * on the count itself would miss that moment, models/join.pml). */
+typedef struct {
+    queue_header *h;
+    uint32_t zeros;       /* h->zeros when join() began */
+} join_ctx;
+
+static int try_join(void *arg, uint32_t *seen)
 {
-    queue_header *h = ctx;
-    *seen = atomic_load(&h->unfinished);
-    return *seen == 0;
+    join_ctx *ctx = arg;
+    *seen = atomic_load(&ctx->h->zeros);
+    return *seen != ctx->zeros || atomic_load(&ctx->h->unfinished) == 0;
 }
 
 static PyObject *queue_join(QueueObject *self, PyObject *unused)
@@ -1563,9 +1743,10 @@ static PyObject *queue_join(QueueObject *self, PyObject *unused)
     (void)unused;
     if (check_ready(self) < 0)
         return NULL;
+    join_ctx ctx = {self->hdr, atomic_load(&self->hdr->zeros)};
     uint32_t seen;
-    if (!try_join(self->hdr, &seen) &&
-        cproc_wait(&self->hdr->unfinished, &self->hdr->join_waiters, try_join, NULL, self->hdr,
+    if (!try_join(&ctx, &seen) &&
+        cproc_wait(&self->hdr->zeros, &self->hdr->join_waiters, try_join, NULL, &ctx,
                    CPROC_FOREVER) != CPROC_WAIT_OK)
         return NULL;
     Py_RETURN_NONE;
@@ -1703,6 +1884,12 @@ static int kind_of_type(PyTypeObject *type);
 
 static void queue_release(QueueObject *q)
 {
+    if (queue_unwatch(q) < 0)
+        PyErr_WriteUnraisable((PyObject *)q);
+    if (q->notify_fd >= 0)
+        close(q->notify_fd);
+    q->notify_fd = -1;
+    q->notify_gen = 0;
     if (q->ring != NULL)
         (void)munmap(q->ring, q->ring_cap);
     if (q->hdr != NULL)
@@ -1714,6 +1901,7 @@ static void queue_release(QueueObject *q)
     q->fd = -1;
     q->ring_gen = 0;
     Py_CLEAR(q->pending);
+    Py_CLEAR(q->reader);
 }
 
 /* Map the header of the memfd `fd` (ours) and record its identity. */
@@ -1738,6 +1926,7 @@ static int queue_map(QueueObject *q, int fd, pid_t origin_pid, int origin_fd)
     q->origin_pid = origin_pid;
     q->origin_fd = origin_fd;
     q->closed = 0;
+    q->put_pid = 0;
     return 0;
 }
 
@@ -1764,6 +1953,8 @@ static PyObject *queue_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (q == NULL)
         return NULL;
     q->fd = -1;
+    q->watch_wfd = -1;
+    q->notify_fd = -1;
     q->kind = kind_of_type(type);
     return (PyObject *)q;
 }
@@ -1774,24 +1965,14 @@ static int queue_init(QueueObject *self, PyObject *args, PyObject *kwds)
     PyObject *maxsize = NULL, *ctx = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O$O:Queue", kwlist, &maxsize, &ctx))
         return -1;
-    long value = 0;
+    int value = 0;
     if (maxsize != NULL) {
-        /* as multiprocessing: "maxsize <= 0" first, then a C int */
+        /* as multiprocessing: "maxsize <= 0" first, then BoundedSemaphore(maxsize) */
         PyObject *zero = PyLong_FromLong(0);
         int le = zero ? PyObject_RichCompareBool(maxsize, zero, Py_LE) : -1;
         Py_XDECREF(zero);
-        if (le < 0)
+        if (le < 0 || (!le && cproc_semlock_int_arg(maxsize, &value) < 0))
             return -1;
-        if (!le) {
-            int overflow;
-            value = PyLong_AsLongAndOverflow(maxsize, &overflow);
-            if (value == -1 && PyErr_Occurred())
-                return -1;
-            if (overflow || value > MAXSIZE_LIMIT) {
-                PyErr_SetString(PyExc_OverflowError, "Python int too large to convert to C int");
-                return -1;
-            }
-        }
     }
     return queue_create(self, (int32_t)value);
 }
@@ -1918,6 +2099,10 @@ static PyMethodDef simple_methods[] = {
     {"get", (PyCFunction)simplequeue_get, METH_NOARGS, "get($self, /)\n--\n\nRemove and return the oldest item."},
     {"put", (PyCFunction)(void (*)(void))simplequeue_put, FASTKW, "put(obj)\n--\n\nAdd obj; never blocks."},
     {"__class_getitem__", Py_GenericAlias, METH_O | METH_CLASS, NULL},
+    {"_watch", (PyCFunction)queue_watch, METH_O,
+     "_watch(fd)\n--\n\nEvery put writes a byte to the pipe whose write end is fd (ours)."},
+    {"_unwatch", (PyCFunction)queue_unwatch_method, METH_NOARGS,
+     "_unwatch($self, /)\n--\n\nStop writing to the pipe _watch registered."},
     COMMON_METHODS,
     {NULL}
 };
@@ -1952,6 +2137,7 @@ PyTypeObject cproc_SimpleQueueType = {
     .tp_name = "cproc.queues.SimpleQueue",
     .tp_doc = "SimpleQueue(*, ctx=None)\n\nAn unbounded process-shared FIFO queue: get, put, empty, close.",
     .tp_methods = simple_methods,
+    .tp_getset = simple_getset,
     .tp_init = (initproc)simplequeue_init,
 };
 

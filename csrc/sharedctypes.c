@@ -22,6 +22,7 @@ typedef struct {
     Py_ssize_t length;        /* items (1 for a value) */
     Py_ssize_t itemsize;
     char code;                /* ctypes type code of a standard number type, else 0 */
+    PyObject *weakreflist;    /* weak references, as to multiprocessing's (Python) objects */
 } SynchronizedObject;
 
 static PyObject *standard_types;   /* set of ctypes' own simple types: c_int, c_double, ... */
@@ -255,6 +256,8 @@ static void base_dealloc(SynchronizedObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
+    if (self->weakreflist != NULL)
+        PyObject_ClearWeakRefs((PyObject *)self);
     base_clear(self);
     tp->tp_free((PyObject *)self);
 }
@@ -364,6 +367,7 @@ PyTypeObject cproc_SynchronizedBaseType = {
               "with the lock that guards it.",
     .tp_traverse = (traverseproc)base_traverse,
     .tp_clear = (inquiry)base_clear,
+    .tp_weaklistoffset = offsetof(SynchronizedObject, weakreflist),
     .tp_methods = base_methods,
     .tp_getset = base_getset,
     .tp_members = base_members,

@@ -389,6 +389,26 @@ static PyObject *semlock_get_maxvalue(SemLockObject *self, void *closure)
     return PyLong_FromUnsignedLong(self->s->maxvalue);
 }
 
+/* multiprocessing's lock classes wrap a _multiprocessing.SemLock in
+ * `_semlock`; code written against them (multiprocessing.queues.Queue, used
+ * by concurrent.futures with a cproc context) reaches the value through it.
+ * cproc's objects are their own SemLock. */
+static PyObject *semlock_get_semlock(SemLockObject *self, void *closure)
+{
+    (void)closure;
+    Py_INCREF(self);
+    return (PyObject *)self;
+}
+
+/* _multiprocessing.SemLock._after_fork() zeroes the recursion count a forked
+ * child inherited. cproc's holder is a pid, which a child never has: nothing
+ * to reset. */
+static PyObject *semlock_after_fork(SemLockObject *self, PyObject *unused)
+{
+    (void)self; (void)unused;
+    Py_RETURN_NONE;
+}
+
 static PyObject *semlock_reduce(SemLockObject *self, PyObject *unused)
 {
     (void)unused;
@@ -406,6 +426,8 @@ static PyObject *semlock_reduce(SemLockObject *self, PyObject *unused)
     {"_is_mine", (PyCFunction)semlock_is_mine, METH_NOARGS, "Whether the calling thread holds it."}, \
     {"_get_value", (PyCFunction)semlock_get_value, METH_NOARGS, "Current value (1 = free for locks)."}, \
     {"_is_zero", (PyCFunction)semlock_is_zero, METH_NOARGS, "Whether the value is 0."}, \
+    {"_after_fork", (PyCFunction)semlock_after_fork, METH_NOARGS, \
+     "Nothing to reset in a forked child (the holder is a pid)."}, \
     {"_from_handle", (PyCFunction)semlock_from_handle, METH_O | METH_CLASS, "Attach by handle."}, \
     {"__reduce__", (PyCFunction)semlock_reduce, METH_NOARGS, NULL},
 
@@ -418,6 +440,8 @@ static PyGetSetDef semlock_getset[] = {
     {"kind", (getter)semlock_get_kind, NULL, "0 Lock, 1 RLock, 2 Semaphore", NULL},
     {"maxvalue", (getter)semlock_get_maxvalue, NULL, "the largest value", NULL},
     {"owner_pid", (getter)semlock_owner_pid, NULL, "pid of the process holding the lock, or None", NULL},
+    {"_semlock", (getter)semlock_get_semlock, NULL, "the object itself (multiprocessing's lock "
+     "classes keep their _multiprocessing.SemLock there)", NULL},
     {NULL}
 };
 
@@ -1162,8 +1186,11 @@ PyTypeObject cproc_ConditionType = {
 /* ======================================================================== */
 
 /* gen is the futex word: it moves on when a round is released or broken;
- * broken_gen names the last round that ended broken. Fields other than gen
- * and sleepers are guarded by the internal lock m. */
+ * bit (g % 64) of broken_hist says whether round g ended broken, so a waiter
+ * learns its own round's outcome even after reset() and later rounds ended
+ * (models/barrier.pml), as long as fewer than 64 rounds ended since (more: it
+ * is told broken). Fields other than gen and sleepers are guarded by the
+ * internal lock m. */
 typedef struct {
     cproc_semlock_t m;
     _Atomic uint32_t gen;
@@ -1171,7 +1198,7 @@ typedef struct {
     uint32_t parties;
     uint32_t count;       /* arrived in this round; == parties while the action runs */
     uint32_t broken;
-    uint32_t broken_gen;
+    uint64_t broken_hist;
 } cproc_barrier_t;
 
 typedef struct {
@@ -1190,19 +1217,31 @@ static int barrier_lock(cproc_barrier_t *b)
     return lock_acquire(&b->m, 1, CPROC_FOREVER, &dead) == 1 ? 0 : -1;
 }
 
-static void barrier_next_gen(cproc_barrier_t *b)
+/* End the current round, released or broken, and start the next. */
+static void barrier_next_gen(cproc_barrier_t *b, int broken)
 {
-    uint32_t g = atomic_load(&b->gen) + 1;
+    uint32_t g = atomic_load(&b->gen);
+    uint64_t bit = UINT64_C(1) << (g % 64);
+    b->broken_hist = broken ? b->broken_hist | bit : b->broken_hist & ~bit;
+    g++;
     atomic_store(&b->gen, g == 0 ? 1 : g);
     b->count = 0;
+}
+
+/* m held: did round g end broken? */
+static int barrier_round_broken(const cproc_barrier_t *b, uint32_t g)
+{
+    uint32_t ended = atomic_load(&b->gen) - g;    /* rounds ended since g began */
+    if (ended == 0 || ended > 64)
+        return ended != 0;
+    return (b->broken_hist >> (g % 64)) & 1;
 }
 
 /* Break the current round: everyone waiting in it gets BrokenBarrierError. */
 static void barrier_break_locked(cproc_barrier_t *b)
 {
     b->broken = 1;
-    b->broken_gen = atomic_load(&b->gen);
-    barrier_next_gen(b);
+    barrier_next_gen(b, 1);
     cproc_futex_wake(&b->gen, INT_MAX);
 }
 
@@ -1350,7 +1389,7 @@ static PyObject *barrier_wait(BarrierObject *self, PyObject *const *args, Py_ssi
             mutex_unlock(&b->m);
             return raise_broken();
         }
-        barrier_next_gen(b);
+        barrier_next_gen(b, 0);
         mutex_unlock(&b->m);
         cproc_futex_wake(&b->gen, INT_MAX);
         return PyLong_FromUnsignedLong(index);
@@ -1375,7 +1414,7 @@ static PyObject *barrier_wait(BarrierObject *self, PyObject *const *args, Py_ssi
     }
     if (barrier_lock(b) < 0)
         return NULL;
-    int broken = b->broken_gen == mygen;
+    int broken = barrier_round_broken(b, mygen);
     mutex_unlock(&b->m);
     if (broken)
         return raise_broken();
@@ -1390,8 +1429,7 @@ static PyObject *barrier_reset(BarrierObject *self, PyObject *unused)
     if (barrier_lock(b) < 0)
         return NULL;
     if (b->count > 0) {       /* those waiting now get BrokenBarrierError */
-        b->broken_gen = atomic_load(&b->gen);
-        barrier_next_gen(b);
+        barrier_next_gen(b, 1);
         cproc_futex_wake(&b->gen, INT_MAX);
     }
     b->broken = 0;

@@ -505,6 +505,17 @@ def exc_info_pair(exc):
     return [type(exc).__name__, str(exc)]
 
 
+def pickle_error(obj):
+    """(type, message) of what the running Python's pickle raises for obj: the
+    error multiprocessing passes on when it pickles obj by reference (3.13 says
+    "Can't get local object ..." where 3.9-3.12 say "Can't pickle local object ...")."""
+    try:
+        pickle.dumps(obj)
+    except Exception as exc:  # noqa: BLE001 - the error is the result
+        return type(exc), str(exc)
+    raise AssertionError(f"{obj!r} pickles")
+
+
 def proc_noop():
     pass
 

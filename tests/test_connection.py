@@ -300,6 +300,28 @@ def test_connection_constructor_errors(mp, closing):
     os.fstat(fd)  # a refused handle is not closed
 
 
+def test_private_handle_attribute(mp, closing):
+    """_handle, which CPython's own tests use: the fd, None once closed;
+    set to None, the Connection forgets its fd without closing it."""
+    Connection = conn_module(mp).Connection
+    s = socket.socket()
+    closing.append(s)
+    fd = os.dup(s.fileno())
+    c = Connection(fd)
+    assert c._handle == fd
+    c._handle = None
+    assert c.closed
+    with raises_exact(OSError, "handle is closed"):
+        c.fileno()
+    del c
+    os.fstat(fd)      # still open: forgotten, not closed
+    c = Connection(fd)
+    c.close()
+    assert c._handle is None
+    with pytest.raises(OSError):
+        os.fstat(fd)
+
+
 def test_close_closes_the_handle(mp):
     Connection = conn_module(mp).Connection
     s1, s2 = socket.socketpair()
@@ -533,6 +555,14 @@ def test_send_bytes_argument_errors(mp, pipe):
         ((data, 0, 11), "buffer length < offset + size"),
         ((ints, 13), "buffer length < offset"),
         ((ints, 4, 9), "buffer length < offset + size"),
+        # offsets and sizes beyond any C integer are compared all the same
+        ((data, 2**70), "buffer length < offset"),
+        ((data, -2**70), "offset is negative"),
+        ((data, 0, 2**70), "buffer length < offset + size"),
+        ((data, 0, -2**70), "size is negative"),
+        ((data, 1, 2**63 - 1), "buffer length < offset + size"),
+        ((data, 2**62, 2**62), "buffer length < offset"),
+        ((data, 9, 2**63 - 1), "buffer length < offset + size"),
     ]
     for args, message in cases:
         with raises_exact(ValueError, message):
@@ -540,9 +570,25 @@ def test_send_bytes_argument_errors(mp, pipe):
     for bad in ("text", 5, None, [1, 2]):
         with pytest.raises(TypeError):
             a.send_bytes(bad)
+    for bad_args in ((data, 1.0), (data, 0, 1.0), (data, "1")):   # slice indices must be integers
+        with pytest.raises(TypeError):
+            a.send_bytes(*bad_args)
     assert b.poll() is False  # nothing was sent
     a.send_bytes(data, 5, 5)
     assert recv_bytes_within(b) == b"56789"
+
+
+def test_send_bytes_refuses_a_buffer_that_is_not_contiguous(mp, pipe):
+    """multiprocessing fails on one too (TypeError, or BufferError after
+    sending the header of a large one); cproc: TypeError, nothing sent."""
+    a, b = pipe()
+    data = b"0123456789"
+    for strided in (memoryview(data)[::2], memoryview(array.array("i", [1, 2, 3]))[::2],
+                    memoryview(data * 10000)[::3]):
+        with pytest.raises(TypeError if mp.name == "cproc" else (TypeError, BufferError)):
+            a.send_bytes(strided)
+    if mp.name == "cproc":
+        assert b.poll() is False
 
 
 def test_empty_message(mp, pipe):

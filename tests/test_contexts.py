@@ -176,6 +176,39 @@ def test_context_hands_out_objects_for_its_children(impl, tmp_path):
     assert stderr_outline(result.stderr) == [], describe(result)
 
 
+MIXED_SCRIPT = r'''
+def put(q, lock):
+    with lock:
+        q.put(m.current_process().name)
+
+if __name__ == "__main__":
+    q, lock = m.get_context("fork").Queue(), m.get_context("fork").Lock()
+    p = ctx.Process(target=put, args=(q, lock), name="child")
+    try:
+        p.start()
+    except RuntimeError as e:
+        print("refused:", str(e).split(" is being shared")[0], flush=True)
+    else:
+        print(q.get(timeout=20), flush=True)
+        p.join()
+        print(p.exitcode, flush=True)
+'''
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_fork_context_objects_go_to_any_child(method, tmp_path):
+    """A deliberate difference (CPython's test_mixed_startmethod): cproc's
+    objects live in shared memory that any child can attach, so a fork
+    context's Queue and Lock work in a spawn or forkserver child;
+    multiprocessing refuses to start the child."""
+    result = run_impl_script(tmp_path, "mixed", MIXED_SCRIPT, "multiprocessing", method)
+    check_ran_cleanly(result)
+    assert result.stdout == "refused: A SemLock created in a fork context\n", describe(result)
+    result = run_impl_script(tmp_path, "mixed", MIXED_SCRIPT, "cproc", method)
+    check_ran_cleanly(result)
+    assert result.stdout == "child\n0\n", describe(result)
+
+
 @pytest.mark.parametrize("case", impl_method_params(impls=("cproc",)))
 def test_context_objects_after_stdlib_objects(case, tmp_path, monkeypatch):
     """The same, in a program that also made multiprocessing's own Value/Array/Lock."""
@@ -365,11 +398,15 @@ if __name__ == "__main__":
 def test_log_to_stderr(impl, tmp_path):
     result, ref = run_with_reference(tmp_path, "log_script", LOGGING_SCRIPT, impl.name, impl.method)
     cls = PROCESS_CLASS[impl.method]
+    exit_lines = [f"[INFO/{cls}-1] process shutting down", f"[INFO/{cls}-1] process exiting with exitcode 0"]
+    if sys.version_info >= (3, 13):
+        # 3.13's _bootstrap no longer calls util._exit_function(): the child's
+        # atexit handlers run it after _bootstrap has logged the exit code (gh-83856)
+        exit_lines.reverse()
     child_lines = [
         f"[INFO/{cls}-1] child process calling self.run()",
         f"[WARNING/{cls}-1] hello from child",
-        f"[INFO/{cls}-1] process shutting down",
-        f"[INFO/{cls}-1] process exiting with exitcode 0",
+        *exit_lines,
     ]
     for res in (ref, result):
         check_ran_cleanly(res)

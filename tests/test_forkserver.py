@@ -111,7 +111,7 @@ import cproc.forkserver
 
 seen = []
 
-def failing_request(payload):
+def failing_request(payload, fds=()):
     if KEEP:
         seen.append(payload)
     raise OSError("request failed")

@@ -74,9 +74,8 @@ import multiprocessing
 import multiprocessing.pool
 import pytest
 
-from _helpers import SharedInts, kill_session, pid_gone, popen_impl_script, read_json, read_line, session_alive, \
-    wait_until, \
-    write_json
+from _helpers import SharedInts, kill_session, pickle_error, pid_gone, popen_impl_script, read_json, read_line, \
+    session_alive, wait_until, write_json
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -1003,7 +1002,7 @@ def test_lambda_and_closure_tasks(mp, kind, how):
             # pickled by reference: a lambda has no importable name, a closure is local
             with pytest.raises((pickle.PicklingError, AttributeError)) as info:
                 run(p)
-            assert "Can't pickle" in str(info.value)
+            assert (type(info.value), str(info.value)) == pickle_error(fn)
         else:
             assert run(p) == [2, 4, 6]
 
@@ -1413,3 +1412,34 @@ def test_a_pool_subclass_chooses_its_worker_process_class(mp):
     NestablePool = _nestable_pool_class(mp.name)
     with running(NestablePool(2, context=mp.get_context("fork"))) as p:
         assert p.map(functools.partial(_sum_of_doubles_in_a_pool, mp.name), [3, 4]) == [5, 14]
+
+
+def _failing_initializer():
+    raise RuntimeError("init failed")
+
+
+def test_raising_initializer_fails_every_task_instead_of_respawning(cproc):
+    """multiprocessing restarts a worker whose initializer raises, forever, and
+    every get() waits; cproc fails each task with the initializer's error."""
+    with running(cproc.Pool(2, initializer=_failing_initializer)) as p:
+        with pytest.raises(RuntimeError, match="^init failed$") as ei:
+            p.apply(abs, (-1,))
+        assert isinstance(ei.value.__cause__, multiprocessing.pool.RemoteTraceback)
+        with pytest.raises(RuntimeError, match="^init failed$"):
+            p.map_async(abs, [1, 2, 3]).get(10)
+
+
+def test_raising_callback_is_reported_and_the_result_completes(cproc, monkeypatch):
+    reported = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+
+    def callback(value):
+        raise ValueError("callback failed")
+
+    with running(cproc.Pool(2)) as p:
+        r = p.apply_async(abs, (-3,), callback=callback)
+        assert r.get(10) == 3
+        assert r.successful() is True
+        assert wait_until(lambda: reported, 5)
+    assert [type(u.exc_value) for u in reported] == [ValueError]
+    assert str(reported[0].exc_value) == "callback failed"

@@ -70,6 +70,7 @@ import queue
 import random
 import re
 import signal
+import sys
 import threading
 import time
 import types
@@ -446,20 +447,36 @@ def test_bad_timeout_type_raises_type_error(mp, new):
     assert q.qsize() == 0
 
 
+BAD_BLOCKS = (None, 2.5, "x", [])
+# 3.12 made SemLock.acquire's block a bool (any object's truth); up to 3.11 an int
+BLOCK_IS_A_BOOL = sys.version_info >= (3, 12)
+
+
+def _not_an_int(bad):
+    """The message of the TypeError that SemLock.acquire(bad) raises up to 3.11."""
+    if sys.version_info < (3, 10):
+        if isinstance(bad, float):
+            return "integer argument expected, got float"
+        return f"an integer is required (got type {type(bad).__name__})"
+    return f"'{type(bad).__name__}' object cannot be interpreted as an integer"
+
+
+@pytest.mark.skipif(BLOCK_IS_A_BOOL, reason="from 3.12 block may be any object (test_block_is_a_truth_value)")
 def test_block_must_be_an_int(mp, new):
     """block goes to a semaphore's acquire() in multiprocessing: an int (or
     bool); only a get without a timeout takes any true value."""
     q = new(mp.Queue)
     q.put("kept")
-    for bad in (None, 2.5, "x", []):
-        with pytest.raises(TypeError, match=f"'{type(bad).__name__}' object cannot be interpreted as an integer"):
+    for bad in BAD_BLOCKS:
+        message = re.escape(_not_an_int(bad))
+        with pytest.raises(TypeError, match=message):
             q.put("extra", bad)
-        with pytest.raises(TypeError, match="cannot be interpreted as an integer"):
+        with pytest.raises(TypeError, match=message):
             q.put("extra", block=bad, timeout=1)
         if not bad:
-            with pytest.raises(TypeError, match="cannot be interpreted as an integer"):
+            with pytest.raises(TypeError, match=message):
                 q.get(bad)
-        with pytest.raises(TypeError, match="cannot be interpreted as an integer"):
+        with pytest.raises(TypeError, match=message):
             q.get(bad, 1)
     assert q.qsize() == 1
     assert q.get(2.5) == "kept"            # any true block with no timeout: waits
@@ -467,16 +484,56 @@ def test_block_must_be_an_int(mp, new):
     assert q.get(1, 5) == "int block"
 
 
+@pytest.mark.skipif(not BLOCK_IS_A_BOOL, reason="up to 3.11 block must be an int (test_block_must_be_an_int)")
+def test_block_is_a_truth_value(mp, new):
+    """3.12: block is read as a truth value, with or without a timeout: a
+    false one never waits, a true one waits up to the timeout."""
+    q = new(mp.Queue)
+    for bad in BAD_BLOCKS:
+        if bad:
+            _assert_waited(_timed_raise(queue.Empty, q.get, bad, 0.2), 0.2)
+        else:
+            assert _timed_raise(queue.Empty, q.get, bad, 10) < 1.0
+            assert _timed_raise(queue.Empty, q.get, bad) < 1.0
+    for bad in BAD_BLOCKS:
+        q.put(bad, bad)                    # unbounded: never waits
+    assert [q.get(2.5, 10) for _ in BAD_BLOCKS] == list(BAD_BLOCKS)
+    full = new(mp.Queue, 1)
+    full.put("kept", [])
+    assert _timed_raise(queue.Full, full.put, "extra", None, 10) < 1.0
+    _assert_waited(_timed_raise(queue.Full, full.put, "extra", "x", 0.2), 0.2)
+    assert full.get("x") == "kept"
+
+
 def test_lock_acquire_block_must_be_an_int(mp):
-    for make in (mp.Lock, mp.RLock, mp.Semaphore, mp.BoundedSemaphore):
-        lock = make()
+    """Up to 3.11 block must be an int; from 3.12 it is read as a truth value."""
+    for name in ("Lock", "RLock", "Semaphore", "BoundedSemaphore"):
+        lock = getattr(mp, name)()
         for bad in (None, 2.5, "x"):
-            with pytest.raises(TypeError, match="cannot be interpreted as an integer"):
+            if BLOCK_IS_A_BOOL:
+                assert lock.acquire(bad) is True
+                lock.release()
+                assert lock.acquire(block=bad, timeout=1) is True
+                lock.release()
+                continue
+            with pytest.raises(TypeError, match=re.escape(_not_an_int(bad))):
                 lock.acquire(bad)
-            with pytest.raises(TypeError, match="cannot be interpreted as an integer"):
+            with pytest.raises(TypeError, match=re.escape(_not_an_int(bad))):
                 lock.acquire(block=bad)
         assert lock.acquire(2) is True
+        if BLOCK_IS_A_BOOL and name != "RLock":   # held: a false block does not wait
+            t0 = time.monotonic()
+            assert lock.acquire(None, 10) is False
+            assert time.monotonic() - t0 < 1.0
+            _assert_waited(_timed(lambda: lock.acquire("x", 0.2) is False), 0.2)
         lock.release()
+
+
+def _timed(check):
+    """Seconds that check() took; it must return true."""
+    t0 = time.monotonic()
+    assert check()
+    return time.monotonic() - t0
 
 
 QUEUE_METHOD_NAMES = {
@@ -632,6 +689,33 @@ def test_closed_queue_raises_value_error(mp, new, kind):
     assert q.cancel_join_thread() is None
 
 
+def _close_and_report_empty(q):
+    q.close()
+    return q.empty()
+
+
+@pytest.mark.parametrize("kind", ["Queue", "JoinableQueue"])
+def test_closed_queue_empty_after_a_put(mp, new, kind):
+    """empty() on a closed queue this process has put to raises OSError("handle
+    is closed") (multiprocessing: the feeder thread the first put started closes
+    the reader on close(); CPython 3.13's test_closed_queue_empty_exceptions).
+    Unused, or used only by the parent of a fork child, it answers."""
+    q = new(getattr(mp, kind))
+    q.put("x")
+    assert q.get(timeout=10) == "x"
+    with ChildSet() as children:
+        assert children.start(_close_and_report_empty, q).result() is True
+    q.close()
+    q.join_thread()
+    with raises_exact(OSError, "handle is closed"):
+        q.empty()
+    assert q.qsize() == 0
+    unused = new(getattr(mp, kind))
+    unused.close()
+    unused.join_thread()
+    assert unused.empty() is True
+
+
 def test_closed_bounded_queue_with_items_still_counts(mp, new):
     q = new(mp.Queue, 2)
     q.put("a")
@@ -645,6 +729,27 @@ def test_closed_bounded_queue_with_items_still_counts(mp, new):
         q.put_nowait("c")
     assert q.qsize() == 2
     assert q.join_thread() is None
+
+
+def _put_one(q, item):
+    q.put(item)
+
+
+@pytest.mark.parametrize("kind", ["Queue", "JoinableQueue"])
+def test_closed_queue_empty_when_only_another_process_put(mp, new, kind):
+    """A closed queue that only another process put to still answers
+    empty(), as multiprocessing's (this process started no feeder thread)."""
+    make = getattr(mp, kind)
+    by_child = new(make)
+    child = mp.Process(target=_put_one, args=(by_child, "from the child"))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    assert wait_until(lambda: not by_child.empty(), 10)
+    by_child.close()
+    by_child.join_thread()
+    assert by_child.empty() is False
+    assert by_child.qsize() == 1
 
 
 def test_join_thread_before_close(mp, new):
@@ -1207,16 +1312,21 @@ def test_put_is_visible_at_once(cproc, new):
 
 
 def test_closed_queue_with_items_still_answers(cproc, new):
+    """At once after close(), not only after join_thread() (multiprocessing:
+    once its feeder thread has closed the reader): empty() raises as in
+    test_closed_queue_empty_after_a_put."""
     q = new(cproc.Queue, 3)
     q.put("a")
     q.put("b")
     q.close()
-    assert (q.qsize(), q.empty(), q.full()) == (2, False, False)
+    assert (q.qsize(), q.full()) == (2, False)
+    with pytest.raises(OSError, match="handle is closed"):
+        q.empty()
     q2 = new(cproc.Queue, 2)
     q2.put("a")
     q2.put("b")
     q2.close()
-    assert (q2.qsize(), q2.empty(), q2.full()) == (2, False, True)
+    assert (q2.qsize(), q2.full()) == (2, True)
 
 
 def _ping_pong_putter(q, to_parent, from_parent, rounds):

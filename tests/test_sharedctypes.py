@@ -8,6 +8,7 @@ import ctypes
 import math
 import re
 import time
+import weakref
 
 import pytest
 
@@ -484,6 +485,17 @@ def test_numpy_sees_other_process_writes(mp):
 
 # ==========================================================================
 # sharedctypes helpers
+
+
+def test_weak_references(mp):
+    """Value and Array take weak references, as multiprocessing's (Python) objects do."""
+    for make in (lambda: mp.Value("i", 1), lambda: mp.Array("d", 3), lambda: mp.Array("c", b"ab"),
+                 lambda: mp.Value("i", lock=False)):
+        obj = make()
+        ref = weakref.ref(obj)
+        assert ref() is obj
+        del obj
+        assert ref() is None
 
 
 def test_sharedctypes_copy(mp):

@@ -5,7 +5,8 @@
 * tests/typing/errors.py must be rejected: exactly its lines marked
   ``# E: <code>``, each with that error code;
 * stubtest: the stubs (of this checkout's src/cproc) match the imported
-  cproc, but for the entries of .ci/stubtest-allowlist.txt.
+  cproc, but for the entries of .ci/stubtest-allowlist.txt (and of
+  .ci/stubtest-allowlist-py3.X.txt for the running Python 3.X, if any).
 
 mypy checks the cproc that is imported here: an installed one through its
 py.typed, an editable one (src/ layout) through MYPYPATH.  The mypy tests are
@@ -29,6 +30,8 @@ HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
 TYPING = HERE / "typing"
 ALLOWLIST = HERE.parent / ".ci" / "stubtest-allowlist.txt"
+# and, where one exists, the running Python's own (e.g. stubtest-allowlist-py3.9.txt)
+VERSION_ALLOWLIST = ALLOWLIST.with_name("stubtest-allowlist-py%d.%d.txt" % sys.version_info[:2])
 MYPY_TIMEOUT = 300
 
 
@@ -110,6 +113,8 @@ def test_stubs_match_runtime(mypy_cache, tmp_path):
     config.write_text("[mypy]\nignore_missing_imports = True\n")
     cmd = [sys.executable, "-m", "mypy.stubtest", "cproc", "--allowlist", str(ALLOWLIST),
            "--ignore-unused-allowlist", "--mypy-config-file", str(config)]
+    if VERSION_ALLOWLIST.is_file():
+        cmd += ["--allowlist", str(VERSION_ALLOWLIST)]
     env = _env()
     if (SRC / "cproc" / "__init__.pyi").is_file():
         # the stubs of src/cproc, not of the installed package: stubtest analyses

@@ -12,7 +12,8 @@ if not _sys.platform.startswith("linux"):
 from . import _cproc  # noqa: F401  (the C core; fails loudly if not built)
 from . import context as _context
 from .context import (ProcessError, BufferTooShort, TimeoutError,  # noqa: F401
-                      AuthenticationError, OwnerDiedWarning)
+                      AuthenticationError, OwnerDiedWarning,
+                      TaskTimeoutError, SoftTimeLimitExceeded)
 
 __version__ = "0.1.0"
 
@@ -33,4 +34,4 @@ globals().update((name, getattr(_context._default_context, name))
                  for name in _context._exported)
 
 __all__ = ["ProcessError", "BufferTooShort", "TimeoutError", "AuthenticationError",
-           "OwnerDiedWarning", "WorkerLostError"] + list(_context._exported)
+           "OwnerDiedWarning", "WorkerLostError", "TaskTimeoutError", "SoftTimeLimitExceeded"] + list(_context._exported)

@@ -17,6 +17,8 @@ from .context import (
     ProcessError as ProcessError,
     TimeoutError as TimeoutError,
     WorkerLostError as WorkerLostError,
+    TaskTimeoutError as TaskTimeoutError,
+    SoftTimeLimitExceeded as SoftTimeLimitExceeded,
 )
 from .process import (
     active_children as active_children,
@@ -33,6 +35,8 @@ __all__ = [
     "AuthenticationError",
     "OwnerDiedWarning",
     "WorkerLostError",
+    "TaskTimeoutError",
+    "SoftTimeLimitExceeded",
     "Process",
     "current_process",
     "parent_process",

@@ -17,18 +17,23 @@ wait() checks its objects as multiprocessing's selector does, then polls in C.
 
 import os
 import socket
+import sys
 
 from multiprocessing import connection as _mpc
 from multiprocessing import reduction as _mp_reduction
 # multiprocessing.connection's other public names, its own objects: the
 # exceptions (so that `except` clauses match either module's), the handshake
-# (it works on any connection), the address helpers and constants
+# (it works on any connection: the running Python's, so 3.12's digest
+# negotiation and deliver_challenge(digest_name=) come with it), the address
+# helpers and constants
 from multiprocessing.connection import (AuthenticationError, BufferTooShort, BUFSIZE,
                                         CONNECTION_TIMEOUT, ConnectionWrapper, MESSAGE_LENGTH,
                                         address_type, answer_challenge, arbitrary_address,
                                         default_family, deliver_challenge, families)
-if hasattr(_mpc, "CHALLENGE"):   # up to 3.11 (3.12 rewrote the handshake)
-    CHALLENGE, FAILURE, WELCOME = _mpc.CHALLENGE, _mpc.FAILURE, _mpc.WELCOME
+
+if sys.version_info < (3, 12):
+    # public up to 3.11; 3.12 made them private (_CHALLENGE, ...) with its new handshake
+    from multiprocessing.connection import CHALLENGE, FAILURE, WELCOME
 
 from . import _cproc
 

@@ -1,6 +1,7 @@
 # Type stubs for cproc.connection (modelled on typeshed's multiprocessing/connection.pyi).
 # Connection is a C type; Listener and Client hand out cproc Connections.
 # The exceptions are multiprocessing's own classes.
+import sys
 from _typeshed import HasFileno, ReadableBuffer, WriteableBuffer
 from collections.abc import Callable, Iterable
 from multiprocessing import AuthenticationError as AuthenticationError, BufferTooShort as BufferTooShort
@@ -64,9 +65,11 @@ def wait(object_list: Iterable[_Waitable], timeout: float | None = None) -> list
 BUFSIZE: int
 CONNECTION_TIMEOUT: float
 MESSAGE_LENGTH: int
-CHALLENGE: bytes
-WELCOME: bytes
-FAILURE: bytes
+if sys.version_info < (3, 12):
+    # 3.12 made them private, with its digest-negotiating handshake
+    CHALLENGE: bytes
+    WELCOME: bytes
+    FAILURE: bytes
 families: list[str]
 default_family: str
 
@@ -77,7 +80,12 @@ class _BytesConnection(Protocol):
     def send_bytes(self, buf: ReadableBuffer, /) -> None: ...
     def recv_bytes(self, maxlength: int | None = ..., /) -> bytes: ...
 
-def deliver_challenge(connection: _BytesConnection, authkey: bytes) -> None: ...
+if sys.version_info >= (3, 12):
+    def deliver_challenge(connection: _BytesConnection, authkey: bytes, digest_name: str = "sha256") -> None: ...
+
+else:
+    def deliver_challenge(connection: _BytesConnection, authkey: bytes) -> None: ...
+
 def answer_challenge(connection: _BytesConnection, authkey: bytes) -> None: ...
 
 class SocketListener:

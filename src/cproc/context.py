@@ -15,7 +15,8 @@ from . import _cproc
 from . import process
 
 __all__ = ["BaseContext", "DefaultContext", "Process", "ProcessError", "BufferTooShort",
-           "TimeoutError", "AuthenticationError", "OwnerDiedWarning", "WorkerLostError"]
+           "TimeoutError", "AuthenticationError", "OwnerDiedWarning", "WorkerLostError",
+           "TaskTimeoutError", "SoftTimeLimitExceeded"]
 
 OwnerDiedWarning = _cproc.OwnerDiedWarning
 
@@ -70,6 +71,28 @@ class _LazyWorkerLostError:
         return __getattr__("WorkerLostError")
 
 
+class TaskTimeoutError(TimeoutError):
+    """A Pool task ran past its hard time limit (task_timeout): its worker
+    process was killed and replaced. ``pid`` is the worker's, ``timeout`` the
+    limit in seconds."""
+
+    def __init__(self, message, pid=None, timeout=None):
+        super().__init__(message)
+        self.pid = pid
+        self.timeout = timeout
+
+    def __reduce__(self):
+        return type(self), (str(self), self.pid, self.timeout)
+
+
+class SoftTimeLimitExceeded(Exception):
+    """Raised inside a Pool task that runs past its soft time limit
+    (soft_task_timeout), so that it can clean up."""
+
+
+TaskTimeoutError.__module__ = SoftTimeLimitExceeded.__module__ = "cproc"
+
+
 class BaseContext:
     ProcessError = ProcessError
     BufferTooShort = BufferTooShort
@@ -77,6 +100,8 @@ class BaseContext:
     AuthenticationError = AuthenticationError
     OwnerDiedWarning = OwnerDiedWarning
     WorkerLostError = _LazyWorkerLostError()
+    TaskTimeoutError = TaskTimeoutError
+    SoftTimeLimitExceeded = SoftTimeLimitExceeded
 
     current_process = staticmethod(process.current_process)
     parent_process = staticmethod(process.parent_process)
@@ -173,14 +198,16 @@ class BaseContext:
         m.start()
         return m
 
-    def Pool(self, processes=None, initializer=None, initargs=(), maxtasksperchild=None):
+    def Pool(self, processes=None, initializer=None, initargs=(), maxtasksperchild=None, **limits):
         """Returns a process pool object: cproc.dask.Pool on the Dask scheduler
-        named by $CPROC_DASK_SCHEDULER when it is set"""
+        named by $CPROC_DASK_SCHEDULER when it is set. Keywords beyond
+        multiprocessing's: task_timeout, soft_task_timeout, max_memory_per_child
+        (cproc.pool.Pool's)."""
         if os.environ.get("CPROC_DASK_SCHEDULER"):
             from .dask import Pool
-            return Pool(processes, initializer, initargs, maxtasksperchild)
+            return Pool(processes, initializer, initargs, maxtasksperchild, **limits)
         from .pool import Pool
-        return Pool(processes, initializer, initargs, maxtasksperchild, context=self.get_context())
+        return Pool(processes, initializer, initargs, maxtasksperchild, context=self.get_context(), **limits)
 
     def Pipe(self, duplex=True):
         """Returns two connection object connected by a pipe"""

@@ -39,6 +39,8 @@ __all__ = [
     "AuthenticationError",
     "OwnerDiedWarning",
     "WorkerLostError",
+    "TaskTimeoutError",
+    "SoftTimeLimitExceeded",
 ]
 
 _LockLike: TypeAlias = synchronize.Lock | synchronize.RLock
@@ -56,6 +58,16 @@ class WorkerLostError(ProcessError, BrokenProcessPool):
     exitcode: int | None
     def __init__(self, message: str, pid: int | None = None, exitcode: int | None = None) -> None: ...
 
+class TaskTimeoutError(TimeoutError):
+    """A Pool task ran past its hard time limit: its worker was killed and replaced."""
+
+    pid: int | None
+    timeout: float | None
+    def __init__(self, message: str, pid: int | None = None, timeout: float | None = None) -> None: ...
+
+class SoftTimeLimitExceeded(Exception):
+    """Raised inside a Pool task that runs past its soft time limit."""
+
 class BaseContext:
     ProcessError: ClassVar[type[ProcessError]]
     BufferTooShort: ClassVar[type[BufferTooShort]]
@@ -63,6 +75,8 @@ class BaseContext:
     AuthenticationError: ClassVar[type[AuthenticationError]]
     OwnerDiedWarning: ClassVar[type[OwnerDiedWarning]]
     WorkerLostError: ClassVar[type[WorkerLostError]]
+    TaskTimeoutError: ClassVar[type[TaskTimeoutError]]
+    SoftTimeLimitExceeded: ClassVar[type[SoftTimeLimitExceeded]]
     # Not set on BaseContext itself, but on every concrete context (and DefaultContext).
     Process: ClassVar[type[BaseProcess]]
 
@@ -178,6 +192,10 @@ class BaseContext:
         initializer: Callable[..., object] | None = None,
         initargs: Iterable[Any] = (),
         maxtasksperchild: int | None = None,
+        *,
+        task_timeout: float | None = None,
+        soft_task_timeout: float | None = None,
+        max_memory_per_child: int | None = None,
     ) -> _Pool: ...
     def Pipe(self, duplex: bool = True) -> tuple[Connection[Any, Any], Connection[Any, Any]]: ...
 

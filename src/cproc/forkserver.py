@@ -6,9 +6,10 @@ child for each request with the C engine (_cproc.Popen), so children start
 from a small, clean, warm process instead of a copy of the client.
 
 Protocol, over a socketpair between the client and its server:
-  client -> server: one byte, with two fds passed by SCM_RIGHTS: the read
-                    end of a pipe carrying the pickled preparation data and
-                    Process (as for spawn), and the child's status socket;
+  client -> server: one byte, with fds passed by SCM_RIGHTS: the read end
+                    of a pipe carrying the pickled preparation data and
+                    Process (as for spawn), the child's status socket, and
+                    the fds the Process's pickle refers to (DupFd);
   server -> client: on the status socket, the child's pid (4 bytes), and
                     later its exit code (4 bytes, signed), once reaped.
 The client's sentinel is its end of the status socket; signals go to a pidfd
@@ -40,6 +41,8 @@ from . import spawn
 __all__ = ["ForkServer", "Popen", "main"]
 
 _INT = struct.Struct("i")
+MAXFDS_TO_SEND = 256               # as multiprocessing.forkserver
+_inherited_fds = None              # in a child: the fds its request carried
 
 
 def _socketpair():
@@ -112,14 +115,14 @@ class ForkServer:
             self._server.wait(timeout=1.0)
         self._server = None
 
-    def request(self, payload):
-        """Start a child from payload; return (pid, status socket)."""
+    def request(self, payload, fds=()):
+        """Start a child from payload, handing it fds; return (pid, status socket)."""
         with self._lock:
             self._ensure_running()
             status_client, status_child = _socketpair()
             r, w = os.pipe()
             try:
-                socket.send_fds(self._sock, [b"F"], [r, status_child.fileno()])
+                socket.send_fds(self._sock, [b"F"], [r, status_child.fileno()] + list(fds))
             finally:
                 os.close(r)
                 status_child.close()
@@ -141,12 +144,14 @@ class Popen:
 
     method = "forkserver"
 
-    @staticmethod
-    def DupFd(fd):
-        # The server forks the child, so fds reach it through multiprocessing's
-        # resource sharer (SCM_RIGHTS from this process, on request).
-        from multiprocessing import resource_sharer
-        return resource_sharer.DupFd(fd)
+    class DupFd:
+        """An fd the request carries to the child (duplicate_for_child's index)."""
+
+        def __init__(self, ind):
+            self.ind = ind
+
+        def detach(self):
+            return _inherited_fds[self.ind]
 
     def __init__(self, process_obj):
         self._fds = []
@@ -163,11 +168,13 @@ class Popen:
             fp.write(spawn.dumps_process_obj(prep_data, process_obj))
         finally:
             _mp_context.set_spawning_popen(None)
+        if len(self._fds) > MAXFDS_TO_SEND:
+            raise ValueError("too many fds")
         # Released here, whatever happens: an exception's traceback would
         # otherwise keep the view and fp in a reference cycle, and collecting
         # a BytesIO's buffer view crashes Python 3.12.1 (gh-111049).
         with fp.getbuffer() as payload:
-            self.pid, self._status = _forkserver.request(payload)
+            self.pid, self._status = _forkserver.request(payload, self._fds)
         self.sentinel = self._status.fileno()
         try:
             self._pidfd = _cproc.pidfd_open(self.pid)
@@ -176,7 +183,7 @@ class Popen:
 
     def duplicate_for_child(self, fd):
         self._fds.append(fd)
-        return fd
+        return len(self._fds) - 1
 
     def poll(self, flag=os.WNOHANG):
         if self.returncode is None:
@@ -226,9 +233,10 @@ class Popen:
 class _Child:
     """What the server forks: reads its Process from the payload pipe and runs it."""
 
-    def __init__(self, payload_fd, close_fds):
+    def __init__(self, payload_fd, close_fds, inherited_fds=()):
         self.payload_fd = payload_fd
         self.close_fds = close_fds
+        self.inherited_fds = list(inherited_fds)
 
     def _bootstrap(self, parent_sentinel=None):
         for fd in self.close_fds:
@@ -238,6 +246,8 @@ class _Child:
                 pass
         if parent_sentinel is not None:
             os.close(parent_sentinel)   # the server is not the process's parent to watch
+        global _inherited_fds
+        _inherited_fds = self.inherited_fds
         try:
             spawn.spawn_main(self.payload_fd)   # exits through SystemExit
         except SystemExit as e:
@@ -277,22 +287,24 @@ def _serve(sock):
         for fd in _cproc.wait_fds(fds, None):
             if fd == sock.fileno():
                 try:
-                    msg, received, _flags, _addr = socket.recv_fds(sock, 1, 2)
+                    msg, received, _flags, _addr = socket.recv_fds(sock, 1, 2 + MAXFDS_TO_SEND)
                 except OSError:
                     msg = b""
                 if not msg:            # the client is gone
                     for popen, status in children.values():
                         status.close()
                     return
-                payload_fd, status_fd = received
+                payload_fd, status_fd, *inherited = received
                 status = socket.socket(fileno=status_fd)
                 status.setblocking(True)
                 # the server's own fds: the child needs none of them
                 server_fds = ([sock.fileno(), status_fd] + list(children)
                               + [s.fileno() for _, s in children.values()])
                 popen = _cproc.Popen()
-                popen._launch_fork(_Child(payload_fd, server_fds))
+                popen._launch_fork(_Child(payload_fd, server_fds, inherited))
                 os.close(payload_fd)
+                for fd in inherited:
+                    os.close(fd)
                 try:
                     status.sendall(_INT.pack(popen.pid))
                 except OSError:

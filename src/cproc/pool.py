@@ -12,6 +12,21 @@ leaves after maxtasksperchild tasks announces it through the result queue,
 and the collector starts its replacement at once (joining the old one once
 it has exited).
 
+Limits (cproc's, beyond multiprocessing): task_timeout (hard: the worker
+is killed and replaced, the task fails with TaskTimeoutError),
+soft_task_timeout (the collector sends SIGALRM: SoftTimeLimitExceeded is
+raised in the task) and max_memory_per_child (a worker past it retires
+after its task, as after maxtasksperchild). Each task's limits travel in its
+record, its worker writes its deadlines in shared memory, and the collector
+waits until the earliest (csrc/pool.c, pool_timeouts). With no limits set
+none of this runs.
+
+asyncio: ApplyResult and MapResult are awaitable, imap's iterators support
+`async for`. An awaiting event loop registers a callable on the result
+(_add_awaiter); the collector calls it when it delivers the result, and it
+writes one byte to a pipe the loop watches (_LoopWaker: one per loop, while
+anything waits). No thread per await, no polling.
+
 Functions are pickled once per call (once per map), with cloudpickle only
 when plain pickle refuses (lambdas, closures); cproc queues, locks, events
 and shared ctypes objects can be passed as arguments.
@@ -37,10 +52,12 @@ from multiprocessing.pool import (RemoteTraceback, ExceptionWithTraceback,  # no
 
 from . import _cproc
 from . import context as _context
+from .context import TaskTimeoutError, SoftTimeLimitExceeded
 from .reduction import dumps_any
 
 __all__ = ["Pool", "ThreadPool", "ApplyResult", "AsyncResult", "MapResult",
-           "IMapIterator", "IMapUnorderedIterator", "WorkerLostError"]
+           "IMapIterator", "IMapUnorderedIterator", "WorkerLostError", "TaskTimeoutError",
+           "SoftTimeLimitExceeded"]
 
 INIT = "INIT"
 RUN = "RUN"
@@ -52,6 +69,9 @@ AsyncResult = ApplyResult
 MapResult = _cproc.MapResult
 
 _STOP_TAG = 1 << _cproc.POOL_STOP_TAG_BIT
+_KILL_BIT = _STOP_TAG >> 1          # in a slot: the collector kills the worker for its task's hard limit
+_DEFAULT = object()                 # a call's limit: the pool's
+_TIMING_WORDS = 4                   # csrc/pool.c's: hard deadline, hard limit, soft deadline, soft task
 _MODE_APPLY, _MODE_MAP, _MODE_STARMAP = 0, 1, 2
 _CHECK_EVERY = 0.1          # seconds between looks at the workers
 _IMAP_AHEAD = 256           # tasks an imap keeps submitted beyond what was consumed
@@ -88,7 +108,8 @@ def _workers_import_main(ctx):
     return main_importable(get_preparation_data("cproc-pool"))
 
 
-def _worker(tasks, results, slots, index, owner, initializer, initargs, maxtasks):
+def _worker(tasks, results, slots, index, owner, initializer, initargs, maxtasks,
+            timing=None, max_memory=None):
     """A pool worker process: run the initializer, then the C task loop."""
     # Ctrl+C goes to the whole foreground process group: the parent raises
     # KeyboardInterrupt and terminates the pool; workers must not die of it
@@ -101,7 +122,26 @@ def _worker(tasks, results, slots, index, owner, initializer, initargs, maxtasks
         except Exception as e:      # every task reports it: the pool cannot hang on a broken initializer
             init_error = e
     _cproc.pool_worker(tasks, results, memoryview(slots).cast("B"), index,
-                       maxtasks or 0, owner, init_error)
+                       maxtasks or 0, owner, init_error,
+                       None if timing is None else memoryview(timing).cast("B"), max_memory or 0)
+
+
+def _soft_limit(signum, frame):
+    if _cproc.pool_soft_fired():    # (not a SIGALRM that came after its task ended)
+        raise SoftTimeLimitExceeded("the task ran past its soft time limit")
+
+
+def _install_soft_limit():
+    """In a worker, before its first task with a soft limit: the SIGALRM the
+    collector sends when the task passes it."""
+    signal.signal(signal.SIGALRM, _soft_limit)
+
+
+def _check_limit(name, value):
+    if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                  and 0 < value < 1e9):
+        raise ValueError("%s must be a positive number of seconds or None" % name)
+    return value
 
 
 def _apply(func, args, kwds):
@@ -121,7 +161,8 @@ class _Engine:
     """The state a pool's collector thread and finalizer share (never the Pool itself,
     so that an unreferenced Pool is collected and terminated)."""
 
-    def __init__(self, ctx, processes, initializer, initargs, maxtasksperchild, new_process):
+    def __init__(self, ctx, processes, initializer, initargs, maxtasksperchild, new_process,
+                 max_memory=None):
         self.ctx = ctx
         self.new_process = new_process      # Pool.Process(ctx, ...), which subclasses may override
         self.processes = processes
@@ -132,6 +173,10 @@ class _Engine:
         self.results = _cproc.SimpleQueue()
         from .sharedctypes import RawArray
         self.slots = RawArray("Q", processes)
+        self.max_memory = max_memory
+        self.timing = RawArray("q", _TIMING_WORDS * processes)   # per worker: deadlines, csrc/pool.c
+        self.scan_at = float("inf")         # when the collector looks at the deadlines next (0: at once)
+        self.timed_out = {}                 # worker index -> (limit, pid) of the task killed for its limit
         self.cache = {}
         self.last_tid = 0
         self.tid_lock = threading.Lock()
@@ -156,9 +201,12 @@ class _Engine:
 
     def start_worker(self, index):
         self.slots[index] = 0
+        for i in range(_TIMING_WORDS * index, _TIMING_WORDS * (index + 1)):
+            self.timing[i] = 0          # (a killed worker's deadlines stay behind)
         w = self.new_process(target=_worker,
                              args=(self.tasks, self.results, self.slots, index, self.owner,
-                                   self.initializer, self.initargs, self.maxtasks))
+                                   self.initializer, self.initargs, self.maxtasks,
+                                   self.timing, self.max_memory))
         w.name = w.name.replace("Process", "PoolWorker")
         w.daemon = True
         w.start()
@@ -188,7 +236,13 @@ class _Engine:
                 self.drain()
                 claim = self.slots[index]
                 stopped = claim >= _STOP_TAG        # took a stop record: left as asked
-                if claim and not stopped and claim in self.cache:
+                killed = self.timed_out.pop(index, None)
+                if claim & _KILL_BIT and not stopped:
+                    limit, pid = killed or (None, w.pid)
+                    self.fail(claim & ~_KILL_BIT, TaskTimeoutError(
+                        "Task exceeded its time limit (%gs): worker process %d was killed and replaced"
+                        % (limit, pid), pid, limit))
+                elif claim and not stopped and claim in self.cache:
                     self.fail(claim, _context.WorkerLostError(
                         "Worker process %d died (%s) while running a task"
                         % (w.pid, _describe_exit(w.exitcode)), w.pid, w.exitcode))
@@ -217,13 +271,22 @@ class _Engine:
     def collect(self):
         collect = _cproc.pool_collect
         next_check = time.monotonic() + _CHECK_EVERY
+        wait = _CHECK_EVERY
         while True:
             # (retirements that a drain() took while the workers were checked: no wait)
-            collect(self.results, self.cache, 0 if self.retired else _CHECK_EVERY, self.retired)
+            collect(self.results, self.cache, 0 if self.retired else wait, self.retired)
             if self.state == TERMINATE:
                 return
             now = time.monotonic()
-            if now >= next_check or self.state == CLOSE or self.retired:
+            # Deadlines (once a task had a hard limit): looked at every
+            # _CHECK_EVERY at least (tasks started since), and at the earliest
+            # deadline seen. scan_at is infinite while no task has a limit.
+            if now >= self.scan_at:
+                self.scan_at = now + self.check_deadlines(_CHECK_EVERY)
+            wait = self.scan_at - now
+            if wait > _CHECK_EVERY:
+                wait = _CHECK_EVERY
+            if now >= next_check or self.state == CLOSE or self.retired or self.timed_out:
                 next_check = now + _CHECK_EVERY
                 self.check_workers()
                 if self.state == CLOSE and all(w is None for w in self.workers):
@@ -231,18 +294,61 @@ class _Engine:
                     self.fail_all("All of the pool's workers exited before the task finished")
                     return
 
+    def check_deadlines(self, wait):
+        """Send SIGALRM to the workers whose task is past its soft limit; kill
+        the workers whose task is past its hard limit (their task fails
+        in check_workers, which sees KILL_BIT in the slot); the time to wait
+        for results: until the next deadline, at most `wait`."""
+        claimed, soft, until = _cproc.pool_timeouts(self.slots_view, self.timing_view)
+        for index in soft:
+            w = self.workers[index]
+            if w is not None:
+                try:
+                    os.kill(w.pid, signal.SIGALRM)
+                except ProcessLookupError:
+                    pass
+        for index, tid, limit in claimed:
+            w = self.workers[index]
+            if w is None:
+                continue
+            self.timed_out[index] = (limit, w.pid)
+            try:
+                os.kill(w.pid, signal.SIGKILL)
+            except ProcessLookupError:      # it left by itself (it saw the claim)
+                pass
+            w.join(1.0)                     # dies at once: check_workers sees it on this round
+        if claimed:
+            return 0
+        return wait if until is None else min(wait, until)
+
+    @functools.cached_property
+    def slots_view(self):
+        return memoryview(self.slots).cast("B")
+
+    @functools.cached_property
+    def timing_view(self):
+        return memoryview(self.timing).cast("B")
+
     def drain(self):
         while _cproc.pool_collect(self.results, self.cache, 0, self.retired):
             pass
 
-    def submit_imap(self, owner, tid, fbytes, chunk, chunksize):
+    def submit_imap(self, owner, tid, fbytes, chunk, chunksize, limits=None):
         """One task of an imap (its feeder's): an apply of the item, or a chunk."""
         if chunksize == 1:
             _cproc.pool_submit(self.tasks, self.cache, owner, tid, _MODE_APPLY, fbytes,
-                               ((chunk[0],), {}), 1, self.dumps_task)
+                               ((chunk[0],), {}), 1, self.dumps_task, limits)
         else:
             _cproc.pool_submit(self.tasks, self.cache, owner, tid, _MODE_MAP, fbytes,
-                               chunk, chunksize, self.dumps_task)
+                               chunk, chunksize, self.dumps_task, limits)
+
+    def limits(self, soft, hard):
+        """A task record's limits: None, or (soft, hard)."""
+        if soft is None and hard is None:
+            return None
+        if self.scan_at == float("inf"):
+            self.scan_at = 0.0              # deadlines from now on: the collector looks
+        return (soft, hard)
 
     def wake_collector(self):
         """A record that delivers nothing: the collector wakes and looks at the state."""
@@ -327,7 +433,8 @@ class Pool:
         return ctx.Process(*args, **kwds)
 
     def __init__(self, processes=None, initializer=None, initargs=(),
-                 maxtasksperchild=None, context=None):
+                 maxtasksperchild=None, context=None, *, task_timeout=None,
+                 soft_task_timeout=None, max_memory_per_child=None):
         self._state = INIT
         self._engine = None
         if context is None:
@@ -343,14 +450,22 @@ class Pool:
                 raise ValueError("maxtasksperchild must be a positive int or None")
         if initializer is not None and not callable(initializer):
             raise TypeError('initializer must be a callable')
+        self._task_timeout = _check_limit("task_timeout", task_timeout)
+        self._soft_task_timeout = _check_limit("soft_task_timeout", soft_task_timeout)
+        if max_memory_per_child is not None:
+            if not isinstance(max_memory_per_child, int) or max_memory_per_child <= 0:
+                raise ValueError("max_memory_per_child must be a positive int (bytes) or None")
         self._processes = processes
         self._initializer = initializer
         self._initargs = initargs
         self._maxtasksperchild = maxtasksperchild
         engine = self._engine = _Engine(context, processes, initializer, initargs, maxtasksperchild,
-                                        functools.partial(type(self).Process, context))
+                                        functools.partial(type(self).Process, context),
+                                        max_memory_per_child)
         self._cache = engine.cache
         self._last_func = self._last_fbytes = None
+        self._last_limits = (None, None, None)  # task_timeout, soft_task_timeout of a call, its limits
+        self._default_limits = engine.limits(self._soft_task_timeout, self._task_timeout)
         try:
             for i in range(processes):
                 engine.start_worker(i)
@@ -390,6 +505,19 @@ class Pool:
         if self._state != RUN:
             raise ValueError("Pool not running")
 
+    def _limits(self, task_timeout, soft_task_timeout):
+        """The limits of a call's tasks (the pool's where the call names none):
+        the last call's record item again when they are the same."""
+        last = self._last_limits
+        if task_timeout is last[0] and soft_task_timeout is last[1]:
+            return last[2]
+        hard = self._task_timeout if task_timeout is _DEFAULT else _check_limit("task_timeout", task_timeout)
+        soft = (self._soft_task_timeout if soft_task_timeout is _DEFAULT
+                else _check_limit("soft_task_timeout", soft_task_timeout))
+        limits = self._engine.limits(soft, hard)
+        self._last_limits = (task_timeout, soft_task_timeout, limits)
+        return limits
+
     def _fbytes(self, func):
         if func is not self._last_func:
             self._last_fbytes = dumps_any(func, pickle.HIGHEST_PROTOCOL, by_value=self._engine.by_value)
@@ -397,16 +525,23 @@ class Pool:
         return self._last_fbytes
 
     # ---- the calls ----------------------------------------------------------
+    # task_timeout / soft_task_timeout (keywords, cproc's): this call's limits,
+    # in seconds (None: none); by default, the pool's. A map's limits apply to
+    # each chunk (chunksize=1: to each item).
 
-    def apply(self, func, args=(), kwds={}):
+    def apply(self, func, args=(), kwds={}, *, task_timeout=_DEFAULT, soft_task_timeout=_DEFAULT):
         """Equivalent of `func(*args, **kwds)`; blocks until the result is ready."""
         self._check_running()
-        return self.apply_async(func, args, kwds).get()
+        return self.apply_async(func, args, kwds, task_timeout=task_timeout,
+                                soft_task_timeout=soft_task_timeout).get()
 
-    def apply_async(self, func, args=(), kwds={}, callback=None, error_callback=None):
+    def apply_async(self, func, args=(), kwds={}, callback=None, error_callback=None, *,
+                    task_timeout=_DEFAULT, soft_task_timeout=_DEFAULT):
         """Asynchronous version of `apply()` method."""
         self._check_running()
         engine = self._engine
+        limits = (self._default_limits if task_timeout is _DEFAULT and soft_task_timeout is _DEFAULT
+                  else self._limits(task_timeout, soft_task_timeout))
         result = ApplyResult(self, callback, error_callback)
         try:
             fbytes = self._fbytes(func)
@@ -414,30 +549,40 @@ class Pool:
             result._deliver(0, False, e)
             return result
         _cproc.pool_submit(engine.tasks, engine.cache, result, engine.take_tids(), _MODE_APPLY,
-                           fbytes, (args, kwds), 1, engine.dumps_task)
+                           fbytes, (args, kwds), 1, engine.dumps_task, limits)
         return result
 
-    def map(self, func, iterable, chunksize=None):
+    def map(self, func, iterable, chunksize=None, *, task_timeout=_DEFAULT, soft_task_timeout=_DEFAULT):
         """Apply `func` to each element in `iterable`, collecting the results
         in a list that is returned."""
-        return self._map_async(func, iterable, _MODE_MAP, chunksize).get()
+        return self._map_async(func, iterable, _MODE_MAP, chunksize, None, None,
+                               task_timeout, soft_task_timeout).get()
 
-    def starmap(self, func, iterable, chunksize=None):
+    def starmap(self, func, iterable, chunksize=None, *, task_timeout=_DEFAULT,
+                soft_task_timeout=_DEFAULT):
         """Like `map()` method but the elements of the `iterable` are expected to
         be iterables as well and will be unpacked as arguments. Hence
         `func` and (a, b) becomes func(a, b)."""
-        return self._map_async(func, iterable, _MODE_STARMAP, chunksize).get()
+        return self._map_async(func, iterable, _MODE_STARMAP, chunksize, None, None,
+                               task_timeout, soft_task_timeout).get()
 
-    def map_async(self, func, iterable, chunksize=None, callback=None, error_callback=None):
+    def map_async(self, func, iterable, chunksize=None, callback=None, error_callback=None, *,
+                  task_timeout=_DEFAULT, soft_task_timeout=_DEFAULT):
         """Asynchronous version of `map()` method."""
-        return self._map_async(func, iterable, _MODE_MAP, chunksize, callback, error_callback)
+        return self._map_async(func, iterable, _MODE_MAP, chunksize, callback, error_callback,
+                               task_timeout, soft_task_timeout)
 
-    def starmap_async(self, func, iterable, chunksize=None, callback=None, error_callback=None):
+    def starmap_async(self, func, iterable, chunksize=None, callback=None, error_callback=None, *,
+                      task_timeout=_DEFAULT, soft_task_timeout=_DEFAULT):
         """Asynchronous version of `starmap()` method."""
-        return self._map_async(func, iterable, _MODE_STARMAP, chunksize, callback, error_callback)
+        return self._map_async(func, iterable, _MODE_STARMAP, chunksize, callback, error_callback,
+                               task_timeout, soft_task_timeout)
 
-    def _map_async(self, func, iterable, mode, chunksize=None, callback=None, error_callback=None):
+    def _map_async(self, func, iterable, mode, chunksize=None, callback=None, error_callback=None,
+                   task_timeout=_DEFAULT, soft_task_timeout=_DEFAULT):
         self._check_running()
+        limits = (self._default_limits if task_timeout is _DEFAULT and soft_task_timeout is _DEFAULT
+                  else self._limits(task_timeout, soft_task_timeout))
         if not hasattr(iterable, "__len__"):
             iterable = list(iterable)
         if chunksize is None:
@@ -459,26 +604,29 @@ class Pool:
                 result._deliver(first + i, False, e)
             return result
         _cproc.pool_submit(engine.tasks, engine.cache, result, first, mode, fbytes,
-                           iterable, chunksize, engine.dumps_task)
+                           iterable, chunksize, engine.dumps_task, limits)
         return result
 
-    def imap(self, func, iterable, chunksize=1):
+    def imap(self, func, iterable, chunksize=1, *, task_timeout=_DEFAULT, soft_task_timeout=_DEFAULT):
         """Equivalent of `map()` -- can be MUCH slower than `Pool.map()`."""
-        return self._imap(IMapIterator, func, iterable, chunksize)
+        return self._imap(IMapIterator, func, iterable, chunksize, task_timeout, soft_task_timeout)
 
-    def imap_unordered(self, func, iterable, chunksize=1):
+    def imap_unordered(self, func, iterable, chunksize=1, *, task_timeout=_DEFAULT,
+                       soft_task_timeout=_DEFAULT):
         """Like `imap()` method but ordering of results is arbitrary."""
-        return self._imap(IMapUnorderedIterator, func, iterable, chunksize)
+        return self._imap(IMapUnorderedIterator, func, iterable, chunksize, task_timeout, soft_task_timeout)
 
-    def _imap(self, cls, func, iterable, chunksize):
+    def _imap(self, cls, func, iterable, chunksize, task_timeout=_DEFAULT, soft_task_timeout=_DEFAULT):
         self._check_running()
         if chunksize < 1:
             raise ValueError("Chunksize must be 1+, not {0:n}".format(chunksize))
+        limits = (self._default_limits if task_timeout is _DEFAULT and soft_task_timeout is _DEFAULT
+                  else self._limits(task_timeout, soft_task_timeout))
         result = cls(self)
-        result._start(func, iterable, chunksize)
+        result._start(func, iterable, chunksize, limits)
         if chunksize == 1:
             return result
-        return (item for chunk in result for item in chunk)
+        return _Chunks(result)
 
     # ---- ending -------------------------------------------------------------
 
@@ -509,6 +657,113 @@ class Pool:
             engine.join()
 
 
+# ---- asyncio ----------------------------------------------------------------
+
+
+class _LoopWaker:
+    """An event loop's wake-up pipe for the pool results it awaits.
+
+    The collector thread (or an imap feeder) calls notify(obj) when obj (an
+    ApplyResult, MapResult or imap iterator) has something new; notify
+    queues it and writes a byte to the pipe, unless one is already unread.
+    The loop's reader callback wakes every future awaiting a queued object.
+    One waker per loop while anything waits: the pipe is closed when the
+    last await ends."""
+
+    _by_loop = {}
+
+    @classmethod
+    def of(cls, loop):
+        waker = cls._by_loop.get(loop)
+        if waker is None:
+            waker = cls._by_loop[loop] = cls(loop)
+        return waker
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.rfd, self.wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.lock = threading.Lock()        # pending / closed against the notifying threads
+        self.pending = False                # a byte is written and not yet read
+        self.closed = False
+        self.ready = collections.deque()
+        self.waiting = {}                   # object -> [futures awaiting it]
+        self.notify = self.notify           # one bound method: _remove_awaiter finds it by equality
+        loop.add_reader(self.rfd, self.on_readable)
+
+    def notify(self, obj):
+        with self.lock:
+            if self.closed:
+                return
+            self.ready.append(obj)
+            if not self.pending:
+                self.pending = True
+                try:
+                    os.write(self.wfd, b"\0")
+                except BlockingIOError:     # the pipe is full of wake-ups: the loop will read
+                    pass
+
+    def on_readable(self):
+        with self.lock:
+            try:
+                os.read(self.rfd, 4096)
+            except BlockingIOError:
+                pass
+            self.pending = False
+        while self.ready:
+            obj = self.ready.popleft()
+            for fut in self.waiting.pop(obj, ()):
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def wait(self, obj):
+        """Until obj notifies (at once if obj._add_awaiter says it need not)."""
+        futures = self.waiting.get(obj)
+        if futures is None:
+            if not obj._add_awaiter(self.notify):
+                self.close_if_idle()
+                return
+            futures = self.waiting[obj] = []
+        fut = self.loop.create_future()
+        futures.append(fut)
+        try:
+            await fut
+        finally:
+            futures = self.waiting.get(obj)
+            if futures is not None and fut in futures:      # cancelled: obj stays awaited by the others
+                futures.remove(fut)
+                if not futures:
+                    del self.waiting[obj]
+                    obj._remove_awaiter(self.notify)
+            self.close_if_idle()
+
+    def close_if_idle(self):
+        if self.closed or self.waiting or self.ready:
+            return
+        if _LoopWaker._by_loop.get(self.loop) is self:
+            del _LoopWaker._by_loop[self.loop]
+        with self.lock:
+            self.closed = True
+        self.loop.remove_reader(self.rfd)
+        os.close(self.rfd)
+        os.close(self.wfd)
+
+
+def _running_waker():
+    import asyncio
+    return _LoopWaker.of(asyncio.get_running_loop())
+
+
+async def _await_result(result):
+    if not result.ready():
+        await _running_waker().wait(result)
+    return result.get(0)
+
+
+def _result_await(result):
+    """`await result` (ApplyResult, MapResult: csrc/pool.c's am_await)."""
+    return _await_result(result).__await__()
+
+
 class _Feed:
     """What an imap's feeder thread shares with its iterator (never the
     iterator itself, so an abandoned iterator is collected and the feeder
@@ -521,7 +776,7 @@ class _Feed:
         self.stop = False
 
 
-def _imap_feed(ref, feed, engine, it, fbytes, chunksize):
+def _imap_feed(ref, feed, engine, it, fbytes, chunksize, limits):
     """The feeder thread of one imap: submit while fewer than _IMAP_AHEAD
     tasks are ahead of the consumer."""
     position = 0
@@ -549,7 +804,7 @@ def _imap_feed(ref, feed, engine, it, fbytes, chunksize):
         with cond:
             owner._index_of[tid] = position
             feed.submitted += 1
-        engine.submit_imap(owner, tid, fbytes, chunk, chunksize)
+        engine.submit_imap(owner, tid, fbytes, chunk, chunksize, limits)
         del owner
         position += 1
     owner = ref()
@@ -576,8 +831,9 @@ class IMapIterator:
         self._items = collections.deque()   # (ok, value)          (unordered)
         self._next = 0                 # positions yielded so far
         self._length = None            # known once the iterable is exhausted
+        self._awaiters = []            # called (once) when an item or the end arrives
 
-    def _start(self, func, iterable, chunksize):
+    def _start(self, func, iterable, chunksize, limits=None):
         try:
             fbytes = self._pool._fbytes(func)
             it = iter(iterable)
@@ -588,11 +844,12 @@ class IMapIterator:
             return
         threading.Thread(target=_imap_feed, name="cproc-imap-feeder", daemon=True,
                          args=(weakref.ref(self), self._feed, self._pool._engine, it,
-                               fbytes, chunksize)).start()
+                               fbytes, chunksize, limits)).start()
 
     def _set_length(self, length):
         self._length = length
         self._cond.notify_all()
+        self._wake_awaiters()
 
     def _store(self, position, ok, value):
         if self._ordered:
@@ -600,6 +857,50 @@ class IMapIterator:
         else:
             self._items.append((ok, value))
         self._cond.notify_all()
+        self._wake_awaiters()
+
+    def _wake_awaiters(self):
+        if self._awaiters:
+            awaiters, self._awaiters = self._awaiters, []
+            for fn in awaiters:
+                fn(self)
+
+    def _add_awaiter(self, fn):
+        """Call fn(self) when an item or the end arrives; False if there is one already."""
+        with self._cond:
+            if self._has_next():
+                return False
+            self._awaiters.append(fn)
+            return True
+
+    def _remove_awaiter(self, fn):
+        with self._cond:
+            if fn in self._awaiters:
+                self._awaiters.remove(fn)
+
+    def _has_next(self):
+        if self._ordered:
+            ready = self._next in self._ready
+        else:
+            ready = bool(self._items)
+        return ready or (self._length is not None and self._next >= self._length)
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        while True:
+            with self._cond:
+                try:
+                    item = self._poll()
+                except StopIteration:
+                    raise StopAsyncIteration from None
+            if item is not None:
+                ok, value = item
+                if ok:
+                    return value
+                raise value
+            await _running_waker().wait(self)
 
     def _deliver(self, tid, ok, value):
         with self._cond:
@@ -614,12 +915,9 @@ class IMapIterator:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while True:
-                item = self._take()
+                item = self._poll()
                 if item is not None:
                     break
-                if self._length is not None and self._next >= self._length:
-                    self._pool = None
-                    raise StopIteration from None
                 if deadline is None:
                     self._cond.wait()
                 else:
@@ -627,13 +925,24 @@ class IMapIterator:
                     if left <= 0:
                         raise TimeoutError from None
                     self._cond.wait(left)
-            self._next += 1
-            self._feed.consumed += 1
-            self._cond.notify_all()     # room for the feeder
         ok, value = item
         if ok:
             return value
         raise value
+
+    def _poll(self):
+        """The next (ok, value), or None if it has not arrived; StopIteration
+        after the last. Under _cond."""
+        item = self._take()
+        if item is None:
+            if self._length is not None and self._next >= self._length:
+                self._pool = None
+                raise StopIteration
+            return None
+        self._next += 1
+        self._feed.consumed += 1
+        self._cond.notify_all()     # room for the feeder
+        return item
 
     __next__ = next
 
@@ -652,3 +961,29 @@ class IMapUnorderedIterator(IMapIterator):
     """The iterator imap_unordered() returns: results as they complete."""
 
     _ordered = False
+
+
+class _Chunks:
+    """What imap returns for chunksize > 1: the items of its chunks' results."""
+
+    def __init__(self, chunks):
+        self._chunks = chunks
+        self._items = iter(())
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        while True:
+            for item in self._items:
+                return item
+            self._items = iter(next(self._chunks))
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        while True:
+            for item in self._items:
+                return item
+            self._items = iter(await self._chunks.__anext__())

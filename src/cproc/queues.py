@@ -7,8 +7,12 @@ protocol 5 with out-of-band buffers) used for anything that is not plain data.
 """
 
 import io
+import os
 import pickle
+import select
 import sys
+import time
+import weakref
 from queue import Empty, Full  # as multiprocessing.queues: the exceptions get() and put() raise
 
 from ._cproc import Queue, JoinableQueue, SimpleQueue
@@ -51,3 +55,113 @@ def _dumps(obj):
     stream = io.BytesIO()
     _QueuePickler(stream, pickle.HIGHEST_PROTOCOL, True, buffers.append).dump(obj)
     return stream.getvalue(), buffers
+
+
+class _QueueReader:
+    """SimpleQueue._reader: the read end of a queue, as multiprocessing's
+    SimpleQueue has it (a Connection), for code that waits on it with
+    multiprocessing.connection.wait() — concurrent.futures.ProcessPoolExecutor.
+
+    Its fileno() is a pipe that every put() writes a byte to (the queue's
+    header names the pipe; csrc/queue.c, "the watcher"); recv() is the
+    queue's get(). After each recv() the pipe is drained and, if the queue
+    still holds items, made readable again: drained before the queue is
+    looked at, so that a put racing with recv() always leaves it readable.
+    """
+
+    def __init__(self, queue):
+        self._queue = weakref.ref(queue)   # the queue holds its reader: no cycle
+        self._rfd, self._wfd = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        try:
+            queue._watch(self._wfd)
+            self._rearm(queue)
+        except BaseException:
+            self._close_fds()
+            raise
+
+    def _check_open(self):
+        if self._rfd is None:
+            raise OSError("handle is closed")
+        queue = self._queue()
+        if queue is None:
+            raise OSError("handle is closed")
+        return queue
+
+    def _rearm(self, queue):
+        try:
+            while os.read(self._rfd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        if not queue.empty():
+            try:
+                os.write(self._wfd, b"\0")
+            except BlockingIOError:         # full: readable anyway
+                pass
+
+    @property
+    def closed(self):
+        """True if the connection is closed"""
+        return self._rfd is None
+
+    @property
+    def readable(self):
+        """True if the connection is readable"""
+        return True
+
+    @property
+    def writable(self):
+        """True if the connection is writable"""
+        return False
+
+    def fileno(self):
+        """File descriptor or handle of the connection"""
+        self._check_open()
+        return self._rfd
+
+    def recv(self):
+        """Receive a (picklable) object"""
+        queue = self._check_open()
+        try:
+            return queue.get()
+        finally:
+            self._rearm(queue)
+
+    def poll(self, timeout=0.0):
+        """Whether there is any input available to be read"""
+        queue = self._check_open()
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        while queue.empty():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            select.select([self._rfd], [], [], left)
+            self._rearm(queue)
+        return True
+
+    def _close_fds(self):
+        for fd in (self._rfd, self._wfd):
+            if fd is not None:
+                os.close(fd)
+        self._rfd = self._wfd = None
+
+    def close(self):
+        """Close the connection"""
+        if self._rfd is None:
+            return
+        queue = self._queue()
+        try:
+            if queue is not None:
+                queue._unwatch()
+        finally:
+            self._close_fds()
+
+    def __del__(self):
+        if getattr(self, "_rfd", None) is not None:
+            self._close_fds()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc_value, exc_tb):
+        self.close()
