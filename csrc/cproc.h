@@ -98,10 +98,13 @@ void cproc_block_release(cproc_block *b);
 PyObject *cproc_block_handle(const cproc_block *b);
 int cproc_block_attach(cproc_block *b, PyObject *handle, uint32_t kind);
 
-/* Every shared object type starts with PyObject_HEAD and a cproc_block. */
+/* Every shared object type starts with PyObject_HEAD, a cproc_block and its
+ * weak reference list (as multiprocessing's objects, they can be weakly
+ * referenced: set tp_weaklistoffset to offsetof(..., weakreflist)). */
 typedef struct {
     PyObject_HEAD
     cproc_block blk;
+    PyObject *weakreflist;
 } SharedObject;
 
 /* A new, uninitialised instance of `type` attached to the block `handle` names. */
@@ -134,6 +137,7 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     cproc_block blk;
+    PyObject *weakreflist;
     cproc_semlock_t *s;
 } SemLockObject;
 

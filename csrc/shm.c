@@ -474,6 +474,8 @@ PyObject *cproc_shared_attach(PyTypeObject *type, PyObject *handle, uint32_t kin
 
 void cproc_shared_dealloc(PyObject *self)
 {
+    if (Py_TYPE(self)->tp_weaklistoffset != 0)
+        PyObject_ClearWeakRefs(self);
     cproc_block_release(&((SharedObject *)self)->blk);
     Py_TYPE(self)->tp_free(self);
 }

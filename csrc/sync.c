@@ -449,6 +449,7 @@ PyTypeObject cproc_SemLockType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "cproc._cproc.SemLock",
     .tp_basicsize = sizeof(SemLockObject),
+    .tp_weaklistoffset = offsetof(SemLockObject, weakreflist),
     .tp_dealloc = (destructor)cproc_shared_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
     .tp_doc = "SemLock(kind, value, maxvalue)\n\nA lock or semaphore in shared memory.",
@@ -534,6 +535,7 @@ static PyMethodDef semaphore_methods[] = {
         PyVarObject_HEAD_INIT(NULL, 0) \
         .tp_name = "cproc.synchronize." pyname, \
         .tp_basicsize = sizeof(SemLockObject), \
+        .tp_weaklistoffset = offsetof(SemLockObject, weakreflist), \
         .tp_dealloc = (destructor)cproc_shared_dealloc, \
         .tp_repr = (reprfunc)repr, \
         .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE, \
@@ -577,6 +579,7 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     cproc_block blk;
+    PyObject *weakreflist;
     cproc_event_t *e;
 } EventObject;
 
@@ -689,6 +692,7 @@ PyTypeObject cproc_EventType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "cproc.synchronize.Event",
     .tp_basicsize = sizeof(EventObject),
+    .tp_weaklistoffset = offsetof(EventObject, weakreflist),
     .tp_dealloc = (destructor)cproc_shared_dealloc,
     .tp_repr = (reprfunc)event_repr,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
@@ -734,6 +738,7 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     cproc_block blk;
+    PyObject *weakreflist;
     cproc_cond_t *c;
     PyObject *lock;
     int native;      /* lock is a cproc Lock/RLock: ownership and release in C */
@@ -794,6 +799,8 @@ static PyObject *condition_from_handle(PyTypeObject *type, PyObject *args)
 static void condition_dealloc(ConditionObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
+    if (self->weakreflist != NULL)
+        PyObject_ClearWeakRefs((PyObject *)self);
     cproc_block_release(&self->blk);
     Py_CLEAR(self->lock);
     tp->tp_free((PyObject *)self);
@@ -1133,6 +1140,22 @@ static PyObject *condition_num_waiters(ConditionObject *self, PyObject *unused)
     return PyLong_FromUnsignedLongLong(n);
 }
 
+/* (waiters registered and not yet gone, in the partial and new groups;
+ * signals given and not yet taken): what multiprocessing's _sleeping_count
+ * and _wait_semaphore count (its _woken_count is the first minus the
+ * waiters still owed a notification). */
+static PyObject *condition_counts(ConditionObject *self, PyObject *unused)
+{
+    (void)unused;
+    COND_READY(self);
+    cproc_cond_t *c = self->c;
+    internal_lock(&c->m);
+    uint64_t registered = atomic_load(&c->part_waiters) + atomic_load(&c->new_waiters);
+    uint64_t signals = atomic_load(&c->part_signals);
+    mutex_unlock(&c->m);
+    return Py_BuildValue("(KK)", (unsigned long long)registered, (unsigned long long)signals);
+}
+
 static PyObject *condition_reduce(ConditionObject *self, PyObject *unused)
 {
     (void)unused;
@@ -1158,6 +1181,7 @@ static PyMethodDef condition_methods[] = {
     {"__enter__", (PyCFunction)condition_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)(void (*)(void))condition_exit, METH_FASTCALL, NULL},
     {"_num_waiters", (PyCFunction)condition_num_waiters, METH_NOARGS, "Waiters not yet notified."},
+    {"_counts", (PyCFunction)condition_counts, METH_NOARGS, "(registered waiters, untaken signals)."},
     {"_from_handle", (PyCFunction)condition_from_handle, METH_VARARGS | METH_CLASS, "Attach by handle."},
     {"__reduce__", (PyCFunction)condition_reduce, METH_NOARGS, NULL},
     {NULL}
@@ -1172,6 +1196,7 @@ PyTypeObject cproc_ConditionType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "cproc._cproc.Condition",
     .tp_basicsize = sizeof(ConditionObject),
+    .tp_weaklistoffset = offsetof(ConditionObject, weakreflist),
     .tp_dealloc = (destructor)condition_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
     .tp_doc = "Condition(lock)\n\nA condition variable in shared memory over a cproc Lock or RLock.",
@@ -1204,6 +1229,7 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     cproc_block blk;
+    PyObject *weakreflist;
     cproc_barrier_t *b;
     PyObject *action;
     PyObject *timeout;    /* default timeout for wait(), None or a number */
@@ -1319,6 +1345,8 @@ static PyObject *barrier_from_handle(PyTypeObject *type, PyObject *args)
 static void barrier_dealloc(BarrierObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
+    if (self->weakreflist != NULL)
+        PyObject_ClearWeakRefs((PyObject *)self);
     cproc_block_release(&self->blk);
     Py_CLEAR(self->action);
     Py_CLEAR(self->timeout);
@@ -1511,6 +1539,7 @@ PyTypeObject cproc_BarrierType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "cproc._cproc.Barrier",
     .tp_basicsize = sizeof(BarrierObject),
+    .tp_weaklistoffset = offsetof(BarrierObject, weakreflist),
     .tp_dealloc = (destructor)barrier_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
     .tp_doc = "Barrier(parties, action=None, timeout=None)\n\nA barrier in shared memory.",

@@ -38,6 +38,18 @@ BoundedSemaphore = _cproc.BoundedSemaphore
 Event = _cproc.Event
 
 
+class _CountView:
+    """A read-only counter with a semaphore's get_value()."""
+
+    __slots__ = ("_read",)
+
+    def __init__(self, read):
+        self._read = read
+
+    def get_value(self):
+        return self._read()
+
+
 class Condition(_cproc.Condition):
     """A condition variable over a lock (a cproc RLock by default): any object
     with acquire() and release() whose _semlock tells ownership, as in
@@ -49,6 +61,20 @@ class Condition(_cproc.Condition):
         elif not hasattr(lock, "acquire"):
             raise AttributeError("'%s' object has no attribute 'acquire'" % type(lock).__name__)
         super().__init__(lock)
+
+    # multiprocessing's Condition is built of three semaphores that its tests
+    # (and some users) read with get_value(); these give the same numbers.
+    @property
+    def _sleeping_count(self):
+        return _CountView(lambda: self._counts()[0])
+
+    @property
+    def _woken_count(self):
+        return _CountView(lambda: self._counts()[1])
+
+    @property
+    def _wait_semaphore(self):
+        return _CountView(lambda: self._counts()[1])
 
     def __repr__(self):
         try:
