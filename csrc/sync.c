@@ -665,11 +665,13 @@ static PyObject *event_wait(EventObject *self, PyObject *const *args, Py_ssize_t
     return PyBool_FromLong((atomic_load(&self->e->word) & EVENT_FLAG) != 0);
 }
 
+#if PY_VERSION_HEX >= 0x030B0000
 static PyObject *event_repr(EventObject *self)
 {
     const char *state = self->blk.seg == NULL ? "uninitialised" : (atomic_load(&self->e->word) & EVENT_FLAG) ? "set" : "unset";
     return PyUnicode_FromFormat("<%s at %p %s>", short_type_name((PyObject *)self), (void *)self, state);
 }
+#endif
 
 static PyObject *event_reduce(EventObject *self, PyObject *unused)
 {
@@ -694,7 +696,9 @@ PyTypeObject cproc_EventType = {
     .tp_basicsize = sizeof(EventObject),
     .tp_weaklistoffset = offsetof(EventObject, weakreflist),
     .tp_dealloc = (destructor)cproc_shared_dealloc,
+#if PY_VERSION_HEX >= 0x030B0000     /* up to 3.10 multiprocessing's Event has object's repr */
     .tp_repr = (reprfunc)event_repr,
+#endif
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
     .tp_doc = "Event(*, ctx=None)\n\nA flag in shared memory that processes can wait for.",
     .tp_methods = event_methods,

@@ -25,6 +25,7 @@ the same few fds however many are running.
 
 import io
 import os
+import signal
 import socket
 import struct
 import sys
@@ -78,9 +79,24 @@ class ForkServer:
             raise TypeError("module_names must be a list of strings")
         self._preload = list(modules_names)
 
+    @property
+    def _forkserver_pid(self):
+        """multiprocessing's name: the server's pid (None before it starts)."""
+        return None if self._server is None else self._server.pid
+
+    def ensure_running(self):
+        """multiprocessing's name: start the server unless it is running."""
+        with self._lock:
+            self._ensure_running()
+
     def _ensure_running(self):
         if self._sock is not None and self._pid == os.getpid():
-            return
+            if self._server.poll() is None:
+                return
+            # The server died (killed, say): reap it and start another, as
+            # multiprocessing's client does. Its children live on.
+            self._sock.close()
+            self._sock = None
         # A forked child does not share its parent's server: it starts its own.
         client, server = _socketpair()
         try:
@@ -159,6 +175,7 @@ class Popen:
         self._pidfd = self._status = None
         _mp_util._flush_std_streams()   # nothing buffered may come out after the child's output
         prep_data = spawn.get_preparation_data(process_obj._name)
+        spawn.pass_resource_tracker(self, prep_data)
         fp = io.BytesIO()
         _mp_context.set_spawning_popen(self)
         try:
@@ -246,6 +263,7 @@ class _Child:
                 pass
         if parent_sentinel is not None:
             os.close(parent_sentinel)   # the server is not the process's parent to watch
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         global _inherited_fds
         _inherited_fds = self.inherited_fds
         try:
@@ -275,6 +293,9 @@ def main(sock_fd, preload, main_path=None, sys_path=None):
             __import__(name)
         except ImportError:
             pass
+    # As multiprocessing's server: protected from ^C (a terminal's SIGINT
+    # reaches the whole process group); its children get Python's handler back.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     with socket.socket(fileno=sock_fd) as sock:
         sock.setblocking(True)   # a preloaded module may have set a default timeout
         _serve(sock)

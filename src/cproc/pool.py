@@ -482,6 +482,13 @@ class Pool:
         engine = self._engine
         return [] if engine is None else [w for w in engine.workers if w is not None]
 
+    def _repopulate_pool(self):
+        """multiprocessing's name: bring the workers back to `processes` now
+        (replacing those that retired or exited) rather than at the
+        collector's next look."""
+        if self._engine is not None:
+            self._engine.check_workers()
+
     def __del__(self, _warn=warnings.warn, RUN=RUN):
         if getattr(self, "_state", None) == RUN:
             _warn(f"unclosed running multiprocessing pool {self!r}", ResourceWarning, source=self)

@@ -30,6 +30,7 @@ class Popen(_cproc.Popen):
     def __init__(self, process_obj):
         self._fds = []
         prep_data = spawn.get_preparation_data(process_obj._name)
+        spawn.pass_resource_tracker(self, prep_data)
         fp = io.BytesIO()
         _mp_context.set_spawning_popen(self)   # lets the authkey be pickled
         try:

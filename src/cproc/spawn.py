@@ -53,6 +53,18 @@ def get_preparation_data(name):
     return d
 
 
+def pass_resource_tracker(popen, prep_data):
+    """multiprocessing hands its resource tracker to spawn and forkserver
+    children, so that a resource a child registers (a SharedMemory it
+    attaches by name) stays with the parent's tracker; a tracker of the
+    child's own would unlink it when the child exits. cproc starts no
+    tracker, but if this process runs one, its fd goes to the child."""
+    from multiprocessing import resource_tracker
+    fd = getattr(resource_tracker._resource_tracker, "_fd", None)
+    if fd is not None:
+        prep_data["cproc_tracker_fd"] = popen.DupFd(popen.duplicate_for_child(fd))
+
+
 def dumps_process_obj(prep_data, process_obj):
     """The pickle (bytes) of the Process object of a spawn or forkserver child.
 
@@ -78,6 +90,10 @@ def spawn_main(pipe_handle):
         try:
             preparation_data = _mp_reduction.pickle.load(from_parent)
             start_method = preparation_data.pop("cproc_start_method", None)
+            tracker = preparation_data.pop("cproc_tracker_fd", None)
+            if tracker is not None:
+                from multiprocessing import resource_tracker
+                resource_tracker._resource_tracker._fd = tracker.detach()
             _mp_spawn.prepare(preparation_data)
             process_obj = _mp_reduction.pickle.load(from_parent)
         finally:

@@ -6,6 +6,7 @@ is a block of shared memory; pickling it yields a small handle, so it can be
 sent to any process of the same user, not only inherited across fork.
 """
 
+import sys
 import threading
 import time
 
@@ -108,9 +109,10 @@ class Barrier(_cproc.Barrier):
     def __init__(self, parties, action=None, timeout=None, *, ctx=None):
         super().__init__(parties, action, timeout)
 
-    def __repr__(self):
-        cls = self.__class__
-        if self.broken:
-            return f"<{cls.__module__}.{cls.__qualname__} at {id(self):#x}: broken>"
-        return (f"<{cls.__module__}.{cls.__qualname__} at {id(self):#x}:"
-                f" waiters={self.n_waiting}/{self.parties}>")
+    if sys.version_info >= (3, 11):         # up to 3.10 multiprocessing's has object's repr
+        def __repr__(self):
+            cls = self.__class__
+            if self.broken:
+                return f"<{cls.__module__}.{cls.__qualname__} at {id(self):#x}: broken>"
+            return (f"<{cls.__module__}.{cls.__qualname__} at {id(self):#x}:"
+                    f" waiters={self.n_waiting}/{self.parties}>")
