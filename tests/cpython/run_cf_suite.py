@@ -92,7 +92,7 @@ def _accept_newer_sanitizer_checks(support):
     check = support.check_sanitizer
 
     def check_sanitizer(*, address=False, memory=False, ub=False, **newer):
-        return check(address=address, memory=memory, ub=ub) or False
+        return (address or memory or ub) and check(address=address, memory=memory, ub=ub)
 
     support.check_sanitizer = check_sanitizer
 
