@@ -247,8 +247,11 @@ def test_result_queue_reader(impl):
 
     q = impl.ctx.SimpleQueue()
     try:
+        q.put("early")              # before anyone watched: readable all the same
         reader = q._reader
         assert reader is q._reader
+        assert multiprocessing.connection.wait([reader], timeout=10) == [reader]
+        assert reader.recv() == "early"
         assert multiprocessing.connection.wait([reader], timeout=0) == []
         p = impl.ctx.Process(target=_put_items, args=(q, ["a", ("b", 2), None]))
         p.start()
