@@ -1658,17 +1658,24 @@ static PyObject *queue_unwatch_method(QueueObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* cproc.queues.<name>(self, closed) */
+static PyObject *queue_end(QueueObject *self, const char *name)
+{
+    PyObject *mod = PyImport_ImportModule("cproc.queues");
+    if (mod == NULL)
+        return NULL;
+    PyObject *end = PyObject_CallMethod(mod, name, "OO", (PyObject *)self, self->closed ? Py_True : Py_False);
+    Py_DECREF(mod);
+    return end;
+}
+
 static PyObject *queue_get_reader(QueueObject *self, void *closure)
 {
     (void)closure;
     if (self->reader == NULL) {
-        if (check_open(self) < 0)
-            return NULL;
-        PyObject *mod = PyImport_ImportModule("cproc.queues");
-        if (mod == NULL)
-            return NULL;
-        PyObject *reader = PyObject_CallMethod(mod, "_QueueReader", "O", (PyObject *)self);
-        Py_DECREF(mod);
+        if (self->closed)               /* as multiprocessing's: a closed Connection */
+            return queue_end(self, "_QueueReader");
+        PyObject *reader = queue_end(self, "_QueueReader");
         if (reader == NULL)
             return NULL;
         if (self->reader != NULL)       /* made meanwhile by another thread */
@@ -1679,7 +1686,18 @@ static PyObject *queue_get_reader(QueueObject *self, void *closure)
     return Py_NewRef(self->reader);
 }
 
+/* SimpleQueue._writer: only its `closed` (multiprocessing's is the pipe's
+ * write end; put() is the way to write). */
+static PyObject *queue_get_writer(QueueObject *self, void *closure)
+{
+    (void)closure;
+    return queue_end(self, "_QueueWriter");
+}
+
 static PyGetSetDef simple_getset[] = {
+    {"_writer", (getter)queue_get_writer, NULL,
+     "The write end as multiprocessing's SimpleQueue has it: `closed` tells whether close() ran.",
+     NULL},
     {"_reader", (getter)queue_get_reader, NULL,
      "A connection-like reader that multiprocessing.connection.wait() can wait on: readable "
      "when the queue holds an item; recv() is get() (as multiprocessing's SimpleQueue._reader).",

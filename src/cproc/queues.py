@@ -69,8 +69,11 @@ class _QueueReader:
     looked at, so that a put racing with recv() always leaves it readable.
     """
 
-    def __init__(self, queue):
+    def __init__(self, queue, closed=False):
         self._queue = weakref.ref(queue)   # the queue holds its reader: no cycle
+        if closed:                         # the reader of a closed queue: closed
+            self._rfd = self._wfd = None
+            return
         self._rfd, self._wfd = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         try:
             queue._watch(self._wfd)
@@ -165,3 +168,14 @@ class _QueueReader:
 
     def __exit__(self, exc_type, exc_value, exc_tb):
         self.close()
+
+
+class _QueueWriter:
+    """SimpleQueue._writer: multiprocessing's is the pipe's write end; here
+    only whether the queue was closed (put() is how one writes)."""
+
+    def __init__(self, queue, closed):
+        self.closed = closed
+
+    readable = False
+    writable = True
