@@ -524,8 +524,9 @@ class _Engine:
             self.pending.extend(tasks)
         self.dispatch()
 
-    def submit_imap(self, owner, tid, fblob, chunk, chunksize):
-        """The local pool's imap feeder hands each chunk here."""
+    def submit_imap(self, owner, tid, fblob, chunk, chunksize, limits=None):
+        """The local pool's imap feeder hands each chunk here (limits: the
+        local pool's per-task time limits; the Dask pool has none, so None)."""
         ref = getattr(owner, "_engine_ref", None)
         if ref is None:
             ref = owner._engine_ref = weakref.ref(owner, self.owner_gone)
