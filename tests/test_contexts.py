@@ -201,9 +201,10 @@ def test_fork_context_objects_go_to_any_child(method, tmp_path):
     objects live in shared memory that any child can attach, so a fork
     context's Queue and Lock work in a spawn or forkserver child;
     multiprocessing refuses to start the child."""
-    result = run_impl_script(tmp_path, "mixed", MIXED_SCRIPT, "multiprocessing", method)
-    check_ran_cleanly(result)
-    assert result.stdout == "refused: A SemLock created in a fork context\n", describe(result)
+    if sys.version_info >= (3, 10):     # 3.9 starts the child, whose get() then fails
+        result = run_impl_script(tmp_path, "mixed", MIXED_SCRIPT, "multiprocessing", method)
+        check_ran_cleanly(result)
+        assert result.stdout == "refused: A SemLock created in a fork context\n", describe(result)
     result = run_impl_script(tmp_path, "mixed", MIXED_SCRIPT, "cproc", method)
     check_ran_cleanly(result)
     assert result.stdout == "child\n0\n", describe(result)
