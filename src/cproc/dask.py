@@ -966,7 +966,7 @@ def _stop_failed_client(tb, client_class):
         tb = tb.tb_next
 
 
-class Pool:
+class Pool(_local._PoolLifecycle):
     """multiprocessing.pool.Pool's API on a Dask cluster.
 
     Pool(processes=None, initializer=None, initargs=(), maxtasksperchild=None,
@@ -1038,28 +1038,8 @@ class Pool:
         """The distributed.Client the pool submits through."""
         return self._client
 
-    def __del__(self, _warn=__import__("warnings").warn, RUN=RUN):
-        if getattr(self, "_state", None) == RUN:
-            _warn(f"unclosed running multiprocessing pool {self!r}", ResourceWarning, source=self)
-
-    def __repr__(self):
-        cls = self.__class__
-        return (f"<{cls.__module__}.{cls.__qualname__} "
-                f"state={self._state} pool_size={getattr(self, '_processes', 0)}>")
-
-    def __reduce__(self):
-        raise NotImplementedError("pool objects cannot be passed between processes or pickled")
-
-    def __enter__(self):
-        self._check_running()
-        return self
-
-    def __exit__(self, exc_type, exc_val, exc_tb):
-        self.terminate()
-
-    def _check_running(self):
-        if self._state != RUN:
-            raise ValueError("Pool not running")
+    def _pool_size(self):
+        return getattr(self, '_processes', 0)
 
     def _fbytes(self, func):
         """The function's pickle (and its scattered parts); cached for repeated calls."""

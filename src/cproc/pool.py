@@ -423,7 +423,37 @@ class _Engine:
         self.join_collector()
 
 
-class Pool:
+class _PoolLifecycle:
+    """What every cproc pool (this one, cproc.dask's) shares with
+    multiprocessing's: the with statement (which terminates), the state
+    check, the repr, the unclosed-pool warning, and refusing to pickle.
+    A subclass gives _state, terminate() and _pool_size()."""
+
+    def __del__(self, _warn=warnings.warn, RUN=RUN):
+        if getattr(self, "_state", None) == RUN:
+            _warn(f"unclosed running multiprocessing pool {self!r}", ResourceWarning, source=self)
+
+    def __repr__(self):
+        cls = self.__class__
+        return (f"<{cls.__module__}.{cls.__qualname__} "
+                f"state={self._state} pool_size={self._pool_size()}>")
+
+    def __reduce__(self):
+        raise NotImplementedError("pool objects cannot be passed between processes or pickled")
+
+    def __enter__(self):
+        self._check_running()
+        return self
+
+    def __exit__(self, exc_type, exc_val, exc_tb):
+        self.terminate()
+
+    def _check_running(self):
+        if self._state != RUN:
+            raise ValueError("Pool not running")
+
+
+class Pool(_PoolLifecycle):
     """A pool of worker processes, as multiprocessing.pool.Pool."""
 
     _wrap_exception = True
@@ -489,28 +519,8 @@ class Pool:
         if self._engine is not None:
             self._engine.check_workers()
 
-    def __del__(self, _warn=warnings.warn, RUN=RUN):
-        if getattr(self, "_state", None) == RUN:
-            _warn(f"unclosed running multiprocessing pool {self!r}", ResourceWarning, source=self)
-
-    def __repr__(self):
-        cls = self.__class__
-        return (f"<{cls.__module__}.{cls.__qualname__} "
-                f"state={self._state} pool_size={len(self._pool)}>")
-
-    def __reduce__(self):
-        raise NotImplementedError("pool objects cannot be passed between processes or pickled")
-
-    def __enter__(self):
-        self._check_running()
-        return self
-
-    def __exit__(self, exc_type, exc_val, exc_tb):
-        self.terminate()
-
-    def _check_running(self):
-        if self._state != RUN:
-            raise ValueError("Pool not running")
+    def _pool_size(self):
+        return len(self._pool)
 
     def _limits(self, task_timeout, soft_task_timeout):
         """The limits of a call's tasks (the pool's where the call names none):
