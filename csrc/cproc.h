@@ -1,6 +1,9 @@
-/* cproc.h — declarations shared by the C core: the module state, the cached
- * process identity, shared-memory blocks (shm.c), the futex wait loop
- * (futex.c) and the lock primitive that sync.c and sharedctypes.c share.
+/* cproc.h — declarations shared by the C core, one section per file that
+ * defines them: the process identity and the futex wait loop (futex.c), the
+ * pid-word mutex (mutex.c), argument parsing and error helpers (args.c),
+ * shared-memory blocks (shm.c), the synchronisation primitives (sync.c),
+ * processes, connections, queues and their spill blocks, the Pool, plain
+ * data and sharedctypes.
  *
  * Naming: cproc_* is visible across files, static helpers are file-local.
  * Every function that can fail sets a Python exception and returns -1/NULL.
@@ -30,12 +33,11 @@ int cproc_pid_is_dead(pid_t pid);
 
 /* ---- time and waiting (futex.c) ---------------------------------------- */
 
-#define CPROC_FOREVER ((int64_t)-1)
+/* A deadline is an absolute time on the monotonic clock (ns), or one of: */
+#define CPROC_FOREVER ((int64_t)-1)   /* no deadline */
+#define CPROC_NOWAIT ((int64_t)0)     /* do not wait at all (where a caller says it takes it) */
 
 int64_t cproc_monotonic_ns(void);
-/* timeout (None or seconds) -> absolute deadline on the monotonic clock.
- * None -> CPROC_FOREVER; negative -> now (multiprocessing treats it as 0). */
-int cproc_deadline_from_timeout(PyObject *timeout, int64_t *deadline);
 
 enum { CPROC_WAIT_ERROR = -1, CPROC_WAIT_OK = 0, CPROC_WAIT_TIMEOUT = 1 };
 
@@ -66,6 +68,77 @@ static inline void cproc_wake_waiters(_Atomic uint32_t *word, _Atomic uint32_t *
     if (atomic_load(waiters) != 0)
         cproc_futex_wake(word, n);
 }
+
+/* ---- the pid-word mutex (mutex.c) ----------------------------------------- */
+
+/* A mutex in shared memory held by a process: holder is its pid (0 when
+ * free) and the futex word; a waiter takes it over from a holder that died.
+ * Zeroed memory is a free mutex. See mutex.c for the protocol. */
+typedef struct {
+    _Atomic uint32_t holder;
+    _Atomic uint32_t waiters;     /* sleeping in cproc_wait on holder */
+} cproc_mutex_t;
+
+enum {
+    CPROC_MUTEX_ERROR = -1,       /* not taken, exception set (e.g. KeyboardInterrupt) */
+    CPROC_MUTEX_TIMEOUT = 0,      /* not taken: deadline passed (CPROC_NOWAIT: it was busy) */
+    CPROC_MUTEX_TAKEN = 1,
+    CPROC_MUTEX_TAKEN_OVER = 2,   /* taken from a holder that died holding it: repair what it guards */
+};
+
+/* Take m, waiting until `deadline` (CPROC_FOREVER, CPROC_NOWAIT or a
+ * time). On CPROC_MUTEX_TAKEN_OVER, *dead (when not NULL) is the dead
+ * holder's pid. GIL held on entry; released only while asleep. */
+int cproc_mutex_lock(cproc_mutex_t *m, int64_t deadline, pid_t *dead);
+/* Free m and wake one sleeper; returns the holder it freed (0: not held). */
+uint32_t cproc_mutex_unlock(cproc_mutex_t *m);
+/* 1 when `holder` (a pid, 0 = none) is another process, and it exited. */
+int cproc_holder_died(uint32_t holder);
+
+/* ---- arguments and errors (args.c) --------------------------------------- */
+
+/* 0 when `initialised`; else -1 with ValueError "<type> object is not
+ * initialized" (an object made by __new__ without __init__). */
+int cproc_check_init(PyObject *self, int initialised);
+
+/* The exception being raised as an instance (its traceback attached), the
+ * error indicator cleared; NULL when none is set. */
+PyObject *cproc_fetch_exception(void);
+/* Parse a METH_FASTCALL|METH_KEYWORDS call against the NULL-terminated
+ * `names`; out[i] is the argument or NULL when absent; the first `nrequired`
+ * must be given. Error messages as the interpreter's own. */
+int cproc_parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                     const char *const *names, int nrequired, PyObject **out);
+/* Parse one optional argument, positional or by keyword `name`, of a
+ * METH_FASTCALL|METH_KEYWORDS method; *value is left alone when absent. */
+int cproc_parse_optional_arg(const char *fname, const char *name, PyObject *const *args,
+                             Py_ssize_t nargs, PyObject *kwnames, PyObject **value);
+/* An int argument of _multiprocessing.SemLock() (a Queue's maxsize goes
+ * there) as the running Python converts it: *out, or -1 with an exception. */
+int cproc_semlock_int_arg(PyObject *o, int *out);
+
+/* timeout (NULL or None: no deadline; else seconds) -> *deadline, as
+ * multiprocessing reads it: a negative timeout is 0, NaN is refused. */
+int cproc_deadline_from_timeout(PyObject *timeout, int64_t *deadline);
+
+/* The one block/timeout rule. `block` (NULL: absent, True) and `timeout`
+ * -> *blocking (1/0) and *deadline. How block is read depends on the
+ * multiprocessing call that takes it (flags):
+ *   0                  as SemLock.acquire: up to 3.11 an int (TypeError
+ *                      otherwise), from 3.12 any object's truth;
+ *   CPROC_BLOCK_GET    as Queue.get: `if block and timeout is None` first
+ *                      (any true value waits for ever), then as 0;
+ * and the timeout:
+ *   CPROC_TIMEOUT_NOWAIT  a deadline already past when parsed (timeout
+ *                      <= 0) is CPROC_NOWAIT (for callers that take it:
+ *                      the queue's take_batch from the Pool's collector). */
+enum { CPROC_BLOCK_GET = 1, CPROC_TIMEOUT_NOWAIT = 2 };
+int cproc_block_timeout(PyObject *block, PyObject *timeout, int flags, int *blocking, int64_t *deadline);
+/* (block=True, timeout=None) parsed from a vectorcall, then as above (flags 0). */
+int cproc_parse_block_timeout(const char *fname, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames, int *blocking, int64_t *deadline);
+/* `block` alone as SemLock.acquire reads it (flags 0 above): 1/0, -1 error. */
+int cproc_blocking_arg(PyObject *block);
 
 /* ---- shared memory (shm.c) --------------------------------------------- */
 
@@ -117,16 +190,19 @@ extern PyTypeObject cproc_SegmentType;
 extern PyTypeObject cproc_SharedBlockType;
 PyObject *cproc_segments_info(PyObject *module, PyObject *unused);
 
-/* ---- locks (sync.c) ----------------------------------------------------- */
+/* ---- locks, events, conditions, barriers (sync.c) ----------------------- */
 
 enum { CPROC_LOCK = 0, CPROC_RLOCK = 1, CPROC_SEMAPHORE = 2 };
 
-/* The shared state of Lock, RLock, Semaphore and BoundedSemaphore.
- * LOCK/RLOCK: word = pid of the holder, 0 when free.
- * SEMAPHORE:  word = the counter. */
+/* The shared state of Lock, RLock, Semaphore and BoundedSemaphore. */
 typedef struct {
-    _Atomic uint32_t word;        /* futex word */
-    _Atomic uint32_t waiters;     /* sleeping in cproc_wait on word */
+    union {
+        cproc_mutex_t mutex;              /* LOCK, RLOCK (mutex.c) */
+        struct {
+            _Atomic uint32_t value;       /* SEMAPHORE: the counter, the futex word */
+            _Atomic uint32_t waiters;     /* sleeping in cproc_wait on value */
+        } sem;
+    };
     _Atomic uint64_t owner_tid;   /* holder's thread ident (LOCK/RLOCK) */
     uint32_t count;               /* RLOCK recursion depth; touched by the holder only */
     uint32_t kind;
@@ -150,9 +226,17 @@ int cproc_semlock_acquire(SemLockObject *self, int blocking, int64_t deadline);
 int cproc_semlock_release(SemLockObject *self);
 int cproc_semlock_is_mine(const cproc_semlock_t *s);
 
+/* 0, or -1 with the "not initialized" error (cproc_check_init) when the
+ * shared object (SemLock, Event, Barrier...) has no block: no __init__ yet. */
+static inline int cproc_check_shared(PyObject *self)
+{
+    return cproc_check_init(self, ((SharedObject *)self)->blk.seg != NULL);
+}
+
 extern PyTypeObject cproc_EventType;
 extern PyTypeObject cproc_ConditionType;
 extern PyTypeObject cproc_BarrierType;
+int cproc_sync_init(PyObject *module);
 
 /* ---- process.c ---------------------------------------------------------- */
 
@@ -238,38 +322,11 @@ extern PyTypeObject cproc_SynchronizedType;
 extern PyTypeObject cproc_SynchronizedArrayType;
 extern PyTypeObject cproc_SynchronizedStringType;
 int cproc_sharedctypes_init(PyObject *module);
-int cproc_sync_init(PyObject *module);
 
 /* ---- small helpers ------------------------------------------------------ */
 
 #if PY_VERSION_HEX < 0x030A0000
 static inline PyObject *Py_NewRef(PyObject *o) { Py_INCREF(o); return o; }
 #endif
-
-/* The exception being raised as an instance (its traceback attached), the
- * error indicator cleared; NULL when none is set. */
-PyObject *cproc_fetch_exception(void);
-/* Parse a METH_FASTCALL|METH_KEYWORDS call against the NULL-terminated
- * `names`; out[i] is the argument or NULL when absent; the first `nrequired`
- * must be given. Error messages as the interpreter's own. */
-int cproc_parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                     const char *const *names, int nrequired, PyObject **out);
-
-/* A `block` argument as the running Python's SemLock.acquire reads it (up
- * to 3.11 an int, TypeError otherwise; from 3.12 any object's truth): 1 or 0,
- * -1 with an exception set. */
-int cproc_blocking_arg(PyObject *block);
-/* An int argument of _multiprocessing.SemLock() (a Queue's maxsize goes
- * there) as the running Python converts it: *out, or -1 with an exception. */
-int cproc_semlock_int_arg(PyObject *o, int *out);
-
-/* Parse (block=True, timeout=None) from a vectorcall, as SemLock.acquire does. */
-int cproc_parse_block_timeout(const char *fname, PyObject *const *args, Py_ssize_t nargs,
-                              PyObject *kwnames, int *blocking, int64_t *deadline);
-
-/* Parse one optional argument, positional or by keyword `name`, of a
- * METH_FASTCALL|METH_KEYWORDS method; *value is left alone when absent. */
-int cproc_parse_optional_arg(const char *fname, const char *name, PyObject *const *args,
-                             Py_ssize_t nargs, PyObject *kwnames, PyObject **value);
 
 #endif /* CPROC_H */

@@ -3,9 +3,10 @@
  *
  * Owns: the shared state of each primitive (a block in shared memory, see
  * shm.c) and its atomic fast paths. Every wait goes through cproc_wait()
- * (futex.c), which releases the GIL and answers Ctrl+C. Lock and RLock record
- * the holder's pid in their futex word, so a waiter that finds the holder
- * dead takes the lock over (with an OwnerDiedWarning) instead of hanging.
+ * (futex.c), which releases the GIL and answers Ctrl+C. Lock and RLock, and
+ * the internal locks of Condition and Barrier, are the pid-word mutex of
+ * mutex.c: a waiter that finds the holder dead takes the lock over (Lock and
+ * RLock with an OwnerDiedWarning) instead of hanging.
  * Never calls into Python while holding a primitive's internal lock.
  */
 #include "cproc.h"
@@ -16,96 +17,36 @@
 
 PyObject *cproc_OwnerDiedWarning;
 
-static int check_ready(const cproc_block *blk)
-{
-    if (blk->seg == NULL) {
-        PyErr_SetString(PyExc_ValueError, "cproc object is not initialised (was __init__ called?)");
-        return -1;
-    }
-    return 0;
-}
-
 /* ======================================================================== */
 /* SemLock: the lock/semaphore core                                         */
 /* ======================================================================== */
 
-typedef struct {
-    cproc_semlock_t *s;
-    pid_t dead_owner;     /* set when we took the lock over from a dead process */
-} take_ctx;
-
-static int semlock_try(void *arg, uint32_t *seen)
+/* A semaphore's counter: take one when positive. */
+static int semaphore_try(void *arg, uint32_t *seen)
 {
-    take_ctx *ctx = arg;
-    cproc_semlock_t *s = ctx->s;
-    if (s->kind == CPROC_SEMAPHORE) {
-        uint32_t v = atomic_load(&s->word);
-        while (v > 0)
-            if (atomic_compare_exchange_weak(&s->word, &v, v - 1))
-                return 1;
-        *seen = 0;
-        return 0;
-    }
-    /* Read before trying: a failed CAS would steal the cache line from the holder. */
-    uint32_t expected = atomic_load_explicit(&s->word, memory_order_relaxed);
-    if (expected == 0 &&
-        atomic_compare_exchange_strong(&s->word, &expected, (uint32_t)cproc_pid)) {
-        atomic_store_explicit(&s->owner_tid, cproc_thread_id(), memory_order_relaxed);
-        s->count = 1;
-        return 1;
-    }
-    *seen = expected;
+    cproc_semlock_t *s = arg;
+    uint32_t v = atomic_load(&s->sem.value);
+    while (v > 0)
+        if (atomic_compare_exchange_weak(&s->sem.value, &v, v - 1))
+            return 1;
+    *seen = 0;
     return 0;
-}
-
-/* While sleeping on a Lock/RLock: if its holder process died, take it over. */
-static int semlock_poll_owner(void *arg)
-{
-    take_ctx *ctx = arg;
-    cproc_semlock_t *s = ctx->s;
-    uint32_t owner = atomic_load(&s->word);
-    if (owner == 0 || owner == (uint32_t)cproc_pid || !cproc_pid_is_dead((pid_t)owner))
-        return 0;
-    if (!atomic_compare_exchange_strong(&s->word, &owner, (uint32_t)cproc_pid))
-        return 0;
-    atomic_store_explicit(&s->owner_tid, cproc_thread_id(), memory_order_relaxed);
-    s->count = 1;
-    ctx->dead_owner = (pid_t)owner;
-    return 1;
 }
 
 int cproc_semlock_is_mine(const cproc_semlock_t *s)
 {
     return s->kind != CPROC_SEMAPHORE
-        && atomic_load_explicit(&s->word, memory_order_relaxed) == (uint32_t)cproc_pid
+        && atomic_load_explicit(&s->mutex.holder, memory_order_relaxed) == (uint32_t)cproc_pid
         && atomic_load_explicit(&s->owner_tid, memory_order_relaxed) == cproc_thread_id();
 }
 
-/* The raw lock operations on a cproc_semlock_t, also used for Barrier's
- * internal lock. 1 acquired, 0 not (timeout / non-blocking), -1 error. */
-static int lock_acquire(cproc_semlock_t *s, int blocking, int64_t deadline, pid_t *dead_owner)
-{
-    take_ctx ctx = {s, 0};
-    uint32_t seen;
-    if (semlock_try(&ctx, &seen))
-        return 1;
-    if (!blocking)
-        return 0;
-    int r = cproc_wait(&s->word, &s->waiters, semlock_try,
-                       s->kind == CPROC_SEMAPHORE ? NULL : semlock_poll_owner, &ctx, deadline);
-    if (r == CPROC_WAIT_ERROR)
-        return -1;
-    *dead_owner = ctx.dead_owner;
-    return r == CPROC_WAIT_OK;
-}
-
-/* Give a held mutex back (no ownership checks). */
-static void mutex_unlock(cproc_semlock_t *s)
+/* Give a held Lock/RLock back completely (no ownership checks); returns the
+ * holder it freed, 0 when it was free. */
+static uint32_t semlock_unlock(cproc_semlock_t *s)
 {
     s->count = 0;
     atomic_store_explicit(&s->owner_tid, 0, memory_order_relaxed);
-    atomic_store(&s->word, 0);
-    cproc_wake_waiters(&s->word, &s->waiters, 1);
+    return cproc_mutex_unlock(&s->mutex);
 }
 
 static const char *kind_name(uint32_t kind)
@@ -116,6 +57,15 @@ static const char *kind_name(uint32_t kind)
 int cproc_semlock_acquire(SemLockObject *self, int blocking, int64_t deadline)
 {
     cproc_semlock_t *s = self->s;
+    if (s->kind == CPROC_SEMAPHORE) {
+        uint32_t seen;
+        if (semaphore_try(s, &seen))
+            return 1;
+        if (!blocking)
+            return 0;
+        int r = cproc_wait(&s->sem.value, &s->sem.waiters, semaphore_try, NULL, s, deadline);
+        return r == CPROC_WAIT_ERROR ? -1 : r == CPROC_WAIT_OK;
+    }
     if (s->kind == CPROC_RLOCK && cproc_semlock_is_mine(s)) {
         if (s->count == UINT32_MAX) {
             PyErr_SetString(PyExc_OverflowError, "maximum recursion depth of RLock exceeded");
@@ -124,32 +74,35 @@ int cproc_semlock_acquire(SemLockObject *self, int blocking, int64_t deadline)
         s->count++;
         return 1;
     }
-    pid_t dead_owner = 0;
-    int r = lock_acquire(s, blocking, deadline, &dead_owner);
-    if (r == 1 && dead_owner != 0) {
-        if (PyErr_WarnFormat(cproc_OwnerDiedWarning, 1,
-                             "cproc %s: its holder, process %d, died without releasing it; "
-                             "this process now holds it (the data it guards may be inconsistent)",
-                             kind_name(s->kind), (int)dead_owner) < 0) {
-            mutex_unlock(s);   /* the warning was turned into an error: do not keep the lock */
-            return -1;
-        }
+    pid_t dead = 0;
+    int r = cproc_mutex_lock(&s->mutex, blocking ? deadline : CPROC_NOWAIT, &dead);
+    if (r <= 0)
+        return r;
+    atomic_store_explicit(&s->owner_tid, cproc_thread_id(), memory_order_relaxed);
+    s->count = 1;
+    if (r == CPROC_MUTEX_TAKEN_OVER &&
+        PyErr_WarnFormat(cproc_OwnerDiedWarning, 1,
+                         "cproc %s: its holder, process %d, died without releasing it; "
+                         "this process now holds it (the data it guards may be inconsistent)",
+                         kind_name(s->kind), (int)dead) < 0) {
+        semlock_unlock(s);   /* the warning was turned into an error: do not keep the lock */
+        return -1;
     }
-    return r;
+    return 1;
 }
 
 int cproc_semlock_release(SemLockObject *self)
 {
     cproc_semlock_t *s = self->s;
     if (s->kind == CPROC_SEMAPHORE) {
-        uint32_t v = atomic_load(&s->word);
+        uint32_t v = atomic_load(&s->sem.value);
         do {
             if (v >= s->maxvalue) {
                 PyErr_SetString(PyExc_ValueError, "semaphore or lock released too many times");
                 return -1;
             }
-        } while (!atomic_compare_exchange_weak(&s->word, &v, v + 1));
-        cproc_wake_waiters(&s->word, &s->waiters, 1);
+        } while (!atomic_compare_exchange_weak(&s->sem.value, &v, v + 1));
+        cproc_wake_waiters(&s->sem.value, &s->sem.waiters, 1);
         return 0;
     }
     if (s->kind == CPROC_RLOCK) {
@@ -157,23 +110,16 @@ int cproc_semlock_release(SemLockObject *self)
             PyErr_SetString(PyExc_AssertionError, "attempt to release recursive lock not owned by thread");
             return -1;
         }
-        if (--s->count > 0)
-            return 0;
-        mutex_unlock(s);
+        if (--s->count == 0)
+            semlock_unlock(s);
         return 0;
     }
-    /* Lock: any thread of any process may release it, as in multiprocessing. */
-    if (atomic_load(&s->word) == 0) {
+    /* Lock: any thread of any process may release it, as in multiprocessing;
+     * of two releasing at once, one finds it free. */
+    if (atomic_load(&s->mutex.holder) == 0 || semlock_unlock(s) == 0) {
         PyErr_SetString(PyExc_ValueError, "semaphore or lock released too many times");
         return -1;
     }
-    s->count = 0;
-    atomic_store_explicit(&s->owner_tid, 0, memory_order_relaxed);
-    if (atomic_exchange(&s->word, 0) == 0) {   /* lost a race with another releaser */
-        PyErr_SetString(PyExc_ValueError, "semaphore or lock released too many times");
-        return -1;
-    }
-    cproc_wake_waiters(&s->word, &s->waiters, 1);
     return 0;
 }
 
@@ -204,7 +150,8 @@ static int semlock_setup(SemLockObject *self, int kind, long long value, long lo
     cproc_semlock_t *s = self->blk.data;
     s->kind = (uint32_t)kind;
     s->maxvalue = (uint32_t)maxvalue;
-    atomic_store(&s->word, kind == CPROC_SEMAPHORE ? (uint32_t)value : 0);
+    if (kind == CPROC_SEMAPHORE)
+        atomic_store(&s->sem.value, (uint32_t)value);
     self->s = s;
     return 0;
 }
@@ -282,11 +229,10 @@ static PyObject *semlock_from_handle(PyTypeObject *type, PyObject *handle)
     return (PyObject *)self;
 }
 
-#define SEMLOCK_READY(self) do { if (check_ready(&(self)->blk) < 0) return NULL; } while (0)
-
 static PyObject *semlock_acquire(SemLockObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    SEMLOCK_READY(self);
+    if (cproc_check_shared((PyObject *)self) < 0)
+        return NULL;
     int blocking = 1;
     int64_t deadline = CPROC_FOREVER;
     if ((nargs != 0 || kwnames != NULL) &&
@@ -301,7 +247,8 @@ static PyObject *semlock_acquire(SemLockObject *self, PyObject *const *args, Py_
 static PyObject *semlock_release(SemLockObject *self, PyObject *unused)
 {
     (void)unused;
-    SEMLOCK_READY(self);
+    if (cproc_check_shared((PyObject *)self) < 0)
+        return NULL;
     if (cproc_semlock_release(self) < 0)
         return NULL;
     Py_RETURN_NONE;
@@ -310,7 +257,8 @@ static PyObject *semlock_release(SemLockObject *self, PyObject *unused)
 static PyObject *semlock_enter(SemLockObject *self, PyObject *unused)
 {
     (void)unused;
-    SEMLOCK_READY(self);
+    if (cproc_check_shared((PyObject *)self) < 0)
+        return NULL;
     int r = cproc_semlock_acquire(self, 1, CPROC_FOREVER);
     if (r < 0)
         return NULL;
@@ -320,7 +268,8 @@ static PyObject *semlock_enter(SemLockObject *self, PyObject *unused)
 static PyObject *semlock_exit(SemLockObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)args; (void)nargs;
-    SEMLOCK_READY(self);
+    if (cproc_check_shared((PyObject *)self) < 0)
+        return NULL;
     if (cproc_semlock_release(self) < 0)
         return NULL;
     Py_RETURN_NONE;
@@ -329,9 +278,10 @@ static PyObject *semlock_exit(SemLockObject *self, PyObject *const *args, Py_ssi
 static PyObject *semlock_count(SemLockObject *self, PyObject *unused)
 {
     (void)unused;
-    SEMLOCK_READY(self);
+    if (cproc_check_shared((PyObject *)self) < 0)
+        return NULL;
     cproc_semlock_t *s = self->s;
-    if (s->kind == CPROC_SEMAPHORE || atomic_load(&s->word) != (uint32_t)cproc_pid)
+    if (s->kind == CPROC_SEMAPHORE || atomic_load(&s->mutex.holder) != (uint32_t)cproc_pid)
         return PyLong_FromLong(0);
     return PyLong_FromUnsignedLong(s->count);
 }
@@ -339,37 +289,42 @@ static PyObject *semlock_count(SemLockObject *self, PyObject *unused)
 static PyObject *semlock_is_mine(SemLockObject *self, PyObject *unused)
 {
     (void)unused;
-    SEMLOCK_READY(self);
+    if (cproc_check_shared((PyObject *)self) < 0)
+        return NULL;
     return PyBool_FromLong(cproc_semlock_is_mine(self->s));
 }
 
 static long semlock_value(const cproc_semlock_t *s)
 {
-    uint32_t w = atomic_load(&s->word);
-    return s->kind == CPROC_SEMAPHORE ? (long)w : (w == 0);
+    if (s->kind == CPROC_SEMAPHORE)
+        return (long)atomic_load(&s->sem.value);
+    return atomic_load(&s->mutex.holder) == 0;
 }
 
 static PyObject *semlock_get_value(SemLockObject *self, PyObject *unused)
 {
     (void)unused;
-    SEMLOCK_READY(self);
+    if (cproc_check_shared((PyObject *)self) < 0)
+        return NULL;
     return PyLong_FromLong(semlock_value(self->s));
 }
 
 static PyObject *semlock_is_zero(SemLockObject *self, PyObject *unused)
 {
     (void)unused;
-    SEMLOCK_READY(self);
+    if (cproc_check_shared((PyObject *)self) < 0)
+        return NULL;
     return PyBool_FromLong(semlock_value(self->s) == 0);
 }
 
 static PyObject *semlock_owner_pid(SemLockObject *self, void *closure)
 {
     (void)closure;
-    SEMLOCK_READY(self);
+    if (cproc_check_shared((PyObject *)self) < 0)
+        return NULL;
     if (self->s->kind == CPROC_SEMAPHORE)
         Py_RETURN_NONE;
-    uint32_t w = atomic_load(&self->s->word);
+    uint32_t w = atomic_load(&self->s->mutex.holder);
     if (w == 0)
         Py_RETURN_NONE;
     return PyLong_FromUnsignedLong(w);
@@ -378,14 +333,16 @@ static PyObject *semlock_owner_pid(SemLockObject *self, void *closure)
 static PyObject *semlock_get_kind(SemLockObject *self, void *closure)
 {
     (void)closure;
-    SEMLOCK_READY(self);
+    if (cproc_check_shared((PyObject *)self) < 0)
+        return NULL;
     return PyLong_FromUnsignedLong(self->s->kind);
 }
 
 static PyObject *semlock_get_maxvalue(SemLockObject *self, void *closure)
 {
     (void)closure;
-    SEMLOCK_READY(self);
+    if (cproc_check_shared((PyObject *)self) < 0)
+        return NULL;
     return PyLong_FromUnsignedLong(self->s->maxvalue);
 }
 
@@ -485,7 +442,7 @@ static PyObject *mutex_repr(SemLockObject *self)
         return PyUnicode_FromFormat("<%s(unknown)>", short_type_name((PyObject *)self));
     cproc_semlock_t *s = self->s;
     int recursive = s->kind == CPROC_RLOCK;
-    uint32_t owner = atomic_load(&s->word);
+    uint32_t owner = atomic_load(&s->mutex.holder);
     PyObject *name;
     if (cproc_semlock_is_mine(s)) {
         name = owner_name();
@@ -622,14 +579,16 @@ static int event_try(void *arg, uint32_t *seen)
 static PyObject *event_is_set(EventObject *self, PyObject *unused)
 {
     (void)unused;
-    SEMLOCK_READY(self);
+    if (cproc_check_shared((PyObject *)self) < 0)
+        return NULL;
     return PyBool_FromLong((atomic_load(&self->e->word) & EVENT_FLAG) != 0);
 }
 
 static PyObject *event_set(EventObject *self, PyObject *unused)
 {
     (void)unused;
-    SEMLOCK_READY(self);
+    if (cproc_check_shared((PyObject *)self) < 0)
+        return NULL;
     uint32_t w = atomic_load(&self->e->word);
     do {
         if (w & EVENT_FLAG)
@@ -642,14 +601,16 @@ static PyObject *event_set(EventObject *self, PyObject *unused)
 static PyObject *event_clear(EventObject *self, PyObject *unused)
 {
     (void)unused;
-    SEMLOCK_READY(self);
+    if (cproc_check_shared((PyObject *)self) < 0)
+        return NULL;
     atomic_fetch_and(&self->e->word, ~EVENT_FLAG);
     Py_RETURN_NONE;
 }
 
 static PyObject *event_wait(EventObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    SEMLOCK_READY(self);
+    if (cproc_check_shared((PyObject *)self) < 0)
+        return NULL;
     PyObject *timeout = Py_None;
     if (cproc_parse_optional_arg("wait", "timeout", args, nargs, kwnames, &timeout) < 0)
         return NULL;
@@ -723,12 +684,11 @@ PyTypeObject cproc_EventType = {
  * notify(n) gives signals to the partial group first, then turns the new group
  * into the partial one (bumping gen, so later waiters form a fresh new group);
  * a partial group whose members all hold signals becomes done. Everything is
- * guarded by the internal mutex m (a Lock-kind word: a dead holder is taken
- * over); waiters sleep on seq, which moves on whenever a waiter may have
+ * guarded by the internal mutex m (mutex.c: a dead holder is taken over); waiters sleep on seq, which moves on whenever a waiter may have
  * become ready, and look at the groups without m only to decide whether to
  * sleep. models/condition.pml checks this protocol. */
 typedef struct {
-    cproc_semlock_t m;
+    cproc_mutex_t m;
     _Atomic uint32_t seq;
     _Atomic uint32_t sleepers;
     _Atomic uint64_t gen;
@@ -761,13 +721,6 @@ static int condition_set_lock(ConditionObject *self, PyObject *lock)
     return 0;
 }
 
-static void condition_setup_block(ConditionObject *self)
-{
-    self->c = self->blk.data;
-    self->c->m.kind = CPROC_LOCK;
-    self->c->m.maxvalue = 1;
-}
-
 static int condition_init(ConditionObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"lock", NULL};
@@ -780,7 +733,7 @@ static int condition_init(ConditionObject *self, PyObject *args, PyObject *kwds)
         return 0;
     if (cproc_block_new(&self->blk, CPROC_KIND_CONDITION, sizeof(cproc_cond_t)) < 0)
         return -1;
-    condition_setup_block(self);
+    self->c = self->blk.data;
     return 0;
 }
 
@@ -810,19 +763,20 @@ static void condition_dealloc(ConditionObject *self)
     tp->tp_free((PyObject *)self);
 }
 
-#define COND_READY(self) do { if (check_ready(&(self)->blk) < 0 || (self)->lock == NULL) { \
-    if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "Condition is not initialised"); \
-    return NULL; } } while (0)
+/* 0, or -1 with the "not initialized" error. */
+static int condition_check(ConditionObject *self)
+{
+    return cproc_check_init((PyObject *)self, self->blk.seg != NULL && self->lock != NULL);
+}
 
 /* Take an internal mutex, held only for a few instructions by anyone (or
  * taken over from a dead holder). Not interruptible: a signal handler's
  * exception, and one already pending, are kept for the caller. */
-static void internal_lock(cproc_semlock_t *m)
+static void internal_lock(cproc_mutex_t *m)
 {
     PyObject *et, *ev, *tb;
     PyErr_Fetch(&et, &ev, &tb);
-    pid_t dead = 0;
-    while (lock_acquire(m, 1, CPROC_FOREVER, &dead) != 1) {
+    while (cproc_mutex_lock(m, CPROC_FOREVER, NULL) <= 0) {
         if (et == NULL)
             PyErr_Fetch(&et, &ev, &tb);
         else
@@ -851,7 +805,7 @@ static void cond_unlock(cproc_cond_t *c, int moved)
 {
     if (moved)
         atomic_fetch_add(&c->seq, 1);
-    mutex_unlock(&c->m);
+    cproc_mutex_unlock(&c->m);
     if (moved)
         cproc_wake_waiters(&c->seq, &c->sleepers, INT_MAX);
 }
@@ -936,7 +890,7 @@ static int cond_lock_count(ConditionObject *self, uint32_t *count)
 static int cond_release_user(ConditionObject *self, uint32_t count)
 {
     if (self->native) {
-        mutex_unlock(((SemLockObject *)self->lock)->s);
+        semlock_unlock(((SemLockObject *)self->lock)->s);
         return 0;
     }
     for (uint32_t i = 0; i < count; i++) {
@@ -986,7 +940,8 @@ static int cond_reacquire(ConditionObject *self, uint32_t count)
 
 static PyObject *condition_wait(ConditionObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    COND_READY(self);
+    if (condition_check(self) < 0)
+        return NULL;
     PyObject *timeout = Py_None;
     if (cproc_parse_optional_arg("wait", "timeout", args, nargs, kwnames, &timeout) < 0)
         return NULL;
@@ -1005,7 +960,7 @@ static PyObject *condition_wait(ConditionObject *self, PyObject *const *args, Py
     internal_lock(&c->m);
     ctx.gen = atomic_load(&c->gen);
     atomic_fetch_add(&c->new_waiters, 1);
-    mutex_unlock(&c->m);
+    cproc_mutex_unlock(&c->m);
 
     int notified, moved = 0;
     if (cond_release_user(self, count) < 0) {
@@ -1030,7 +985,8 @@ static PyObject *condition_wait(ConditionObject *self, PyObject *const *args, Py
 
 static PyObject *cond_notify_n(ConditionObject *self, uint64_t n)
 {
-    COND_READY(self);
+    if (condition_check(self) < 0)
+        return NULL;
     uint32_t count;
     if (cond_lock_count(self, &count) < 0)
         return NULL;
@@ -1093,7 +1049,8 @@ static PyObject *condition_notify_all(ConditionObject *self, PyObject *unused)
 /* acquire/release/with: the lock's own (direct C calls for a native lock). */
 static PyObject *condition_acquire(ConditionObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    COND_READY(self);
+    if (condition_check(self) < 0)
+        return NULL;
     if (self->native)
         return semlock_acquire((SemLockObject *)self->lock, args, nargs, kwnames);
     PyObject *meth = PyObject_GetAttrString(self->lock, "acquire");
@@ -1106,7 +1063,8 @@ static PyObject *condition_acquire(ConditionObject *self, PyObject *const *args,
 
 static PyObject *condition_release(ConditionObject *self, PyObject *unused)
 {
-    COND_READY(self);
+    if (condition_check(self) < 0)
+        return NULL;
     if (self->native)
         return semlock_release((SemLockObject *)self->lock, unused);
     return PyObject_CallMethod(self->lock, "release", NULL);
@@ -1114,7 +1072,8 @@ static PyObject *condition_release(ConditionObject *self, PyObject *unused)
 
 static PyObject *condition_enter(ConditionObject *self, PyObject *unused)
 {
-    COND_READY(self);
+    if (condition_check(self) < 0)
+        return NULL;
     if (self->native)
         return semlock_enter((SemLockObject *)self->lock, unused);
     return PyObject_CallMethod(self->lock, "__enter__", NULL);
@@ -1122,7 +1081,8 @@ static PyObject *condition_enter(ConditionObject *self, PyObject *unused)
 
 static PyObject *condition_exit(ConditionObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    COND_READY(self);
+    if (condition_check(self) < 0)
+        return NULL;
     if (self->native)
         return semlock_exit((SemLockObject *)self->lock, args, nargs);
     PyObject *meth = PyObject_GetAttrString(self->lock, "__exit__");
@@ -1136,11 +1096,12 @@ static PyObject *condition_exit(ConditionObject *self, PyObject *const *args, Py
 static PyObject *condition_num_waiters(ConditionObject *self, PyObject *unused)
 {
     (void)unused;
-    COND_READY(self);
+    if (condition_check(self) < 0)
+        return NULL;
     cproc_cond_t *c = self->c;
     internal_lock(&c->m);
     uint64_t n = atomic_load(&c->part_waiters) - atomic_load(&c->part_signals) + atomic_load(&c->new_waiters);
-    mutex_unlock(&c->m);
+    cproc_mutex_unlock(&c->m);
     return PyLong_FromUnsignedLongLong(n);
 }
 
@@ -1151,19 +1112,21 @@ static PyObject *condition_num_waiters(ConditionObject *self, PyObject *unused)
 static PyObject *condition_counts(ConditionObject *self, PyObject *unused)
 {
     (void)unused;
-    COND_READY(self);
+    if (condition_check(self) < 0)
+        return NULL;
     cproc_cond_t *c = self->c;
     internal_lock(&c->m);
     uint64_t registered = atomic_load(&c->part_waiters) + atomic_load(&c->new_waiters);
     uint64_t signals = atomic_load(&c->part_signals);
-    mutex_unlock(&c->m);
+    cproc_mutex_unlock(&c->m);
     return Py_BuildValue("(KK)", (unsigned long long)registered, (unsigned long long)signals);
 }
 
 static PyObject *condition_reduce(ConditionObject *self, PyObject *unused)
 {
     (void)unused;
-    COND_READY(self);
+    if (condition_check(self) < 0)
+        return NULL;
     PyObject *extra = PyTuple_Pack(1, self->lock);
     if (extra == NULL)
         return NULL;
@@ -1221,7 +1184,7 @@ PyTypeObject cproc_ConditionType = {
  * is told broken). Fields other than gen and sleepers are guarded by the
  * internal lock m. */
 typedef struct {
-    cproc_semlock_t m;
+    cproc_mutex_t m;
     _Atomic uint32_t gen;
     _Atomic uint32_t sleepers;
     uint32_t parties;
@@ -1241,10 +1204,10 @@ typedef struct {
 
 static PyObject *BrokenBarrierError;
 
+/* Take the internal lock (interruptible): 0, or -1 with an exception. */
 static int barrier_lock(cproc_barrier_t *b)
 {
-    pid_t dead = 0;
-    return lock_acquire(&b->m, 1, CPROC_FOREVER, &dead) == 1 ? 0 : -1;
+    return cproc_mutex_lock(&b->m, CPROC_FOREVER, NULL) > 0 ? 0 : -1;
 }
 
 /* End the current round, released or broken, and start the next. */
@@ -1318,8 +1281,6 @@ static int barrier_init(BarrierObject *self, PyObject *args, PyObject *kwds)
         if (cproc_block_new(&self->blk, CPROC_KIND_BARRIER, sizeof(cproc_barrier_t)) < 0)
             return -1;
         self->b = self->blk.data;
-        self->b->m.kind = CPROC_LOCK;
-        self->b->m.maxvalue = 1;
         self->b->parties = (uint32_t)parties;
         atomic_store(&self->b->gen, 1);
     }
@@ -1357,8 +1318,6 @@ static void barrier_dealloc(BarrierObject *self)
     tp->tp_free((PyObject *)self);
 }
 
-#define BARRIER_READY(self) do { if (check_ready(&(self)->blk) < 0) return NULL; } while (0)
-
 /* Sleep until round `mygen` ends. 0 released, 1 timed out, -1 error. */
 static int barrier_sleep(cproc_barrier_t *b, uint32_t mygen, int64_t deadline)
 {
@@ -1369,7 +1328,8 @@ static int barrier_sleep(cproc_barrier_t *b, uint32_t mygen, int64_t deadline)
 
 static PyObject *barrier_wait(BarrierObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    BARRIER_READY(self);
+    if (cproc_check_shared((PyObject *)self) < 0)
+        return NULL;
     PyObject *timeout = Py_None;
     if (cproc_parse_optional_arg("wait", "timeout", args, nargs, kwnames, &timeout) < 0)
         return NULL;
@@ -1385,14 +1345,14 @@ static PyObject *barrier_wait(BarrierObject *self, PyObject *const *args, Py_ssi
     /* While the previous round's action runs, newcomers wait for it to end. */
     while (!b->broken && b->count >= b->parties) {
         uint32_t g = atomic_load(&b->gen);
-        mutex_unlock(&b->m);
+        cproc_mutex_unlock(&b->m);
         if (barrier_sleep(b, g, CPROC_FOREVER) < 0)
             return NULL;
         if (barrier_lock(b) < 0)
             return NULL;
     }
     if (b->broken) {
-        mutex_unlock(&b->m);
+        cproc_mutex_unlock(&b->m);
         return raise_broken();
     }
     uint32_t index = b->count++;
@@ -1400,7 +1360,7 @@ static PyObject *barrier_wait(BarrierObject *self, PyObject *const *args, Py_ssi
 
     if (b->count == b->parties) {
         /* Last to arrive: run the action, then release the round. */
-        mutex_unlock(&b->m);
+        cproc_mutex_unlock(&b->m);
         PyObject *res = Py_None;
         if (self->action == Py_None)
             Py_INCREF(res);
@@ -1413,20 +1373,20 @@ static PyObject *barrier_wait(BarrierObject *self, PyObject *const *args, Py_ssi
         if (res == NULL) {
             if (atomic_load(&b->gen) == mygen)
                 barrier_break_locked(b);
-            mutex_unlock(&b->m);
+            cproc_mutex_unlock(&b->m);
             return NULL;
         }
         Py_DECREF(res);
         if (atomic_load(&b->gen) != mygen) {   /* aborted or reset while the action ran */
-            mutex_unlock(&b->m);
+            cproc_mutex_unlock(&b->m);
             return raise_broken();
         }
         barrier_next_gen(b, 0);
-        mutex_unlock(&b->m);
+        cproc_mutex_unlock(&b->m);
         cproc_futex_wake(&b->gen, INT_MAX);
         return PyLong_FromUnsignedLong(index);
     }
-    mutex_unlock(&b->m);
+    cproc_mutex_unlock(&b->m);
 
     int r = barrier_sleep(b, mygen, deadline);
     if (r != 0) {
@@ -1437,7 +1397,7 @@ static PyObject *barrier_wait(BarrierObject *self, PyObject *const *args, Py_ssi
         if (locked == 0) {
             if (atomic_load(&b->gen) == mygen)
                 barrier_break_locked(b);
-            mutex_unlock(&b->m);
+            cproc_mutex_unlock(&b->m);
         } else
             PyErr_Clear();
         PyErr_Restore(et, ev, tb);
@@ -1447,7 +1407,7 @@ static PyObject *barrier_wait(BarrierObject *self, PyObject *const *args, Py_ssi
     if (barrier_lock(b) < 0)
         return NULL;
     int broken = barrier_round_broken(b, mygen);
-    mutex_unlock(&b->m);
+    cproc_mutex_unlock(&b->m);
     if (broken)
         return raise_broken();
     return PyLong_FromUnsignedLong(index);
@@ -1456,7 +1416,8 @@ static PyObject *barrier_wait(BarrierObject *self, PyObject *const *args, Py_ssi
 static PyObject *barrier_reset(BarrierObject *self, PyObject *unused)
 {
     (void)unused;
-    BARRIER_READY(self);
+    if (cproc_check_shared((PyObject *)self) < 0)
+        return NULL;
     cproc_barrier_t *b = self->b;
     if (barrier_lock(b) < 0)
         return NULL;
@@ -1465,33 +1426,36 @@ static PyObject *barrier_reset(BarrierObject *self, PyObject *unused)
         cproc_futex_wake(&b->gen, INT_MAX);
     }
     b->broken = 0;
-    mutex_unlock(&b->m);
+    cproc_mutex_unlock(&b->m);
     Py_RETURN_NONE;
 }
 
 static PyObject *barrier_abort(BarrierObject *self, PyObject *unused)
 {
     (void)unused;
-    BARRIER_READY(self);
+    if (cproc_check_shared((PyObject *)self) < 0)
+        return NULL;
     cproc_barrier_t *b = self->b;
     if (barrier_lock(b) < 0)
         return NULL;
     barrier_break_locked(b);
-    mutex_unlock(&b->m);
+    cproc_mutex_unlock(&b->m);
     Py_RETURN_NONE;
 }
 
 static PyObject *barrier_get_parties(BarrierObject *self, void *closure)
 {
     (void)closure;
-    BARRIER_READY(self);
+    if (cproc_check_shared((PyObject *)self) < 0)
+        return NULL;
     return PyLong_FromUnsignedLong(self->b->parties);
 }
 
 static PyObject *barrier_get_n_waiting(BarrierObject *self, void *closure)
 {
     (void)closure;
-    BARRIER_READY(self);
+    if (cproc_check_shared((PyObject *)self) < 0)
+        return NULL;
     uint32_t count = ((volatile cproc_barrier_t *)self->b)->count;
     return PyLong_FromUnsignedLong(count < self->b->parties ? count : 0);
 }
@@ -1499,14 +1463,16 @@ static PyObject *barrier_get_n_waiting(BarrierObject *self, void *closure)
 static PyObject *barrier_get_broken(BarrierObject *self, void *closure)
 {
     (void)closure;
-    BARRIER_READY(self);
+    if (cproc_check_shared((PyObject *)self) < 0)
+        return NULL;
     return PyBool_FromLong(((volatile cproc_barrier_t *)self->b)->broken != 0);
 }
 
 static PyObject *barrier_reduce(BarrierObject *self, PyObject *unused)
 {
     (void)unused;
-    BARRIER_READY(self);
+    if (cproc_check_shared((PyObject *)self) < 0)
+        return NULL;
     PyObject *extra = PyTuple_Pack(2, self->action, self->timeout);
     if (extra == NULL)
         return NULL;

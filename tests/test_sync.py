@@ -1080,3 +1080,24 @@ def test_nan_timeout_is_a_value_error_cproc(cproc):
         with pytest.raises(ValueError, match="^timeout must not be NaN$"):
             cond.wait(nan)
         assert cond.wait(0) is False      # the lock is still held, the condition usable
+
+
+def test_uninitialised_objects_refuse_use_cproc(cproc):
+    """An object made by __new__ without __init__ raises one error (ValueError
+    "<type> object is not initialized") from every call, instead of touching
+    memory it does not have."""
+    made = [cproc.Lock(), cproc.RLock(), cproc.Semaphore(), cproc.BoundedSemaphore(), cproc.Event(),
+            cproc.Condition(), cproc.Barrier(2), cproc.Value("i", 1)]
+    calls = {"acquire": (), "release": (), "__enter__": (), "is_set": (), "set": (), "wait": (0,),
+             "notify": (), "reset": (), "get_lock": ()}
+    tried = 0
+    for obj in made:
+        tp = type(obj)
+        bare = tp.__new__(tp)
+        for name, args in calls.items():
+            if name in dir(tp):
+                tried += 1
+                with pytest.raises(ValueError, match=f"^{re.escape(tp.__name__)} object is not initialized$|"
+                                                     f"^{re.escape(tp.__module__)}\\.{tp.__name__} object is not initialized$"):
+                    getattr(bare, name)(*args)
+    assert tried >= 16
