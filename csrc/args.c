@@ -4,12 +4,13 @@
  * Owns: vectorcall argument parsing (messages as the interpreter's own), the
  * one block/timeout rule (cproc_block_timeout: how `block` is read depends
  * on the multiprocessing call, a flag says which), timeout -> deadline, the
- * int conversion of _multiprocessing.SemLock(), and the one "not
- * initialized" error. Nothing here blocks.
+ * int conversion of _multiprocessing.SemLock(), the one "not initialized"
+ * error and the short type name reprs show. Nothing here blocks.
  */
 #include "cproc.h"
 
 #include <math.h>
+#include <string.h>
 
 int cproc_check_init(PyObject *self, int initialised)
 {
@@ -17,6 +18,12 @@ int cproc_check_init(PyObject *self, int initialised)
         return 0;
     PyErr_Format(PyExc_ValueError, "%s object is not initialized", Py_TYPE(self)->tp_name);
     return -1;
+}
+
+const char *cproc_short_type_name(PyObject *self)
+{
+    const char *name = Py_TYPE(self)->tp_name, *dot = strrchr(name, '.');
+    return dot ? dot + 1 : name;
 }
 
 PyObject *cproc_fetch_exception(void)

@@ -1,9 +1,9 @@
 /* cproc.h — declarations shared by the C core, one section per file that
  * defines them: the process identity and the futex wait loop (futex.c), the
  * pid-word mutex (mutex.c), argument parsing and error helpers (args.c),
- * shared-memory blocks (shm.c), the synchronisation primitives (sync.c),
- * processes, connections, queues and their spill blocks, the Pool, plain
- * data and sharedctypes.
+ * shared-memory blocks (shm.c), the synchronisation primitives (semlock.c,
+ * event.c, condition.c, barrier.c), processes, connections, queues and
+ * their spill blocks, the Pool, plain data and sharedctypes.
  *
  * Naming: cproc_* is visible across files, static helpers are file-local.
  * Every function that can fail sets a Python exception and returns -1/NULL.
@@ -18,7 +18,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* ---- process identity (futex.c) --------------------------------------- */
+/* ---- process identity (futex.c) ----------------------------------------- */
 
 /* getpid() is a system call on modern glibc; the hot paths use this copy,
  * refreshed in the child after every fork (pthread_atfork). */
@@ -31,7 +31,7 @@ static inline uint64_t cproc_thread_id(void) { return (uint64_t)pthread_self(); 
 /* 1 when process `pid` has exited (gone, or a zombie nobody reaped yet). */
 int cproc_pid_is_dead(pid_t pid);
 
-/* ---- time and waiting (futex.c) ---------------------------------------- */
+/* ---- time and waiting (futex.c) ----------------------------------------- */
 
 /* A deadline is an absolute time on the monotonic clock (ns), or one of: */
 #define CPROC_FOREVER ((int64_t)-1)   /* no deadline */
@@ -69,7 +69,7 @@ static inline void cproc_wake_waiters(_Atomic uint32_t *word, _Atomic uint32_t *
         cproc_futex_wake(word, n);
 }
 
-/* ---- the pid-word mutex (mutex.c) ----------------------------------------- */
+/* ---- the pid-word mutex (mutex.c) --------------------------------------- */
 
 /* A mutex in shared memory held by a process: holder is its pid (0 when
  * free) and the futex word; a waiter takes it over from a holder that died.
@@ -95,11 +95,13 @@ uint32_t cproc_mutex_unlock(cproc_mutex_t *m);
 /* 1 when `holder` (a pid, 0 = none) is another process, and it exited. */
 int cproc_holder_died(uint32_t holder);
 
-/* ---- arguments and errors (args.c) --------------------------------------- */
+/* ---- arguments and errors (args.c) -------------------------------------- */
 
 /* 0 when `initialised`; else -1 with ValueError "<type> object is not
  * initialized" (an object made by __new__ without __init__). */
 int cproc_check_init(PyObject *self, int initialised);
+/* The name of self's type without its module, for reprs ("Lock"). */
+const char *cproc_short_type_name(PyObject *self);
 
 /* The exception being raised as an instance (its traceback attached), the
  * error indicator cleared; NULL when none is set. */
@@ -140,7 +142,7 @@ int cproc_parse_block_timeout(const char *fname, PyObject *const *args, Py_ssize
 /* `block` alone as SemLock.acquire reads it (flags 0 above): 1/0, -1 error. */
 int cproc_blocking_arg(PyObject *block);
 
-/* ---- shared memory (shm.c) --------------------------------------------- */
+/* ---- shared memory (shm.c) ---------------------------------------------- */
 
 typedef struct SegmentObject SegmentObject;
 
@@ -190,7 +192,7 @@ extern PyTypeObject cproc_SegmentType;
 extern PyTypeObject cproc_SharedBlockType;
 PyObject *cproc_segments_info(PyObject *module, PyObject *unused);
 
-/* ---- locks, events, conditions, barriers (sync.c) ----------------------- */
+/* ---- Lock, RLock, Semaphore, BoundedSemaphore (semlock.c) --------------- */
 
 enum { CPROC_LOCK = 0, CPROC_RLOCK = 1, CPROC_SEMAPHORE = 2 };
 
@@ -220,23 +222,34 @@ typedef struct {
 extern PyTypeObject cproc_SemLockType;
 extern PyTypeObject cproc_LockType, cproc_RLockType, cproc_SemaphoreType, cproc_BoundedSemaphoreType;
 extern PyObject *cproc_OwnerDiedWarning;
+int cproc_semlock_init(PyObject *module);     /* adds OwnerDiedWarning */
 
-/* 1 acquired, 0 timed out / would block, -1 error. Blocking when deadline != 0 ... */
+/* 1 acquired, 0 timed out / would block (blocking 0), -1 error. */
 int cproc_semlock_acquire(SemLockObject *self, int blocking, int64_t deadline);
 int cproc_semlock_release(SemLockObject *self);
 int cproc_semlock_is_mine(const cproc_semlock_t *s);
+/* Give a held Lock/RLock back whatever its depth (no ownership checks);
+ * returns the holder it freed, 0 when it was free. */
+uint32_t cproc_semlock_unlock(cproc_semlock_t *s);
+/* The acquire(block=True, timeout=None) and release() methods (a Condition
+ * over a cproc lock forwards its own to them). */
+PyObject *cproc_semlock_acquire_method(SemLockObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                       PyObject *kwnames);
+PyObject *cproc_semlock_release_method(SemLockObject *self, PyObject *unused);
 
-/* 0, or -1 with the "not initialized" error (cproc_check_init) when the
+/* 0, or -1 with the "not initialized" error (cproc_check_init) when a
  * shared object (SemLock, Event, Barrier...) has no block: no __init__ yet. */
 static inline int cproc_check_shared(PyObject *self)
 {
     return cproc_check_init(self, ((SharedObject *)self)->blk.seg != NULL);
 }
 
+/* ---- event.c, condition.c, barrier.c ------------------------------------ */
+
 extern PyTypeObject cproc_EventType;
 extern PyTypeObject cproc_ConditionType;
 extern PyTypeObject cproc_BarrierType;
-int cproc_sync_init(PyObject *module);
+int cproc_barrier_init(PyObject *module);     /* finds threading.BrokenBarrierError */
 
 /* ---- process.c ---------------------------------------------------------- */
 
@@ -249,7 +262,7 @@ PyObject *cproc_pidfd_send_signal(PyObject *module, PyObject *args);
 PyObject *cproc_wait_fds(PyObject *module, PyObject *args);
 extern PyTypeObject cproc_ConnectionType;
 
-/* ---- spill.c: large queue records outside the ring ----------------------- */
+/* ---- spill.c: large queue records outside the ring ---------------------- */
 
 #define CPROC_SPILL_SLOTS 128
 #define CPROC_SPILL_SPAN (UINT64_C(1) << 35)   /* the largest record a block holds */
@@ -283,7 +296,7 @@ void cproc_spill_repair(cproc_spill_slot *slots, int fd, const uint8_t *in_ring)
  * while a large range goes). Failing only keeps the pages. */
 void cproc_punch_hole(int fd, uint64_t off, uint64_t len);
 
-/* ---- queue.c ----------------------------------------------------------- */
+/* ---- queue.c ------------------------------------------------------------ */
 
 extern PyTypeObject cproc_QueueType, cproc_JoinableQueueType, cproc_SimpleQueueType;
 int cproc_queue_init(PyObject *module);
@@ -305,7 +318,7 @@ Py_ssize_t cproc_queue_take_batch(PyObject *queue, Py_ssize_t max, int64_t deadl
                                   cproc_poll_fn stop_fn, void *stop_ctx,
                                   uint64_t *tags, PyObject **objs, int *ok);
 
-/* ---- pool.c ------------------------------------------------------------ */
+/* ---- pool.c ------------------------------------------------------------- */
 int cproc_pool_init(PyObject *module);
 
 /* ---- plain.c ------------------------------------------------------------ */

@@ -10,7 +10,6 @@
  */
 #include "cproc.h"
 
-#include <string.h>
 #include <structmember.h>
 
 typedef struct {
@@ -272,8 +271,7 @@ static PyObject *base_repr(SynchronizedObject *self)
 {
     if (check_init(self) < 0)
         return NULL;
-    const char *name = Py_TYPE(self)->tp_name, *dot = strrchr(name, '.');
-    return PyUnicode_FromFormat("<%s wrapper for %R>", dot ? dot + 1 : name, self->obj);
+    return PyUnicode_FromFormat("<%s wrapper for %R>", cproc_short_type_name((PyObject *)self), self->obj);
 }
 
 static PyObject *base_get_lock(SynchronizedObject *self, PyObject *unused)
@@ -299,10 +297,8 @@ static PyObject *base_enter(SynchronizedObject *self, PyObject *unused)
     (void)unused;
     if (check_init(self) < 0)
         return NULL;
-    if (self->fastlock) {
-        int r = cproc_semlock_acquire(self->fastlock, 1, CPROC_FOREVER);
-        return r < 0 ? NULL : PyBool_FromLong(r);
-    }
+    if (self->fastlock)
+        return cproc_semlock_acquire_method(self->fastlock, NULL, 0, NULL);
     return PyObject_CallMethod(self->lock, "__enter__", NULL);
 }
 
@@ -310,11 +306,8 @@ static PyObject *base_exit(SynchronizedObject *self, PyObject *args)
 {
     if (check_init(self) < 0)
         return NULL;
-    if (self->fastlock) {
-        if (cproc_semlock_release(self->fastlock) < 0)
-            return NULL;
-        Py_RETURN_NONE;
-    }
+    if (self->fastlock)
+        return cproc_semlock_release_method(self->fastlock, NULL);
     PyObject *exit = PyObject_GetAttrString(self->lock, "__exit__");
     if (exit == NULL)
         return NULL;

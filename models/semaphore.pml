@@ -1,4 +1,4 @@
-/* semaphore.pml — Semaphore and BoundedSemaphore (csrc/sync.c).
+/* semaphore.pml — Semaphore and BoundedSemaphore (csrc/semlock.c).
  *
  * s->sem.value is the counter.
  *   acquire = cproc_semlock_acquire: semaphore_try (CAS v -> v - 1 while
