@@ -12,10 +12,8 @@
 #include <math.h>
 #include <string.h>
 
-int cproc_check_init(PyObject *self, int initialised)
+int cproc_not_initialized(PyObject *self)
 {
-    if (initialised)
-        return 0;
     PyErr_Format(PyExc_ValueError, "%s object is not initialized", Py_TYPE(self)->tp_name);
     return -1;
 }

@@ -86,20 +86,48 @@ enum {
     CPROC_MUTEX_TAKEN_OVER = 2,   /* taken from a holder that died holding it: repair what it guards */
 };
 
+/* One attempt: 1 taken; 0 busy, *seen = the holder. Read before the
+ * compare-and-swap: a failing CAS would steal the cache line from the holder. */
+static inline int cproc_mutex_try(cproc_mutex_t *m, uint32_t *seen)
+{
+    uint32_t holder = atomic_load_explicit(&m->holder, memory_order_relaxed);
+    if (holder == 0 && atomic_compare_exchange_strong(&m->holder, &holder, (uint32_t)cproc_pid))
+        return 1;
+    *seen = holder;
+    return 0;
+}
+/* The slow path of cproc_mutex_lock, once m was found busy (mutex.c). */
+int cproc_mutex_wait(cproc_mutex_t *m, int64_t deadline, pid_t *dead);
+
 /* Take m, waiting until `deadline` (CPROC_FOREVER, CPROC_NOWAIT or a
  * time). On CPROC_MUTEX_TAKEN_OVER, *dead (when not NULL) is the dead
  * holder's pid. GIL held on entry; released only while asleep. */
-int cproc_mutex_lock(cproc_mutex_t *m, int64_t deadline, pid_t *dead);
+static inline int cproc_mutex_lock(cproc_mutex_t *m, int64_t deadline, pid_t *dead)
+{
+    uint32_t seen;
+    return cproc_mutex_try(m, &seen) ? CPROC_MUTEX_TAKEN : cproc_mutex_wait(m, deadline, dead);
+}
 /* Free m and wake one sleeper; returns the holder it freed (0: not held). */
-uint32_t cproc_mutex_unlock(cproc_mutex_t *m);
+static inline uint32_t cproc_mutex_unlock(cproc_mutex_t *m)
+{
+    uint32_t holder = atomic_exchange(&m->holder, 0);
+    if (holder != 0)
+        cproc_wake_waiters(&m->holder, &m->waiters, 1);
+    return holder;
+}
 /* 1 when `holder` (a pid, 0 = none) is another process, and it exited. */
 int cproc_holder_died(uint32_t holder);
 
 /* ---- arguments and errors (args.c) -------------------------------------- */
 
 /* 0 when `initialised`; else -1 with ValueError "<type> object is not
- * initialized" (an object made by __new__ without __init__). */
-int cproc_check_init(PyObject *self, int initialised);
+ * initialized" (an object made by __new__ without __init__). The error
+ * is raised out of line, by cproc_not_initialized. */
+int cproc_not_initialized(PyObject *self);
+static inline int cproc_check_init(PyObject *self, int initialised)
+{
+    return initialised ? 0 : cproc_not_initialized(self);
+}
 /* The name of self's type without its module, for reprs ("Lock"). */
 const char *cproc_short_type_name(PyObject *self);
 

@@ -22,6 +22,9 @@
  *   cproc_holder_died(pid)       1 when `pid` (a holder's, 0 = none) is not
  *                               this process and has exited.
  *
+ * Taking a free mutex and giving it back are inline (cproc.h: the try,
+ * lock's fast path, unlock); this file holds the wait and the takeover.
+ *
  * The word is the holder's pid, 0 when free, and the futex word waiters
  * sleep on (cproc_wait, futex.c: spin, yield, sleep, GIL released, Ctrl+C
  * answered). Taking reads the word before the compare-and-swap: a failing
@@ -47,12 +50,7 @@ typedef struct {
 
 static int mutex_try(void *arg, uint32_t *seen)
 {
-    cproc_mutex_t *m = ((lock_ctx *)arg)->m;
-    uint32_t holder = atomic_load_explicit(&m->holder, memory_order_relaxed);
-    if (holder == 0 && atomic_compare_exchange_strong(&m->holder, &holder, (uint32_t)cproc_pid))
-        return 1;
-    *seen = holder;
-    return 0;
+    return cproc_mutex_try(((lock_ctx *)arg)->m, seen);
 }
 
 /* While asleep: if the holder process died, take the mutex over. */
@@ -67,14 +65,11 @@ static int mutex_take_over(void *arg)
     return 1;
 }
 
-int cproc_mutex_lock(cproc_mutex_t *m, int64_t deadline, pid_t *dead)
+int cproc_mutex_wait(cproc_mutex_t *m, int64_t deadline, pid_t *dead)
 {
-    lock_ctx ctx = {m, 0};
-    uint32_t seen;
-    if (mutex_try(&ctx, &seen))
-        return CPROC_MUTEX_TAKEN;
     if (deadline == CPROC_NOWAIT)
         return CPROC_MUTEX_TIMEOUT;
+    lock_ctx ctx = {m, 0};
     int r = cproc_wait(&m->holder, &m->waiters, mutex_try, mutex_take_over, &ctx, deadline);
     if (r == CPROC_WAIT_ERROR)
         return CPROC_MUTEX_ERROR;
@@ -85,12 +80,4 @@ int cproc_mutex_lock(cproc_mutex_t *m, int64_t deadline, pid_t *dead)
     if (dead != NULL)
         *dead = (pid_t)ctx.dead;
     return CPROC_MUTEX_TAKEN_OVER;
-}
-
-uint32_t cproc_mutex_unlock(cproc_mutex_t *m)
-{
-    uint32_t holder = atomic_exchange(&m->holder, 0);
-    if (holder != 0)
-        cproc_wake_waiters(&m->holder, &m->waiters, 1);
-    return holder;
 }
