@@ -78,8 +78,10 @@ import types
 import multiprocessing
 import pytest
 
-from _helpers import (CTRL_C_SCRIPT, FORK, GIL_SCRIPT, ChildSet, ThreadTask, check_ctrl_c_script, check_gil_script,
-                      popen_impl_script, proc_state, wait_until)
+from helpers.blocking import proc_state, wait_until
+from helpers.children import FORK, ChildSet, ThreadTask
+from helpers.scripts import (CTRL_C_SCRIPT, GIL_SCRIPT, check_ctrl_c_script, check_gil_script,
+    popen_impl_script)
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from _helpers import ChildSet
+from helpers.children import ChildSet
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.cproc_only]
 
