@@ -616,52 +616,31 @@ def _locked_read(cond, counters, i):
         return counters[i]
 
 
-def test_condition_notify_n_threads(mp):
+def _counting_waiter(cond, counters):
+    """Wait on cond once: counters[0] counts the waiters ready, [1] the woken."""
+    with cond:
+        counters[0] += 1
+        r = cond.wait(10)
+        counters[1] += 1
+        return r
+
+
+@pytest.mark.parametrize("waiters, n", [(4, 2), (3, 1)], ids=["notify(2)", "notify()"])
+def test_condition_notify_n_threads(mp, waiters, n):
     cond = mp.Condition()
     counters = SharedInts(2)
-
-    def waiter():
-        with cond:
-            counters[0] += 1
-            r = cond.wait(10)
-            counters[1] += 1
-            return r
-
-    tasks = [ThreadTask(waiter) for _ in range(4)]
-    _notify_n_scenario(mp, cond, counters, tasks, lambda: cond.notify(2))
-    assert [t.result(5) for t in tasks] == [True] * 4
-    assert counters[1] == 4
-
-
-def test_condition_notify_one_thread(mp):
-    cond = mp.Condition()
-    counters = SharedInts(2)
-
-    def waiter():
-        with cond:
-            counters[0] += 1
-            r = cond.wait(10)
-            counters[1] += 1
-            return r
-
-    tasks = [ThreadTask(waiter) for _ in range(3)]
-    _notify_n_scenario(mp, cond, counters, tasks, cond.notify, n=1)
-    assert [t.result(5) for t in tasks] == [True] * 3
+    tasks = [ThreadTask(_counting_waiter, cond, counters) for _ in range(waiters)]
+    notify = cond.notify if n == 1 else lambda: cond.notify(n)  # notify(): its default n=1
+    _notify_n_scenario(mp, cond, counters, tasks, notify, n)
+    assert [t.result(5) for t in tasks] == [True] * waiters
+    assert counters[1] == waiters
 
 
 def test_condition_notify_n_processes(mp):
     cond = mp.Condition()
     counters = SharedInts(2)
-
-    def waiter():
-        with cond:
-            counters[0] += 1
-            r = cond.wait(10)
-            counters[1] += 1
-            return r
-
     with ChildSet() as cs:
-        children = [cs.start(waiter) for _ in range(4)]
+        children = [cs.start(_counting_waiter, cond, counters) for _ in range(4)]
         _notify_n_scenario(mp, cond, counters, children, lambda: cond.notify(2))
         assert [c.result(5) for c in children] == [True] * 4
     assert counters[1] == 4
