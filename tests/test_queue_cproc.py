@@ -29,9 +29,9 @@ import time
 import pytest
 
 from helpers.blocking import wait_blocked
-from helpers.children import FORK, ChildSet, ThreadTask
+from helpers.children import FORK, ChildSet, Payload, ThreadTask
 from helpers.queues import _warm_up_queues, new  # noqa: F401,F811 - fixtures
-from helpers.queues import (OBJECTS, CustomError, MiB, Payload, assert_finishes, assert_waited, get_within,
+from helpers.queues import (OBJECTS, CustomError, MiB, assert_finishes, assert_waited, get_within,
     mismatches, raises_exact, timed_raise)
 
 pytestmark = pytest.mark.timeout(60)

@@ -28,6 +28,20 @@ class Point(ctypes.Structure):
     _fields_ = [("x", ctypes.c_int), ("y", ctypes.c_double)]
 
 
+class Payload:
+    """A user class that travels (pickled by reference to this module)."""
+
+    def __init__(self, x, items):
+        self.x = x
+        self.items = items
+
+    def __eq__(self, other):
+        return type(other) is Payload and (self.x, self.items) == (other.x, other.items)
+
+    def __repr__(self):
+        return f"Payload({self.x!r}, {self.items!r})"
+
+
 class SharedInts:
     """n C ints in an anonymous MAP_SHARED mapping.
 

@@ -13,27 +13,13 @@ import multiprocessing
 import pytest
 
 from helpers.blocking import wait_until
-from helpers.children import ThreadTask
+from helpers.children import Payload, ThreadTask
 
 MiB = 1 << 20
 
 
 # --------------------------------------------------------------------------
 # objects that travel (module level: pickled by reference to this module)
-
-
-class Payload:
-    """A user class."""
-
-    def __init__(self, x, items):
-        self.x = x
-        self.items = items
-
-    def __eq__(self, other):
-        return type(other) is Payload and (self.x, self.items) == (other.x, other.items)
-
-    def __repr__(self):
-        return f"Payload({self.x!r}, {self.items!r})"
 
 
 class CustomError(Exception):
