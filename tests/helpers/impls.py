@@ -8,10 +8,7 @@ from helpers.targets import proc_noop
 
 
 START_METHODS = ("fork", "spawn", "forkserver")
-
-
 PROCESS_CLASS = {"fork": "ForkProcess", "spawn": "SpawnProcess", "forkserver": "ForkServerProcess"}
-
 
 
 def cproc_method_works(method):

@@ -42,8 +42,6 @@ def new_dev_shm_entries(before, grace=1.0):
 # restarted Dask worker): predicates fd_allowed(fd, link) -> bool and
 # shm_allowed(name) -> bool, which the leak check (conftest.no_leaks) skips.
 FD_ALLOWANCES = []
-
-
 SHM_ALLOWANCES = []
 
 
