@@ -16,8 +16,8 @@ under cproc with the same start method (ids ``multiprocessing-forkserver``,
 
 import pytest
 
-import _helpers as H
-from _helpers import impl_method_params, run_impl_script
+from helpers.impls import impl_method_params
+from helpers.scripts import run_impl_script
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -74,8 +74,12 @@ import multiprocessing
 import multiprocessing.pool
 import pytest
 
-from _helpers import SharedInts, kill_session, pickle_error, pid_gone, popen_impl_script, read_json, read_line, \
-    session_alive, wait_until, write_json
+from helpers.blocking import pid_gone, wait_until
+from helpers.children import SharedInts
+from helpers.impls import pickle_error
+from helpers.resources import session_alive
+from helpers.scripts import kill_session, popen_impl_script, read_line
+from helpers.targets import read_json, write_json
 
 pytestmark = pytest.mark.timeout(60)
 
