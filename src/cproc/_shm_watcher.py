@@ -7,13 +7,18 @@ of its own (a Ctrl+C or a kill of the user's process group does not reach it)
 and ignores SIGINT and SIGTERM, as multiprocessing's resource tracker does.
 
 FD is its end of a SOCK_SEQPACKET socket pair; every process of the program
-that started it holds the other end (forked children inherit it).  Messages:
+that started it holds the other end (forked children inherit it).  A message
+is one or more records ``kind + ino + pid + len(name) + name``:
 
-* ``b"R" + ino + name`` with a pidfd attached: that process created the
-  block /dev/shm<name> (inode ino) and asks for it to be tracked;
-* ``b"A" + ino + name`` with a pidfd: that process attached it (counted only
-  if the block is tracked here: a kept block stays kept);
-* ``b"U" + ino + name``: a process unlinked it, forget it.
+* ``R``: process pid created the block /dev/shm<name> (inode ino) and asks
+  for it to be tracked;
+* ``A``: process pid attached it (counted only if the block is tracked here:
+  a kept block stays kept);
+* ``U``: a process unlinked it, forget it.
+
+A process's first message carries a pidfd of itself (SCM_RIGHTS): the
+watcher watches that pid from then on.  Its later messages only name the
+pid.
 
 A block is unlinked when (1) every process that registered it has exited
 (its pidfd is readable), (2) no process has it open through cproc (each cproc
@@ -37,7 +42,8 @@ import time
 
 SHM_DIR = "/dev/shm"
 FIRST_DELAY, MAX_DELAY = 0.02, 1.0
-_HEAD = struct.Struct("=cQ")
+BATCH = 0.002       # after reading messages, the time before polling the socket again
+_REC = struct.Struct("=cQiH")
 
 
 def _mapped(path, ino):
@@ -73,52 +79,62 @@ class Watcher:
     # -- messages
 
     def receive(self):
-        try:
-            msg, fds, _flags, _addr = socket.recv_fds(self.sock, 4096, 1)
-        except InterruptedError:
-            return True
-        if not msg:
-            return False
-        if len(msg) <= _HEAD.size:
-            for fd in fds:
-                os.close(fd)
-            return True
-        kind, ino = _HEAD.unpack_from(msg)
-        name = msg[_HEAD.size:].decode(errors="surrogateescape")
+        """Read every message waiting; False once every client end is closed."""
+        while True:
+            try:
+                msg, fds, _flags, _addr = socket.recv_fds(self.sock, 65536, 1)
+            except InterruptedError:
+                continue
+            except BlockingIOError:
+                return True
+            if not msg:
+                return False
+            self.handle(msg, fds)
+
+    def handle(self, msg, fds):
+        for fd in fds[1:]:
+            os.close(fd)
+        if fds:
+            self.adopt(fds[0])
+        at = 0
+        while at + _REC.size <= len(msg):
+            kind, ino, pid, size = _REC.unpack_from(msg, at)
+            at += _REC.size
+            name = msg[at:at + size].decode(errors="surrogateescape")
+            at += size
+            self.record(kind, ino, pid, name)
+
+    def record(self, kind, ino, pid, name):
+        block = self.blocks.get(name)
         if kind == b"U":
-            block = self.blocks.get(name)
             if block is not None and block[0] == ino:
                 self.forget(name)
-        elif kind in (b"R", b"A"):
-            block = self.blocks.get(name)
-            if block is None or block[0] != ino:
-                if kind == b"A":      # not ours to track (kept, or another program's)
-                    block = None
-                else:
-                    block = self.blocks[name] = [ino, set(), None, FIRST_DELAY]
-            if block is not None:
-                pid = self.adopt(fds.pop(0)) if fds else None
-                if pid is not None:
-                    block[1].add(pid)
-                elif not block[1]:
-                    self.schedule(block, 0.0)
-        for fd in fds:
-            os.close(fd)
-        return True
+            return
+        if block is None or block[0] != ino:
+            if kind != b"R":      # not ours to track (kept, or another program's)
+                return
+            block = self.blocks[name] = [ino, set(), None, FIRST_DELAY]
+        if pid in self.pidfds:
+            block[1].add(pid)
+        elif not block[1]:        # that process has exited already
+            self.schedule(block, 0.0)
 
     def adopt(self, pidfd):
-        """The pid behind pidfd, watched; None if it already exited."""
+        """Watch the process behind pidfd (unless it already exited)."""
         try:
             with open(f"/proc/self/fdinfo/{pidfd}") as f:
                 pid = next(int(line.split()[1]) for line in f if line.startswith("Pid:"))
         except (OSError, StopIteration, ValueError, IndexError):
             pid = -1
-        if pid <= 0 or pid in self.pidfds:
+        old = self.pidfds.get(pid)
+        if old is not None and select.select([old], [], [], 0)[0]:
+            self.exited(old)          # an earlier process of that pid, gone
+            old = None
+        if pid <= 0 or old is not None:
             os.close(pidfd)
-            return pid if pid > 0 else None
+            return
         self.pidfds[pid] = pidfd
         self.poller.register(pidfd, select.POLLIN)
-        return pid
 
     def exited(self, pidfd):
         pid = next(p for p, fd in self.pidfds.items() if fd == pidfd)
@@ -182,13 +198,21 @@ class Watcher:
                 break
             dues = [b[2] for b in self.blocks.values() if b[2] is not None]
             timeout = None if not dues else max(0, int((min(dues) - time.monotonic()) * 1000) + 1)
+            received = False
             for fd, _ev in self.poller.poll(timeout):
                 if fd == self.sock.fileno():
+                    received = True
                     if not self.receive():
                         connected = False
                         self.poller.unregister(self.sock)
                 else:
                     self.exited(fd)
+            if received and connected:
+                # Messages are news, not requests: nobody waits for an answer,
+                # and the socket keeps what is sent meanwhile.  Not polling
+                # it for a moment saves a client creating blocks in a loop a
+                # wake-up of this process per block.
+                time.sleep(BATCH)
 
 
 def main():
@@ -200,6 +224,7 @@ def main():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sock = socket.socket(fileno=fd)
+    sock.setblocking(False)
     Watcher(sock).run()
 
 
