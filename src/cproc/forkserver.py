@@ -157,8 +157,11 @@ class ForkServer:
                 f.write(payload)
             try:
                 pid = _read_int(status_client)
-            except BaseException:
+            except BaseException as e:
                 status_client.close()
+                if isinstance(e, EOFError) and hasattr(e, "add_note"):
+                    # as multiprocessing 3.15 says it (a preload with on_error='fail', say)
+                    e.add_note("Forkserver process may have crashed: see its error output")
                 raise
         return pid, status_client
 
