@@ -1,14 +1,16 @@
 """cproc's shared-memory watcher: unlinks a tracked block once nobody uses it.
 
-Run by cproc.shared_memory as ``python -I -S _shm_watcher.py FD`` (standard
+Run by cproc.shared_memory as ``python -I -S _shm_watcher.py SOCK PIPE`` (standard
 library only, not imported as part of cproc).  The script forks and its first
 process exits at once, so the watcher is nobody's child; it starts a session
 of its own (a Ctrl+C or a kill of the user's process group does not reach it)
 and ignores SIGINT and SIGTERM, as multiprocessing's resource tracker does.
 
-FD is its end of a SOCK_SEQPACKET socket pair; every process of the program
-that started it holds the other end (forked children inherit it).  A message
-is one or more records ``kind + ino + pid + len(name) + name``:
+SOCK and PIPE: its end of a SOCK_SEQPACKET socket pair and the read end of a
+pipe; every process of the program that started it holds the other ends
+(forked children inherit them).  The pipe carries records ``kind + ino +
+pid + len(name) + name`` (each write a whole number of them, under
+PIPE_BUF, so writers never mix):
 
 * ``R``: process pid created the block /dev/shm<name> (inode ino) and asks
   for it to be tracked;
@@ -16,9 +18,11 @@ is one or more records ``kind + ino + pid + len(name) + name``:
   a kept block stays kept);
 * ``U``: a process unlinked it, forget it.
 
-A process's first message carries a pidfd of itself (SCM_RIGHTS): the
-watcher watches that pid from then on.  Its later messages only name the
-pid.
+Before its first record a process sends a pidfd of itself on the socket
+(SCM_RIGHTS): the watcher watches that pid from then on.  The watcher reads
+the pipe first, then the socket, then handles the records: the pidfd of
+every record's process is then in hand (it was sent before the record was
+written), or that process has exited.
 
 A block is unlinked when (1) every process that registered it has exited
 (its pidfd is readable), (2) no process has it open through cproc (each cproc
@@ -69,40 +73,60 @@ def _mapped(path, ino):
 
 
 class Watcher:
-    def __init__(self, sock):
+    def __init__(self, sock, pipe):
         self.sock = sock
+        self.pipe = pipe
+        self.buf = b""       # pipe bytes not yet a whole record
         self.blocks = {}     # name -> [ino, set of pids, due time or None, delay]
         self.pidfds = {}     # pid -> pidfd
         self.poller = select.poll()
         self.poller.register(sock, select.POLLIN)
+        self.poller.register(pipe, select.POLLIN)
 
     # -- messages
 
     def receive(self):
-        """Read every message waiting; False once every client end is closed."""
+        """Take the pidfds waiting on the socket; False once every client end is closed."""
         while True:
             try:
-                msg, fds, _flags, _addr = socket.recv_fds(self.sock, 65536, 1)
+                msg, fds, _flags, _addr = socket.recv_fds(self.sock, 16, 1)
             except InterruptedError:
                 continue
             except BlockingIOError:
                 return True
             if not msg:
                 return False
-            self.handle(msg, fds)
+            for fd in fds[1:]:
+                os.close(fd)
+            if fds:
+                self.adopt(fds[0])
 
-    def handle(self, msg, fds):
-        for fd in fds[1:]:
-            os.close(fd)
-        if fds:
-            self.adopt(fds[0])
-        at = 0
-        while at + _REC.size <= len(msg):
-            kind, ino, pid, size = _REC.unpack_from(msg, at)
-            at += _REC.size
-            name = msg[at:at + size].decode(errors="surrogateescape")
-            at += size
+    def read_records(self):
+        """Read what the pipe holds (False at its end), then handle the
+        whole records, once the socket's pidfds are taken."""
+        more = True
+        while True:
+            try:
+                data = os.read(self.pipe, 65536)
+            except InterruptedError:
+                continue
+            except BlockingIOError:
+                break
+            if not data:
+                more = False
+                break
+            self.buf += data
+        connected = self.receive()
+        buf, at = self.buf, 0
+        while at + _REC.size <= len(buf):
+            kind, ino, pid, size = _REC.unpack_from(buf, at)
+            if at + _REC.size + size > len(buf):
+                break
+            name = buf[at + _REC.size:at + _REC.size + size].decode(errors="surrogateescape")
+            at += _REC.size + size
             self.record(kind, ino, pid, name)
+        self.buf = buf[at:]
+        return more and connected
 
     def record(self, kind, ino, pid, name):
         block = self.blocks.get(name)
@@ -199,14 +223,17 @@ class Watcher:
             dues = [b[2] for b in self.blocks.values() if b[2] is not None]
             timeout = None if not dues else max(0, int((min(dues) - time.monotonic()) * 1000) + 1)
             received = False
-            for fd, _ev in self.poller.poll(timeout):
-                if fd == self.sock.fileno():
-                    received = True
-                    if not self.receive():
-                        connected = False
-                        self.poller.unregister(self.sock)
-                else:
+            events = self.poller.poll(timeout)
+            exits = set(self.pidfds.values())
+            for fd, _ev in events:      # first: reading may close and reuse pidfd numbers
+                if fd in exits:
                     self.exited(fd)
+            if connected and any(fd in (self.pipe, self.sock.fileno()) for fd, _ev in events):
+                received = True
+                if not self.read_records():
+                    connected = False
+                    self.poller.unregister(self.sock)
+                    self.poller.unregister(self.pipe)
             if received and connected:
                 # Messages are news, not requests: nobody waits for an answer,
                 # and the socket keeps what is sent meanwhile.  Not polling
@@ -216,7 +243,7 @@ class Watcher:
 
 
 def main():
-    fd = int(sys.argv[1])
+    fd, pipe = int(sys.argv[1]), int(sys.argv[2])
     if os.fork():
         os._exit(0)              # the starter reaps this first process at once
     os.setsid()
@@ -225,7 +252,8 @@ def main():
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sock = socket.socket(fileno=fd)
     sock.setblocking(False)
-    Watcher(sock).run()
+    os.set_blocking(pipe, False)
+    Watcher(sock, pipe).run()
 
 
 if __name__ == "__main__":

@@ -41,42 +41,49 @@ _LOCK_SH = fcntl.LOCK_SH
 # a record: kind, inode, pid, length of the name; then the name (see _shm_watcher.py)
 _REC = struct.Struct("=cQiH")
 _WATCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_shm_watcher.py")
-_MAX_PENDING = 64   # U records held back before they are sent on their own
+_MAX_PENDING = 2048  # bytes of U records held back before they are sent on their own
+                     # (a write to the pipe stays under PIPE_BUF: records never mix)
 
 _lock = threading.Lock()
-_sock = None        # this program's connection to its watcher, inherited by forked children
+_sock = None        # this program's connection to its watcher (pidfds), inherited by forked children
+_wfd = -1           # the write end of its record pipe, inherited likewise
 _pid = os.getpid()
 _pidfd_sent = False  # this process has given the watcher a pidfd of itself over _sock
-_told = {}          # name -> inode of the blocks this process registered (R or A) over _sock
+_told = {}          # name -> inode of the blocks this process registered (R or A) with it
 _pending = []       # U records not sent yet (they go with the next message)
+_pending_size = 0
 
 
 def _after_fork_in_child():
-    global _lock, _pid, _pidfd_sent, _told, _pending
+    global _lock, _pid, _pidfd_sent, _told, _pending, _pending_size
     _lock = threading.Lock()
     _pid = os.getpid()
     _pidfd_sent = False
     _told = {}
-    _pending = []   # the parent sends them
+    _pending, _pending_size = [], 0   # the parent sends them
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _start_watcher():
+    """A new watcher: (our end of its socket, the write end of its record pipe)."""
     from .spawn import get_executable
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    rfd, wfd = os.pipe2(os.O_CLOEXEC)
     try:
         # the script forks the watcher and exits: run() reaps that first process
-        subprocess.run([get_executable(), "-I", "-S", _WATCHER, str(theirs.fileno())],
-                       pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+        subprocess.run([get_executable(), "-I", "-S", _WATCHER, str(theirs.fileno()), str(rfd)],
+                       pass_fds=(theirs.fileno(), rfd), stdin=subprocess.DEVNULL,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
     except BaseException:
         ours.close()
+        os.close(wfd)
         raise
     finally:
         theirs.close()
-    return ours
+        os.close(rfd)
+    return ours, wfd
 
 
 def _tell(kind, ino, name, start=False):
@@ -88,10 +95,11 @@ def _tell(kind, ino, name, start=False):
     registered is not sent: the watcher counts processes, not handles.  U is
     only bookkeeping for the watcher (a block whose name is gone or names
     another inode is forgotten anyway), so U records wait and go with the
-    next message.  A process's first message carries a pidfd of it; later
-    ones name its pid, which the watcher already watches.
+    next message.  Records go through a pipe (one write, atomic); a
+    process's first message is preceded by a pidfd of it on the socket,
+    which the watcher reads before the records that follow.
     """
-    global _sock, _pidfd_sent, _told, _pending
+    global _sock, _wfd, _pidfd_sent, _told, _pending, _pending_size
     raw = name.encode() if name.isascii() else os.fsencode(name)
     rec = _REC.pack(kind, ino, _pid, len(raw)) + raw
     with _lock:
@@ -100,7 +108,8 @@ def _tell(kind, ino, name, start=False):
             if _sock is None:
                 return
             _pending.append(rec)
-            if len(_pending) < _MAX_PENDING:
+            _pending_size += len(rec)
+            if _pending_size < _MAX_PENDING:
                 return
             rec = b""
         elif _told.get(name) == ino:
@@ -108,29 +117,28 @@ def _tell(kind, ino, name, start=False):
         while True:
             if _sock is None:
                 if not start:
-                    _pending = []
+                    _pending, _pending_size = [], 0
                     return
-                _sock = _start_watcher()
+                _sock, _wfd = _start_watcher()
                 _pidfd_sent = False
                 _told = {}
-                _pending = []
+                _pending, _pending_size = [], 0
                 start = False
-            msg = b"".join(_pending) + rec
             try:
-                if _pidfd_sent:
-                    _sock.send(msg)
-                else:
+                if not _pidfd_sent:
                     pidfd = os.pidfd_open(_pid)
                     try:
-                        socket.send_fds(_sock, [msg], [pidfd])
+                        socket.send_fds(_sock, [b"P"], [pidfd])
                     finally:
                         os.close(pidfd)
                     _pidfd_sent = True
+                os.write(_wfd, b"".join(_pending) + rec if _pending else rec)
             except (BrokenPipeError, ConnectionResetError, ConnectionRefusedError):
                 _sock.close()       # the watcher is gone (killed): a new one, once
-                _sock = None
+                os.close(_wfd)
+                _sock, _wfd = None, -1
                 continue
-            _pending = []
+            _pending, _pending_size = [], 0
             if kind != b"U":
                 _told[name] = ino
             return
