@@ -151,6 +151,7 @@ def _ignored_fds():
     shm = sys.modules.get("cproc.shared_memory")
     if shm is not None and shm._sock is not None:
         ignored.add(shm._sock.fileno())
+        ignored.add(shm._wfd)           # and the write end of its record pipe
     return ignored
 
 

@@ -498,3 +498,14 @@ def test_import_leaves_ctypes_and_connection_for_first_use():
                          env=child_env())
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:3] == ["False False", "hi True", "9 True"]
+
+
+def test_default_start_method_follows_the_python_version():
+    """multiprocessing's Linux default: fork up to 3.13, forkserver from 3.14
+    (the running Python's is differential in this file; the mapping is
+    pinned here for the versions this machine cannot run)."""
+    import cproc.context
+    assert cproc.context._default_start_method((3, 13, 0)) == "fork"
+    assert cproc.context._default_start_method((3, 14, 0)) == "forkserver"
+    import multiprocessing
+    assert cproc.get_context().get_start_method() == multiprocessing.get_context().get_start_method()

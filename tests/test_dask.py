@@ -705,3 +705,106 @@ def test_function_defined_in_a_notebook(cluster, tmp_path):
     asyncio.run(run())
     outputs = [o for o in nb.cells[0].outputs]
     assert [o.get("text") for o in outputs] == ["[0, 1, 8, 27, 64] True\n"], outputs
+
+
+# ==========================================================================
+# asyncio: the Dask pool's results are awaitable as the local pool's are
+# (the same C result types, fed by the pool's collector thread: it wakes the
+# awaiting loop through the loop's wake-up pipe, no thread per await, no
+# polling; see tests/test_pool_asyncio.py for the local pool)
+
+
+def _asyncio_run(coro, timeout=60):
+    import asyncio
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def test_await_dask_results_and_async_for(dpool):
+    import asyncio
+
+    async def main(pool):
+        assert await pool.apply_async(square, (7,)) == 49
+        assert await pool.map_async(square, range(10)) == [x * x for x in range(10)]
+        assert await pool.starmap_async(add, [(2, 3), (3, 4)]) == [5, 7]
+        with pytest.raises(ValueError, match="item 5 is bad"):
+            await pool.apply_async(fail_on_5, (5,))
+        assert [x async for x in pool.imap(square, range(12))] == [x * x for x in range(12)]
+        got = [x async for x in pool.imap_unordered(square, range(9))]
+        assert sorted(got) == [x * x for x in range(9)]
+        threads = threading.active_count()
+        results = [pool.apply_async(square, (i,)) for i in range(200)]
+        assert await asyncio.gather(*results) == [i * i for i in range(200)]
+        assert threading.active_count() == threads        # no thread per await
+
+    _asyncio_run(main(dpool(2)))
+
+
+def test_dask_cancelled_await_loses_no_other_result(dpool):
+    import asyncio
+
+    async def one(result):
+        return await result
+
+    async def main(pool):
+        results = [pool.apply_async(sleep_then, (0.05, i)) for i in range(10)]
+        tasks = [asyncio.ensure_future(one(r)) for r in results]
+        await asyncio.sleep(0)
+        for t in tasks[::2]:
+            t.cancel()
+        done = await asyncio.gather(*tasks, return_exceptions=True)
+        assert [d for d in done[1::2]] == list(range(1, 10, 2))
+        assert all(isinstance(d, asyncio.CancelledError) for d in done[::2])
+        assert [await r for r in results] == list(range(10))     # the cancelled ones' too
+        slow = pool.apply_async(sleep_then, (1.0, "slow"))
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(one(slow), 0.05)
+        assert await slow == "slow"
+
+    _asyncio_run(main(dpool(2)))
+
+
+ASYNC_CTRL_C_SCRIPT = """
+    import asyncio, sys, time
+    import cproc
+
+    def slow(i):
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            time.sleep(0.01)
+        return i
+
+    async def main(pool):
+        results = [pool.apply_async(slow, (i,)) for i in range(4)]
+        print("ready", flush=True)
+        await asyncio.gather(*results)
+
+    if __name__ == "__main__":
+        with cproc.Pool() as pool:
+            asyncio.run(main(pool))
+"""
+
+
+@pytest.mark.timeout(90)
+def test_ctrl_c_while_awaiting_dask_results(cluster, tmp_path):
+    """As with the local pool (test_pool_asyncio.py): asyncio's
+    KeyboardInterrupt, exit by SIGINT, and nothing of the pool left running
+    on the cluster once the script has left its `with`."""
+    path, env = _script(tmp_path, ASYNC_CTRL_C_SCRIPT, {cproc.dask.ENV_SCHEDULER: cluster.address})
+    proc = subprocess.Popen([sys.executable, str(path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, bufsize=0, start_new_session=True)
+    try:
+        assert H.read_line(proc.stdout, 60) == "ready"
+        assert H.wait_until(lambda: cluster.running() == (2, 2), timeout=30)
+        t0 = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(30)
+        exited_in = time.monotonic() - t0
+        stderr = proc.stderr.read().decode(errors="replace")
+    finally:
+        _stop(proc)
+        proc.stdout.close()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGINT, stderr
+    assert stderr.rstrip().splitlines()[-1] == "KeyboardInterrupt", stderr
+    assert exited_in < 10
+    assert H.wait_until(lambda: cluster.running() == (0, 0), timeout=10)
