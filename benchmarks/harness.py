@@ -76,9 +76,10 @@ class Case:
     peers: List[Peer] = dataclasses.field(default_factory=list)
     group: str = ""                 # the cases_* module it came from
     note: str = ""                  # printed under the table (e.g. what bounds it)
-    # False for a case that runs in one process (an uncontended Lock, say):
-    # it runs under the first placement only (see Placement).
-    cross: bool = True
+    # False for a case that runs in one process (an uncontended Lock, say),
+    # or whose ratio compares unlike things: it runs under the first
+    # placement only (see Placement), not in the placement matrix.
+    matrix: bool = True
 
     def size_for(self, quick: bool) -> int:
         if not quick:
@@ -104,13 +105,13 @@ def register(c: Case) -> Case:
 def case(name: str, *, target: Optional[float], size: int,
          quick: Optional[int] = None, work: str = "{size:,}",
          peers: Optional[List[Peer]] = None, note: str = "",
-         cross: bool = True):
+         matrix: bool = True):
     """Decorator: register ``fn(mod, size) -> seconds`` as a benchmark case."""
 
     def deco(fn: RunFn) -> RunFn:
         register(Case(name=name, run=fn, target=target, size=size,
                       quick=quick, work=work, peers=list(peers or []),
-                      group=fn.__module__, note=note, cross=cross))
+                      group=fn.__module__, note=note, matrix=matrix))
         return fn
 
     return deco

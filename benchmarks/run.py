@@ -353,7 +353,7 @@ def render_matrix(matrix, placements, cand):
     lines.append("|---|" + "---:|" * (len(placements) + 2))
     cols = {p: [] for p in placements}
     names = [r["name"] for r in matrix[placements[0]]
-             if r.get("cross", True)]
+             if r.get("matrix", True)]
     for name in names:
         cells, ratios, target = [], [], None
         for p in placements:
@@ -535,14 +535,14 @@ def main(argv=None):
         results = matrix[placement] = []
         with Placement(placement, usable):
             for c in cases:
-                if i > 0 and not c.cross:
+                if i > 0 and not c.matrix:
                     continue
                 progress(f"  {c.name} [{c.describe(c.size_for(args.quick))}] ")
                 t0 = time.perf_counter()
                 res = run_case(c, cand_label, cand_mod, peer_mods, rounds,
                                args.quick, args.timeout, not args.no_warmup,
                                args.order, progress)
-                res["cross"] = c.cross
+                res["matrix"] = c.matrix
                 if res["status"] == "error":
                     progress(f" error: {res['error']}\n")
                 else:
