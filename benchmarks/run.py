@@ -4,6 +4,7 @@
     python benchmarks/run.py                 # all cases, 7 rounds, writes RESULTS.md
     python benchmarks/run.py --quick         # 3 rounds, smaller sizes (smoke test)
     python benchmarks/run.py --only Lock     # cases whose name or module matches
+    python benchmarks/run.py --skip dask     # all cases but those
     python benchmarks/run.py --json raw.json # also dump every per-round time
     python benchmarks/run.py --candidate multiprocessing   # self-check: ratios ~1.0
     python benchmarks/run.py --list          # list the registered cases
@@ -441,6 +442,9 @@ def main(argv=None):
     ap.add_argument("--only", action="append", metavar="SUBSTR", default=[],
                     help="run only cases whose name or module contains SUBSTR "
                          "(case-insensitive; repeatable)")
+    ap.add_argument("--skip", action="append", metavar="SUBSTR", default=[],
+                    help="leave out cases whose name or module contains SUBSTR "
+                         "(case-insensitive; repeatable)")
     ap.add_argument("--candidate", default="cproc", metavar="MODULE",
                     help="module compared against multiprocessing "
                          "(default cproc; 'multiprocessing' for a self-check)")
@@ -495,6 +499,11 @@ def main(argv=None):
         cases = [c for c in cases
                  if any(s in c.name.lower() or s in c.group.lower()
                         for s in subs)]
+    if args.skip:
+        subs = [s.lower() for s in args.skip]
+        cases = [c for c in cases
+                 if not any(s in c.name.lower() or s in c.group.lower()
+                            for s in subs)]
     if args.list:
         for c in cases:
             peers = ", ".join(p.label for p in c.peers)
@@ -581,7 +590,8 @@ def main(argv=None):
     text = render(results, meta)
     sys.stdout.write("\n" + text)
 
-    partial = bool(args.only) or args.quick or args.candidate != "cproc"
+    partial = (bool(args.only) or bool(args.skip) or args.quick
+               or args.candidate != "cproc")
     out = args.output
     if out is None and not partial:
         out = DEFAULT_OUTPUT
