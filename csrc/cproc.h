@@ -77,9 +77,9 @@ static inline void cproc_wake_waiters(_Atomic uint32_t *word, _Atomic uint32_t *
  * Safe without the GIL (the state is process-local atomics). */
 typedef struct {
     _Atomic uint64_t *slot;
-    uint32_t tag, est, yield_skip;
-    int rounds, yields, phase, exploring;   /* phase: 0 spinning, 1 yielding, 2 sleeping */
-    int64_t start, spin_until, cpu_start;
+    uint32_t tag, est, yield_skip, epoch;
+    int rounds, yields, phase, exploring, preempted;   /* phase: 0 spinning, 1 yielding, 2 sleeping */
+    int64_t start, spin_until, last_clock;
 } cproc_spinner;
 
 void cproc_spin_init(void);             /* at module load: the usable CPUs */

@@ -17,12 +17,15 @@
  *    the object's address holds an EWMA of how long the busy spin needed to
  *    succeed, a wait the spin did not end counting as SPIN_CAP. The budget is
  *    twice that (plus SPIN_MIN) while it stays under SPIN_MAX; otherwise
- *    no busy spin, except that every EXPLORE_EVERY-th such wait tries the
- *    start budget again (a success there resets the estimate). A spin that
- *    succeeded only because the peer ran on our CPU meanwhile (we were
- *    preempted: the spin ended well past its budget, or, for budgets from
- *    CPU_CHECK, the thread got less than half of the elapsed time) counts as
- *    a failure: on a shared CPU, spinning does not pay.
+ *    no busy spin, except that the first wait on the object in each epoch
+ *    of the monotonic clock (~8 ms) spins for SPIN_MAX / 2 (a success there
+ *    resets the estimate). Epochs are the same in every process, so two
+ *    peers that both went to sleeping (each one's waits then include the
+ *    other's wake-up, too long to spin for) try spinning again together.
+ *    A spin that succeeded only because the peer ran on our CPU meanwhile
+ *    counts as a failure: on a shared CPU spinning does not pay. We see
+ *    that we were preempted as a gap of more than GAP_NS between two clock
+ *    reads of the spin (they are CLOCK_EVERY rounds, well under 2 µs, apart).
  * 3. Callers that allow it (the futex loop) then yield the CPU a few times
  *    before sleeping: a peer sharing our CPU runs at once, without the
  *    sleep/wake-up system calls. A yield that takes longer than YIELD_SLOW
@@ -39,7 +42,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #define UNIT_NS 100                   /* estimates are kept in units of 100 ns */
@@ -47,19 +49,18 @@
 #define SPIN_START (4000 / UNIT_NS)   /* a new object's estimate: 4 µs */
 #define SPIN_MAX (50000 / UNIT_NS)    /* never spin longer than 50 µs */
 #define SPIN_CAP (2 * SPIN_MAX)       /* what a wait the spin did not end counts */
-#define EXPLORE_EVERY 16
+#define EPOCH_SHIFT 23                /* 2^23 ns: ~8 ms */
 #define YIELD_COUNT 10
 #define YIELD_SLOW_NS (100 * 1000)
 #define YIELD_SKIP_WAITS 16
 #define CLOCK_EVERY 8                 /* spin rounds between two clock reads */
-#define CPU_CHECK (4000 / UNIT_NS)    /* budgets from 4 µs check the CPU time used */
-#define LATE_NS 5000                  /* a spin that ends this late was preempted */
+#define GAP_NS 5000                   /* clock reads this far apart: we were preempted */
 
 #define SLOTS 256                     /* power of two */
 
-/* A slot: tag (32 bits of the key) << 32 | yield skips << 16 | estimate. */
+/* A slot: tag (32 bits of the key) << 32 | epoch (8 bits) << 24 |
+ * yield skips (8 bits) << 16 | estimate (16 bits). */
 static _Atomic uint64_t slots[SLOTS];
-static _Atomic unsigned explore_counter;
 static int usable_cpus = 1;           /* set at module load, inherited by fork */
 
 static int affinity_cpus(void)
@@ -173,43 +174,37 @@ static inline uint32_t key_tag(const void *key)
     return (uint32_t)k | 1;     /* never 0: an empty slot */
 }
 
-/* This thread's CPU time in ns, or -1. */
-static int64_t thread_cpu_ns(void)
-{
-    struct timespec ts;
-    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
-        return -1;
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 int cproc_spin_begin(cproc_spinner *s, const void *key, int yields)
 {
     uint32_t tag = key_tag(key);
     s->slot = &slots[tag & (SLOTS - 1)];
     s->tag = tag;
     uint64_t v = atomic_load_explicit(s->slot, memory_order_relaxed);
-    uint32_t est = SPIN_START, skip = 0;
+    uint32_t est = SPIN_START, skip = 0, epoch = 0;
     if ((uint32_t)(v >> 32) == tag) {
         est = (uint32_t)(v & 0xffff);
-        skip = (uint32_t)(v >> 16) & 0xffff;
+        skip = (uint32_t)(v >> 16) & 0xff;
+        epoch = (uint32_t)(v >> 24) & 0xff;
     }
     s->est = est;
     s->yield_skip = skip;
     s->start = cproc_monotonic_ns();
+    s->epoch = (uint32_t)(s->start >> EPOCH_SHIFT) & 0xff;
     s->exploring = 0;
     int64_t budget = 0;
     if (usable_cpus > 1) {
         budget = 2 * (int64_t)est + SPIN_MIN;
         if (budget > SPIN_MAX) {
             budget = 0;
-            if (atomic_fetch_add_explicit(&explore_counter, 1, memory_order_relaxed) % EXPLORE_EVERY == 0) {
-                budget = 2 * SPIN_START + SPIN_MIN;
+            if (epoch != s->epoch) {
+                budget = SPIN_MAX / 2;
                 s->exploring = 1;
             }
         }
     }
     s->spin_until = s->start + budget * UNIT_NS;
-    s->cpu_start = budget >= CPU_CHECK ? thread_cpu_ns() : -1;
+    s->last_clock = s->start;
+    s->preempted = 0;
     s->rounds = 0;
     s->yields = yields && skip == 0 ? YIELD_COUNT : 0;
     s->phase = budget > 0 ? 0 : 1;
@@ -219,7 +214,15 @@ int cproc_spin_begin(cproc_spinner *s, const void *key, int yields)
 int cproc_spin_again(cproc_spinner *s)
 {
     if (s->phase == 0) {
-        if (++s->rounds % CLOCK_EVERY != 0 || cproc_monotonic_ns() < s->spin_until) {
+        if (++s->rounds % CLOCK_EVERY != 0) {
+            cpu_relax();
+            return 1;
+        }
+        int64_t now = cproc_monotonic_ns();
+        if (now - s->last_clock > GAP_NS)
+            s->preempted = 1;
+        s->last_clock = now;
+        if (now < s->spin_until) {
             cpu_relax();
             return 1;
         }
@@ -240,19 +243,19 @@ int cproc_spin_again(cproc_spinner *s)
 void cproc_spin_end(cproc_spinner *s)
 {
     int64_t needed = SPIN_CAP;
+    int spin_paid = 0;
     if (s->phase == 0) {
-        int64_t elapsed = cproc_monotonic_ns() - s->start;
-        int64_t cpu = s->cpu_start >= 0 ? thread_cpu_ns() : -1;
-        if (elapsed > s->spin_until - s->start + LATE_NS ||
-            (cpu >= 0 && (cpu - s->cpu_start) * 2 < elapsed))
-            elapsed = SPIN_CAP * UNIT_NS;       /* preempted: the peer ran on our CPU */
-        needed = elapsed / UNIT_NS;
-        if (needed > SPIN_CAP)
-            needed = SPIN_CAP;
+        int64_t now = cproc_monotonic_ns();
+        if (!s->preempted && now - s->last_clock <= GAP_NS) {
+            spin_paid = 1;
+            needed = (now - s->start) / UNIT_NS;
+            if (needed > SPIN_CAP)
+                needed = SPIN_CAP;
+        }
     }
     int64_t est = s->est;
-    if (s->exploring && s->phase == 0)
-        est = needed;           /* spinning pays again: start from what it took */
+    if (s->exploring && spin_paid)         /* spinning pays again */
+        est = needed < (SPIN_MAX - SPIN_MIN) / 2 ? needed : (SPIN_MAX - SPIN_MIN) / 2;
     else
         est += (needed - est) / 8;
     if (est < 0)
@@ -260,6 +263,7 @@ void cproc_spin_end(cproc_spinner *s)
     if (est > SPIN_CAP)
         est = SPIN_CAP;
     uint32_t skip = s->yield_skip > 0 ? s->yield_skip - 1 : 0;
-    uint64_t v = (uint64_t)s->tag << 32 | (uint64_t)(skip & 0xffff) << 16 | (uint64_t)est;
+    uint64_t v = (uint64_t)s->tag << 32 | (uint64_t)(s->epoch & 0xff) << 24 |
+                 (uint64_t)(skip & 0xff) << 16 | (uint64_t)est;
     atomic_store_explicit(s->slot, v, memory_order_relaxed);
 }
