@@ -6,6 +6,8 @@ Lock.acquire(), Condition.wait() or Semaphore.acquire(). Once it is asleep
 (utime + stime, in clock ticks) is read, the parent lets about a second pass,
 reads it again, and only then releases the child. A waiter that spins, or
 wakes up often, shows up here: a spinning one uses the whole second.
+
+Also: the wait policy's count of usable CPUs (one CPU: never spin).
 """
 
 import os
@@ -109,3 +111,49 @@ def test_blocked_waiter_uses_no_cpu(mp, scenario):
         if not released:
             release()
         child.close()
+
+
+# --------------------------------------------------------------------------
+# The wait policy's count of usable CPUs (csrc/spin.c): a process that
+# starts on one CPU never busy-spins; a forked child keeps its parent's count
+# (pinning each process to a CPU of its own is when spinning pays most).
+
+def _usable_cpus_of_fresh_interpreter(pin):
+    import subprocess
+    import sys
+    code = ("import os\n"
+            f"if {pin!r}: os.sched_setaffinity(0, {{min(os.sched_getaffinity(0))}})\n"
+            "import cproc._cproc as c\n"
+            "print(c._usable_cpus())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=30, check=True)
+    return int(out.stdout)
+
+
+def test_one_usable_cpu_means_no_spin(cproc):
+    assert _usable_cpus_of_fresh_interpreter(pin=True) == 1
+    assert 1 <= _usable_cpus_of_fresh_interpreter(pin=False) <= len(os.sched_getaffinity(0))
+
+
+def test_fork_child_keeps_the_parents_cpu_count(cproc):
+    from cproc import _cproc
+    parent_count = _cproc._usable_cpus()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(r)
+            os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+            os.write(w, str(_cproc._usable_cpus()).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    try:
+        with os.fdopen(r, "rb") as f:
+            got = f.read()
+    finally:
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert int(got) == parent_count
