@@ -69,12 +69,17 @@ static int affinity_cpus(void)
     if (sched_getaffinity(0, sizeof set, &set) == 0)
         return CPU_COUNT(&set);
     /* EINVAL: the kernel's mask is larger than cpu_set_t (> 1024 CPUs) */
-    for (int n = 2 * CPU_SETSIZE; errno == EINVAL && n <= 64 * CPU_SETSIZE; n *= 2) {
+    int err = errno;
+    for (int n = 2 * CPU_SETSIZE; err == EINVAL && n <= 64 * CPU_SETSIZE; n *= 2) {
         cpu_set_t *dyn = CPU_ALLOC(n);
         if (dyn == NULL)
             break;
         size_t size = CPU_ALLOC_SIZE(n);
-        int count = sched_getaffinity(0, size, dyn) == 0 ? CPU_COUNT_S(size, dyn) : -1;
+        int count = -1;
+        if (sched_getaffinity(0, size, dyn) == 0)
+            count = CPU_COUNT_S(size, dyn);
+        else
+            err = errno;
         CPU_FREE(dyn);
         if (count > 0)
             return count;
