@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from _helpers import Child, proc_state, wait_until
+from helpers.blocking import proc_state, wait_until
+from helpers.children import Child
 
 pytestmark = pytest.mark.timeout(60)
 
