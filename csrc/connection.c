@@ -83,26 +83,12 @@ static PyObject *BufferTooShort;   /* multiprocessing.BufferTooShort */
 
 static int load_helpers(void)
 {
-    if (pickle_dumps != NULL)
-        return 0;
-    PyObject *red = PyImport_ImportModule("cproc.reduction");
-    PyObject *pkl = red ? PyImport_ImportModule("pickle") : NULL;
-    PyObject *mp = pkl ? PyImport_ImportModule("multiprocessing") : NULL;
-    if (mp != NULL) {
-        pickle_dumps = PyObject_GetAttrString(red, "dumps");
-        pickle_loads = PyObject_GetAttrString(pkl, "loads");
-        BufferTooShort = PyObject_GetAttrString(mp, "BufferTooShort");
-    }
-    Py_XDECREF(red);
-    Py_XDECREF(pkl);
-    Py_XDECREF(mp);
-    if (pickle_dumps == NULL || pickle_loads == NULL || BufferTooShort == NULL) {
-        Py_CLEAR(pickle_dumps);
-        Py_CLEAR(pickle_loads);
-        Py_CLEAR(BufferTooShort);
-        return -1;
-    }
-    return 0;
+    static const cproc_import_name names[] = {
+        {"cproc.reduction", "dumps", &pickle_dumps},
+        {"pickle", "loads", &pickle_loads},
+        {"multiprocessing", "BufferTooShort", &BufferTooShort},
+        {NULL}};
+    return cproc_import_names(names);
 }
 
 static int check_open(ConnectionObject *self)

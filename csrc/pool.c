@@ -3,7 +3,7 @@
  * - The worker loop (pool_worker): take a task record from the task queue,
  *   call, put the result record on the result queue, until a stop record,
  *   maxtasksperchild, or the pool's owner process is gone. The task's tag
- *   lands in the worker's slot under the queue's lock (queue.c), so the
+ *   lands in the worker's slot under the queue's lock (channel.c), so the
  *   owner always knows which task a dead worker was running.
  * - Submission (pool_submit): turn an iterable into chunk tasks and write
  *   them in batches; a chunk that does not pickle fails just that chunk.
@@ -46,7 +46,8 @@
 #include <stdio.h>
 #include <unistd.h>
 
-#define STOP_TAG ((uint64_t)1 << 63)    /* a task record's: leave; a result record's: left (RETIRED) */
+#define STOP_TAG_BIT 63                 /* cproc.pool reads it as _cproc.POOL_STOP_TAG_BIT */
+#define STOP_TAG ((uint64_t)1 << STOP_TAG_BIT)  /* a task record's: leave; a result record's: left (RETIRED) */
 #define KILL_BIT ((uint64_t)1 << 62)    /* in a slot: the collector kills this worker for its task's hard limit */
 #define FIRED_BIT ((int64_t)1 << 62)    /* in timing word [3]: the soft limit's SIGALRM is sent */
 #define TIMING_WORDS 4                  /* per worker: hard deadline, hard limit, soft deadline, soft task */
@@ -54,6 +55,7 @@
 #define FLUSH_ITEMS 1024                /* items per batch, at most */
 #define RANGE_CHUNK 256                 /* a range chunk this long travels as a range */
 
+/* A task's mode; cproc.pool reads them as _cproc.POOL_MODE_APPLY etc. */
 enum { MODE_APPLY = 0, MODE_MAP = 1, MODE_STARMAP = 2 };
 
 static PyObject *ExceptionWithTraceback;   /* multiprocessing.pool's */
@@ -64,27 +66,30 @@ static PyObject *install_soft_limit;       /* cproc.pool._install_soft_limit: th
 
 static int import_pool_names(void)
 {
-    if (ExceptionWithTraceback != NULL)
-        return 0;
-    PyObject *mp = PyImport_ImportModule("multiprocessing.pool");
-    PyObject *pk = mp ? PyImport_ImportModule("pickle") : NULL;
-    PyObject *cp = pk ? PyImport_ImportModule("cproc.pool") : NULL;
-    if (cp != NULL) {
-        Py_XSETREF(MaybeEncodingError, PyObject_GetAttrString(mp, "MaybeEncodingError"));
-        Py_XSETREF(pickle_loads, PyObject_GetAttrString(pk, "loads"));
-        Py_XSETREF(apply_unpacking, PyObject_GetAttrString(cp, "_apply"));
-        Py_XSETREF(install_soft_limit, PyObject_GetAttrString(cp, "_install_soft_limit"));
-        ExceptionWithTraceback = PyObject_GetAttrString(mp, "ExceptionWithTraceback");
-    }
-    Py_XDECREF(mp);
-    Py_XDECREF(pk);
-    Py_XDECREF(cp);
-    if (ExceptionWithTraceback == NULL || MaybeEncodingError == NULL || pickle_loads == NULL ||
-        apply_unpacking == NULL || install_soft_limit == NULL) {
-        Py_CLEAR(ExceptionWithTraceback);
-        return -1;
-    }
-    return 0;
+    static const cproc_import_name names[] = {
+        {"multiprocessing.pool", "MaybeEncodingError", &MaybeEncodingError},
+        {"pickle", "loads", &pickle_loads},
+        {"cproc.pool", "_apply", &apply_unpacking},
+        {"cproc.pool", "_install_soft_limit", &install_soft_limit},
+        {"multiprocessing.pool", "ExceptionWithTraceback", &ExceptionWithTraceback},
+        {NULL}};
+    return cproc_import_names(names);
+}
+
+/* The task and result queues are cproc queues: their records go through
+ * channel.c, tagged with task ids. */
+static int put_tagged(PyObject *queue, PyObject *const *objs, const uint64_t *tags, Py_ssize_t n,
+                      PyObject *dumps, PyObject **errors)
+{
+    cproc_channel *ch = cproc_queue_channel(queue);
+    return ch ? cproc_channel_put_batch(ch, objs, tags, n, dumps, errors) : -1;
+}
+
+static Py_ssize_t take_tagged(PyObject *queue, Py_ssize_t max, int64_t deadline, _Atomic uint64_t *claim,
+                              cproc_poll_fn stop_fn, void *stop_ctx, uint64_t *tags, PyObject **objs, int *ok)
+{
+    cproc_channel *ch = cproc_queue_channel(queue);
+    return ch ? cproc_channel_take_batch(ch, max, deadline, claim, stop_fn, stop_ctx, tags, objs, ok) : -1;
 }
 
 /* ==== results ============================================================ */
@@ -549,7 +554,7 @@ static int put_result(PyObject *results, uint64_t tid, int ok, PyObject *value)
 {
     uint64_t tag = tid << 1 | (uint64_t)(ok != 0);
     PyObject *error = NULL;
-    if (cproc_queue_put_batch(results, &value, &tag, 1, NULL, &error) < 0)
+    if (put_tagged(results, &value, &tag, 1, NULL, &error) < 0)
         return -1;
     if (error == NULL)
         return 0;
@@ -558,7 +563,7 @@ static int put_result(PyObject *results, uint64_t tid, int ok, PyObject *value)
     if (wrapped == NULL)
         return -1;
     tag = tid << 1;
-    int r = cproc_queue_put_batch(results, &wrapped, &tag, 1, NULL, &error);
+    int r = put_tagged(results, &wrapped, &tag, 1, NULL, &error);
     Py_DECREF(wrapped);
     if (r == 0 && error != NULL) {      /* cannot happen: MaybeEncodingError holds two strings */
         PyErr_SetObject((PyObject *)Py_TYPE(error), error);
@@ -574,7 +579,7 @@ static int announce_retirement(PyObject *results)
 {
     PyObject *pid = PyLong_FromLong((long)getpid()), *error = NULL;
     uint64_t tag = STOP_TAG;
-    int r = pid ? cproc_queue_put_batch(results, &pid, &tag, 1, NULL, &error) : -1;
+    int r = pid ? put_tagged(results, &pid, &tag, 1, NULL, &error) : -1;
     Py_XDECREF(pid);
     if (error != NULL) {                /* cannot happen: an int is plain data */
         PyErr_SetObject((PyObject *)Py_TYPE(error), error);
@@ -748,8 +753,8 @@ static PyObject *pool_worker(PyObject *Py_UNUSED(module), PyObject *args)
         uint64_t tag;
         PyObject *task;
         int decoded;
-        Py_ssize_t n = cproc_queue_take_batch(tasks, 1, CPROC_FOREVER, slot, owner_gone, &stop,
-                                              &tag, &task, &decoded);
+        Py_ssize_t n = take_tagged(tasks, 1, CPROC_FOREVER, slot, owner_gone, &stop,
+                                   &tag, &task, &decoded);
         if (n < 0) {
             failed = 1;
             break;
@@ -850,7 +855,7 @@ static PyObject *pool_collect(PyObject *Py_UNUSED(module), PyObject *args)
     uint64_t tags[BATCH];
     PyObject *objs[BATCH];
     int ok[BATCH];
-    Py_ssize_t n = cproc_queue_take_batch(results, BATCH, deadline, NULL, NULL, NULL, tags, objs, ok);
+    Py_ssize_t n = take_tagged(results, BATCH, deadline, NULL, NULL, NULL, tags, objs, ok);
     if (n < 0)
         return NULL;
     int failed = 0;
@@ -957,7 +962,7 @@ static int submit(PyObject *tasks, PyObject *cache, PyObject *result, uint64_t f
         if (r < 0)
             return -1;
     }
-    if (cproc_queue_put_batch(tasks, objs, tags, n, dumps, errors) < 0) {
+    if (put_tagged(tasks, objs, tags, n, dumps, errors) < 0) {
         /* nothing was queued: no result may wait for these tasks */
         PyObject *et, *ev, *tb;
         PyErr_Fetch(&et, &ev, &tb);
@@ -1153,7 +1158,10 @@ int cproc_pool_init(PyObject *module)
         return -1;
     MapResultType.tp_base = &ApplyResultType;
     if (PyType_Ready(&MapResultType) < 0 || PyModule_AddFunctions(module, pool_functions) < 0 ||
-        PyModule_AddIntConstant(module, "POOL_STOP_TAG_BIT", 63) < 0)
+        PyModule_AddIntConstant(module, "POOL_STOP_TAG_BIT", STOP_TAG_BIT) < 0 ||
+        PyModule_AddIntConstant(module, "POOL_MODE_APPLY", MODE_APPLY) < 0 ||
+        PyModule_AddIntConstant(module, "POOL_MODE_MAP", MODE_MAP) < 0 ||
+        PyModule_AddIntConstant(module, "POOL_MODE_STARMAP", MODE_STARMAP) < 0)
         return -1;
     Py_INCREF(&ApplyResultType);
     if (PyModule_AddObject(module, "ApplyResult", (PyObject *)&ApplyResultType) < 0) {

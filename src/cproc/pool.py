@@ -72,7 +72,7 @@ _STOP_TAG = 1 << _cproc.POOL_STOP_TAG_BIT
 _KILL_BIT = _STOP_TAG >> 1          # in a slot: the collector kills the worker for its task's hard limit
 _DEFAULT = object()                 # a call's limit: the pool's
 _TIMING_WORDS = 4                   # csrc/pool.c's: hard deadline, hard limit, soft deadline, soft task
-_MODE_APPLY, _MODE_MAP, _MODE_STARMAP = 0, 1, 2
+_MODE_APPLY, _MODE_MAP, _MODE_STARMAP = _cproc.POOL_MODE_APPLY, _cproc.POOL_MODE_MAP, _cproc.POOL_MODE_STARMAP
 _CHECK_EVERY = 0.1          # seconds between looks at the workers
 _IMAP_AHEAD = 256           # tasks an imap keeps submitted beyond what was consumed
 
