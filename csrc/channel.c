@@ -49,6 +49,7 @@ void cproc_channel_zero(cproc_channel *ch)
 {
     memset(ch, 0, sizeof *ch);
     ch->mem.fd = -1;
+    ch->watch_wfd = -1;
     ch->notify_fd = -1;
 }
 
@@ -130,6 +131,45 @@ static int watch_pipe_open(pid_t pid, int fd, uint64_t ino)
         return -1;
     }
     return myfd;
+}
+
+int cproc_channel_watch(cproc_channel *ch, int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    if (!S_ISFIFO(st.st_mode)) {
+        PyErr_SetString(PyExc_ValueError, "the watch descriptor must be a pipe's write end");
+        return -1;
+    }
+    cproc_queue_header *h = ch->hdr;
+    if (cproc_qlock_acquire(ch, CPROC_FOREVER) < 0)
+        return -1;
+    h->watch_pid = (uint32_t)cproc_pid;
+    h->watch_fd = fd;
+    h->watch_ino = (uint64_t)st.st_ino;
+    h->watch_gen++;
+    cproc_qlock_release(ch);
+    ch->watch_wfd = fd;
+    return 0;
+}
+
+int cproc_channel_unwatch(cproc_channel *ch)
+{
+    if (ch->watch_wfd < 0)
+        return 0;
+    cproc_queue_header *h = ch->hdr;
+    if (cproc_qlock_acquire(ch, CPROC_FOREVER) < 0)
+        return -1;
+    if (h->watch_pid == (uint32_t)cproc_pid && h->watch_fd == ch->watch_wfd) {
+        h->watch_pid = 0;
+        h->watch_gen++;
+    }
+    cproc_qlock_release(ch);
+    ch->watch_wfd = -1;
+    return 0;
 }
 
 /* After a put: one byte to the watcher's pipe (read under the lock into

@@ -100,26 +100,26 @@ static int check_open(ConnectionObject *self)
     return 0;
 }
 
-static int check_readable(ConnectionObject *self)
+/* Open, and `allowed` (readable or writable), else OSError(refusal). */
+static int check_usable(ConnectionObject *self, int allowed, const char *refusal)
 {
     if (check_open(self) < 0)
         return -1;
-    if (!self->readable) {
-        PyErr_SetString(PyExc_OSError, "connection is write-only");
+    if (!allowed) {
+        PyErr_SetString(PyExc_OSError, refusal);
         return -1;
     }
     return 0;
 }
 
+static int check_readable(ConnectionObject *self)
+{
+    return check_usable(self, self->readable, "connection is write-only");
+}
+
 static int check_writable(ConnectionObject *self)
 {
-    if (check_open(self) < 0)
-        return -1;
-    if (!self->writable) {
-        PyErr_SetString(PyExc_OSError, "connection is read-only");
-        return -1;
-    }
-    return 0;
+    return check_usable(self, self->writable, "connection is read-only");
 }
 
 /* Write every byte of iov[0..n), GIL released; -1 with an exception. */

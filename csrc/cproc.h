@@ -385,6 +385,7 @@ typedef struct {
     cproc_memfd mem;                    /* our descriptor of the memfd */
     cproc_queue_header *hdr;            /* NULL until initialised */
     cproc_ring ring;                    /* this process's view of the ring */
+    int watch_wfd;                      /* the watch pipe's write end we registered, -1: none */
     int notify_fd;                      /* our descriptor of the watcher's pipe, -1: none */
     uint32_t notify_gen;                /* the watch_gen notify_fd was opened for */
 } cproc_channel;
@@ -396,6 +397,10 @@ int cproc_channel_create(cproc_channel *ch, int32_t maxsize, uint32_t kind);
  * of `kind`. */
 int cproc_channel_attach(cproc_channel *ch, const cproc_memfd_ref *ref, uint32_t kind);
 void cproc_channel_release(cproc_channel *ch);
+/* Every put then writes a byte to the pipe whose write end is fd (ours);
+ * unwatch stops that if our pipe is still the registered one. */
+int cproc_channel_watch(cproc_channel *ch, int fd);
+int cproc_channel_unwatch(cproc_channel *ch);
 /* Put n messages, all or none, waiting for room until `deadline` when
  * blocking: 0 done, 1 no room in time (no exception), -1 error. */
 int cproc_channel_put(cproc_channel *ch, cproc_message *msgs, Py_ssize_t n, int blocking, int64_t deadline);
@@ -451,8 +456,12 @@ int cproc_queue_init(PyObject *module);
  * the queue's own methods otherwise). */
 cproc_channel *cproc_queue_channel(PyObject *queue);
 
-/* ---- pool.c ------------------------------------------------------------ */
+/* ---- pool.c, pool_result.c ----------------------------------------------- */
 int cproc_pool_init(PyObject *module);
+int cproc_pool_result_init(PyObject *module);
+/* Deliver task tid's outcome to `target` (an ApplyResult, a MapResult, or
+ * an object with a _deliver(tid, ok, value) method). */
+int cproc_pool_result_deliver(PyObject *target, uint64_t tid, int ok, PyObject *value);
 
 /* ---- plain.c ------------------------------------------------------------ */
 

@@ -15,7 +15,6 @@
 #include <signal.h>
 #include <stddef.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 typedef struct {
@@ -26,7 +25,6 @@ typedef struct {
     int kind;                           /* CPROC_Q_* */
     PyObject *pending;                  /* list of popped records a failed get_many left */
     PyObject *reader;                   /* SimpleQueue._reader, made on first use */
-    int watch_wfd;                      /* our registered watch pipe's write end, -1: none */
     PyObject *weakreflist;
 } QueueObject;
 
@@ -221,17 +219,12 @@ static int parse_block_timeout(PyObject *block, PyObject *timeout, int *blocking
     return cproc_deadline_from_timeout(timeout, deadline);
 }
 
-static PyObject *queue_put(QueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+static PyObject *put_one(QueueObject *self, PyObject *obj, int blocking, int64_t deadline)
 {
-    static const char *const names[] = {"obj", "block", "timeout", NULL};
-    PyObject *a[3];
-    int blocking;
-    int64_t deadline;
-    if (cproc_parse_args("put", args, nargs, kwnames, names, 1, a) < 0 ||
-        parse_block_timeout(a[1], a[2], &blocking, &deadline, 0) < 0 || check_open(self) < 0)
+    if (check_open(self) < 0)
         return NULL;
     cproc_message m;
-    if (cproc_message_init(&m, a[0], NULL) < 0)
+    if (cproc_message_init(&m, obj, NULL) < 0)
         return NULL;
     int r = put_messages(self, &m, 1, blocking, deadline);
     cproc_message_clear(&m);
@@ -240,18 +233,16 @@ static PyObject *queue_put(QueueObject *self, PyObject *const *args, Py_ssize_t 
     Py_RETURN_NONE;
 }
 
-static PyObject *put_nowait(QueueObject *self, PyObject *obj)
+static PyObject *queue_put(QueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (check_open(self) < 0)
+    static const char *const names[] = {"obj", "block", "timeout", NULL};
+    PyObject *a[3];
+    int blocking;
+    int64_t deadline;
+    if (cproc_parse_args("put", args, nargs, kwnames, names, 1, a) < 0 ||
+        parse_block_timeout(a[1], a[2], &blocking, &deadline, 0) < 0)
         return NULL;
-    cproc_message m;
-    if (cproc_message_init(&m, obj, NULL) < 0)
-        return NULL;
-    int r = put_messages(self, &m, 1, 0, 0);
-    cproc_message_clear(&m);
-    if (r < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    return put_one(self, a[0], blocking, deadline);
 }
 
 static PyObject *queue_put_many(QueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
@@ -346,7 +337,7 @@ static PyObject *simplequeue_put(QueueObject *self, PyObject *const *args, Py_ss
     PyObject *obj;
     if (cproc_parse_args("put", args, nargs, kwnames, names, 1, &obj) < 0 || check_open(self) < 0)
         return NULL;
-    return put_nowait(self, obj);
+    return put_one(self, obj, 0, 0);
 }
 
 static PyObject *queue_put_nowait(QueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
@@ -355,7 +346,7 @@ static PyObject *queue_put_nowait(QueueObject *self, PyObject *const *args, Py_s
     PyObject *obj;
     if (cproc_parse_args("put_nowait", args, nargs, kwnames, names, 1, &obj) < 0)
         return NULL;
-    return put_nowait(self, obj);
+    return put_one(self, obj, 0, 0);
 }
 
 static PyObject *queue_qsize(QueueObject *self, PyObject *unused)
@@ -408,18 +399,7 @@ static PyObject *queue_close(QueueObject *self, PyObject *unused)
 /* Stop the puts writing to our pipe, if it is still the registered one. */
 static int queue_unwatch(QueueObject *q)
 {
-    if (q->ch.hdr == NULL || q->watch_wfd < 0)
-        return 0;
-    cproc_queue_header *h = q->ch.hdr;
-    if (cproc_qlock_acquire(&q->ch, CPROC_FOREVER) < 0)
-        return -1;
-    if (h->watch_pid == (uint32_t)cproc_pid && h->watch_fd == q->watch_wfd) {
-        h->watch_pid = 0;
-        h->watch_gen++;
-    }
-    cproc_qlock_release(&q->ch);
-    q->watch_wfd = -1;
-    return 0;
+    return q->ch.hdr == NULL ? 0 : cproc_channel_unwatch(&q->ch);
 }
 
 static PyObject *queue_watch(QueueObject *self, PyObject *arg)
@@ -433,23 +413,8 @@ static PyObject *queue_watch(QueueObject *self, PyObject *arg)
         PyErr_SetString(PyExc_ValueError, "invalid file descriptor");
         return NULL;
     }
-    int fd = (int)v;
-    struct stat st;
-    if (fstat(fd, &st) != 0)
-        return PyErr_SetFromErrno(PyExc_OSError);
-    if (!S_ISFIFO(st.st_mode)) {
-        PyErr_SetString(PyExc_ValueError, "the watch descriptor must be a pipe's write end");
+    if (cproc_channel_watch(&self->ch, (int)v) < 0)
         return NULL;
-    }
-    cproc_queue_header *h = self->ch.hdr;
-    if (cproc_qlock_acquire(&self->ch, CPROC_FOREVER) < 0)
-        return NULL;
-    h->watch_pid = (uint32_t)cproc_pid;
-    h->watch_fd = fd;
-    h->watch_ino = (uint64_t)st.st_ino;
-    h->watch_gen++;
-    cproc_qlock_release(&self->ch);
-    self->watch_wfd = fd;
     Py_RETURN_NONE;
 }
 
@@ -655,7 +620,6 @@ static PyObject *queue_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (q == NULL)
         return NULL;
     cproc_channel_zero(&q->ch);
-    q->watch_wfd = -1;
     q->kind = kind_of_type(type);
     return (PyObject *)q;
 }

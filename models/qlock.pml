@@ -1,5 +1,5 @@
-/* qlock.pml — the queue lock (csrc/queue.c qlock_try, qlock_holder_died,
- * qlock_acquire, qlock_release) and the repair after a holder's death.
+/* qlock.pml — the queue lock (csrc/qlock.c qlock_try, qlock_holder_died,
+ * cproc_qlock_acquire, cproc_qlock_release) and the repair after a holder's death.
  *
  * h->lock holds the holder's pid (here _pid + 1), 0 when free.
  *   qlock_acquire = qlock_try (CAS 0 -> pid), then cproc_wait(lock,
