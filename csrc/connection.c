@@ -122,6 +122,17 @@ static int check_writable(ConnectionObject *self)
     return check_usable(self, self->writable, "connection is read-only");
 }
 
+/* A read or write failed with err: EINTR runs the signal handlers, then 1
+ * (try again); anything else is OSError, -1. */
+static int io_failed(int err)
+{
+    if (err == EINTR)
+        return PyErr_CheckSignals() < 0 ? -1 : 1;
+    errno = err;
+    PyErr_SetFromErrno(PyExc_OSError);
+    return -1;
+}
+
 /* Write every byte of iov[0..n), GIL released; -1 with an exception. */
 static int write_all(int fd, struct iovec *iov, int n)
 {
@@ -135,14 +146,9 @@ static int write_all(int fd, struct iovec *iov, int n)
         err = errno;
         Py_END_ALLOW_THREADS
         if (w < 0) {
-            if (err == EINTR) {
-                if (PyErr_CheckSignals() < 0)
-                    return -1;
-                continue;
-            }
-            errno = err;
-            PyErr_SetFromErrno(PyExc_OSError);
-            return -1;
+            if (io_failed(err) < 0)
+                return -1;
+            continue;
         }
         /* A signal that arrives mid-write shortens the write instead of
          * failing it with EINTR: the check at the top of the loop runs it. */
@@ -186,14 +192,8 @@ static int read_exact(int fd, char *buf, size_t len)
                 PyErr_SetString(PyExc_OSError, "got end of file during message");
             return -1;
         }
-        if (err == EINTR) {
-            if (PyErr_CheckSignals() < 0)
-                return -1;
-            continue;
-        }
-        errno = err;
-        PyErr_SetFromErrno(PyExc_OSError);
-        return -1;
+        if (io_failed(err) < 0)
+            return -1;
     }
     return 0;
 }
