@@ -1,6 +1,6 @@
 """Pool, as multiprocessing.pool.Pool — on cproc's shared-memory queues.
 
-Tasks go from the caller straight into a task queue (csrc/queue.c): no
+Tasks go from the caller straight into a task queue (csrc/channel.c): no
 task-handler thread. Workers run the loop of csrc/pool.c: take a task, call,
 put the result. One collector thread per pool waits in C for results,
 delivers them to the ApplyResult/MapResult objects (C) or IMapIterator, and
