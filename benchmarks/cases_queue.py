@@ -25,11 +25,9 @@ other, so the protocol is race-free for any correct Event.
 import functools
 import os
 import signal
-import sys
-import traceback
 from time import perf_counter
 
-from harness import Peer, case
+from harness import Peer, case, fork_child
 
 ORDER = 40
 
@@ -61,24 +59,7 @@ class _Children:
 
     def fork(self, body):
         r, w = os.pipe()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # child
-            code = 1
-            try:
-                os.close(r)
-                os.close(self.go_w)
-                body(lambda data: os.write(w, data))
-                code = 0
-            except BaseException:
-                try:
-                    traceback.print_exc()
-                    sys.stderr.flush()
-                except BaseException:
-                    pass
-            finally:
-                os._exit(code)
+        pid = fork_child(lambda: body(lambda data: os.write(w, data)), close=(r, self.go_w))
         os.close(w)
         self.pids.append(pid)
         self.fds.append(r)

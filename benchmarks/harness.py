@@ -42,7 +42,7 @@ import os
 import signal
 import sys
 import traceback
-from typing import Callable, List, Optional
+from typing import Callable, Iterable, List, Optional
 
 __all__ = ["Case", "Peer", "case", "register", "CASES", "fork_children",
            "BenchTimeout"]
@@ -136,6 +136,32 @@ def _read_exactly(fd: int, n: int) -> bytes:
     return buf
 
 
+def fork_child(body: Callable[[], None], close: Iterable[int] = ()) -> int:
+    """Fork a child that closes the fds ``close``, runs ``body()`` and leaves
+    with ``os._exit``: 0, or 1 after printing the traceback of what ``body``
+    raised (no atexit, no buffered output flushed: the parent flushes its
+    stdout and stderr before forking). Returns the child's pid."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            for fd in close:
+                os.close(fd)
+            body()
+            code = 0
+        except BaseException:
+            try:
+                traceback.print_exc()
+                sys.stderr.flush()
+            except BaseException:
+                pass
+        finally:
+            os._exit(code)
+    return pid
+
+
 def fork_children(count: int, prepare: Callable[[], None],
                   work: Callable[[], None]) -> float:
     """Fork ``count`` children and time them doing ``work()`` together.
@@ -152,34 +178,20 @@ def fork_children(count: int, prepare: Callable[[], None],
     """
     from time import perf_counter
 
-    sys.stdout.flush()
-    sys.stderr.flush()
     ready_r, ready_w = os.pipe()
     go_r, go_w = os.pipe()
     pids: List[int] = []
+
+    def child() -> None:
+        prepare()
+        os.write(ready_w, b"r")
+        os.close(ready_w)
+        os.read(go_r, 1)  # returns b"" when the parent closes go_w
+        work()
+
     try:
         for _ in range(count):
-            pid = os.fork()
-            if pid == 0:  # child
-                code = 1
-                try:
-                    os.close(ready_r)
-                    os.close(go_w)
-                    prepare()
-                    os.write(ready_w, b"r")
-                    os.close(ready_w)
-                    os.read(go_r, 1)  # returns b"" when the parent closes go_w
-                    work()
-                    code = 0
-                except BaseException:
-                    try:
-                        traceback.print_exc()
-                        sys.stderr.flush()
-                    except BaseException:
-                        pass
-                finally:
-                    os._exit(code)
-            pids.append(pid)
+            pids.append(fork_child(child, close=(ready_r, go_w)))
         os.close(ready_w)
         ready_w = -1
         os.close(go_r)

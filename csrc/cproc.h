@@ -1,6 +1,9 @@
-/* cproc.h — declarations shared by the C core: the module state, the cached
- * process identity, shared-memory blocks (shm.c), the futex wait loop
- * (futex.c) and the lock primitive that sync.c and sharedctypes.c share.
+/* cproc.h — declarations shared by the C core, one section per file that
+ * defines them: the process identity and the futex wait loop (futex.c), the
+ * pid-word mutex (mutex.c), argument parsing and error helpers (args.c),
+ * shared-memory blocks (shm.c), the synchronisation primitives (semlock.c,
+ * event.c, condition.c, barrier.c), processes, connections, queues and
+ * their spill blocks, the Pool, plain data and sharedctypes.
  *
  * Naming: cproc_* is visible across files, static helpers are file-local.
  * Every function that can fail sets a Python exception and returns -1/NULL.
@@ -16,7 +19,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* ---- process identity (futex.c) --------------------------------------- */
+/* ---- process identity (futex.c) ----------------------------------------- */
 
 /* getpid() is a system call on modern glibc; the hot paths use this copy,
  * refreshed in the child after every fork (pthread_atfork). */
@@ -29,14 +32,13 @@ static inline uint64_t cproc_thread_id(void) { return (uint64_t)pthread_self(); 
 /* 1 when process `pid` has exited (gone, or a zombie nobody reaped yet). */
 int cproc_pid_is_dead(pid_t pid);
 
-/* ---- time and waiting (futex.c) ---------------------------------------- */
+/* ---- time and waiting (futex.c) ----------------------------------------- */
 
-#define CPROC_FOREVER ((int64_t)-1)
+/* A deadline is an absolute time on the monotonic clock (ns), or one of: */
+#define CPROC_FOREVER ((int64_t)-1)   /* no deadline */
+#define CPROC_NOWAIT ((int64_t)0)     /* do not wait at all (where a caller says it takes it) */
 
 int64_t cproc_monotonic_ns(void);
-/* timeout (None or seconds) -> absolute deadline on the monotonic clock.
- * None -> CPROC_FOREVER; negative -> now (multiprocessing treats it as 0). */
-int cproc_deadline_from_timeout(PyObject *timeout, int64_t *deadline);
 
 enum { CPROC_WAIT_ERROR = -1, CPROC_WAIT_OK = 0, CPROC_WAIT_TIMEOUT = 1 };
 
@@ -68,7 +70,108 @@ static inline void cproc_wake_waiters(_Atomic uint32_t *word, _Atomic uint32_t *
         cproc_futex_wake(word, n);
 }
 
-/* ---- shared memory (shm.c) --------------------------------------------- */
+/* ---- the pid-word mutex (mutex.c) --------------------------------------- */
+
+/* A mutex in shared memory held by a process: holder is its pid (0 when
+ * free) and the futex word; a waiter takes it over from a holder that died.
+ * Zeroed memory is a free mutex. See mutex.c for the protocol. */
+typedef struct {
+    _Atomic uint32_t holder;
+    _Atomic uint32_t waiters;     /* sleeping in cproc_wait on holder */
+} cproc_mutex_t;
+
+enum {
+    CPROC_MUTEX_ERROR = -1,       /* not taken, exception set (e.g. KeyboardInterrupt) */
+    CPROC_MUTEX_TIMEOUT = 0,      /* not taken: deadline passed (CPROC_NOWAIT: it was busy) */
+    CPROC_MUTEX_TAKEN = 1,
+    CPROC_MUTEX_TAKEN_OVER = 2,   /* taken from a holder that died holding it: repair what it guards */
+};
+
+/* One attempt: 1 taken; 0 busy, *seen = the holder. Read before the
+ * compare-and-swap: a failing CAS would steal the cache line from the holder. */
+static inline int cproc_mutex_try(cproc_mutex_t *m, uint32_t *seen)
+{
+    uint32_t holder = atomic_load_explicit(&m->holder, memory_order_relaxed);
+    if (holder == 0 && atomic_compare_exchange_strong(&m->holder, &holder, (uint32_t)cproc_pid))
+        return 1;
+    *seen = holder;
+    return 0;
+}
+/* The slow path of cproc_mutex_lock, once m was found busy (mutex.c). */
+int cproc_mutex_wait(cproc_mutex_t *m, int64_t deadline, pid_t *dead);
+
+/* Take m, waiting until `deadline` (CPROC_FOREVER, CPROC_NOWAIT or a
+ * time). On CPROC_MUTEX_TAKEN_OVER, *dead (when not NULL) is the dead
+ * holder's pid. GIL held on entry; released only while asleep. */
+static inline int cproc_mutex_lock(cproc_mutex_t *m, int64_t deadline, pid_t *dead)
+{
+    uint32_t seen;
+    return cproc_mutex_try(m, &seen) ? CPROC_MUTEX_TAKEN : cproc_mutex_wait(m, deadline, dead);
+}
+/* Free m and wake one sleeper; returns the holder it freed (0: not held). */
+static inline uint32_t cproc_mutex_unlock(cproc_mutex_t *m)
+{
+    uint32_t holder = atomic_exchange(&m->holder, 0);
+    if (holder != 0)
+        cproc_wake_waiters(&m->holder, &m->waiters, 1);
+    return holder;
+}
+/* 1 when `holder` (a pid, 0 = none) is another process, and it exited. */
+int cproc_holder_died(uint32_t holder);
+
+/* ---- arguments and errors (args.c) -------------------------------------- */
+
+/* 0 when `initialised`; else -1 with ValueError "<type> object is not
+ * initialized" (an object made by __new__ without __init__). The error
+ * is raised out of line, by cproc_not_initialized. */
+int cproc_not_initialized(PyObject *self);
+static inline int cproc_check_init(PyObject *self, int initialised)
+{
+    return initialised ? 0 : cproc_not_initialized(self);
+}
+/* The name of self's type without its module, for reprs ("Lock"). */
+const char *cproc_short_type_name(PyObject *self);
+
+/* The exception being raised as an instance (its traceback attached), the
+ * error indicator cleared; NULL when none is set. */
+PyObject *cproc_fetch_exception(void);
+/* Parse a METH_FASTCALL|METH_KEYWORDS call against the NULL-terminated
+ * `names`; out[i] is the argument or NULL when absent; the first `nrequired`
+ * must be given. Error messages as the interpreter's own. */
+int cproc_parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                     const char *const *names, int nrequired, PyObject **out);
+/* Parse one optional argument, positional or by keyword `name`, of a
+ * METH_FASTCALL|METH_KEYWORDS method; *value is left alone when absent. */
+int cproc_parse_optional_arg(const char *fname, const char *name, PyObject *const *args,
+                             Py_ssize_t nargs, PyObject *kwnames, PyObject **value);
+/* An int argument of _multiprocessing.SemLock() (a Queue's maxsize goes
+ * there) as the running Python converts it: *out, or -1 with an exception. */
+int cproc_semlock_int_arg(PyObject *o, int *out);
+
+/* timeout (NULL or None: no deadline; else seconds) -> *deadline, as
+ * multiprocessing reads it: a negative timeout is 0, NaN is refused. */
+int cproc_deadline_from_timeout(PyObject *timeout, int64_t *deadline);
+
+/* The one block/timeout rule. `block` (NULL: absent, True) and `timeout`
+ * -> *blocking (1/0) and *deadline. How block is read depends on the
+ * multiprocessing call that takes it (flags):
+ *   0                  as SemLock.acquire: up to 3.11 an int (TypeError
+ *                      otherwise), from 3.12 any object's truth;
+ *   CPROC_BLOCK_GET    as Queue.get: `if block and timeout is None` first
+ *                      (any true value waits for ever), then as 0;
+ * and the timeout:
+ *   CPROC_TIMEOUT_NOWAIT  a deadline already past when parsed (timeout
+ *                      <= 0) is CPROC_NOWAIT (for callers that take it:
+ *                      the queue's take_batch from the Pool's collector). */
+enum { CPROC_BLOCK_GET = 1, CPROC_TIMEOUT_NOWAIT = 2 };
+int cproc_block_timeout(PyObject *block, PyObject *timeout, int flags, int *blocking, int64_t *deadline);
+/* (block=True, timeout=None) parsed from a vectorcall, then as above (flags 0). */
+int cproc_parse_block_timeout(const char *fname, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames, int *blocking, int64_t *deadline);
+/* `block` alone as SemLock.acquire reads it (flags 0 above): 1/0, -1 error. */
+int cproc_blocking_arg(PyObject *block);
+
+/* ---- shared memory (shm.c) ---------------------------------------------- */
 
 typedef struct SegmentObject SegmentObject;
 
@@ -145,16 +248,19 @@ extern PyTypeObject cproc_SegmentType;
 extern PyTypeObject cproc_SharedBlockType;
 PyObject *cproc_segments_info(PyObject *module, PyObject *unused);
 
-/* ---- locks (sync.c) ----------------------------------------------------- */
+/* ---- Lock, RLock, Semaphore, BoundedSemaphore (semlock.c) --------------- */
 
 enum { CPROC_LOCK = 0, CPROC_RLOCK = 1, CPROC_SEMAPHORE = 2 };
 
-/* The shared state of Lock, RLock, Semaphore and BoundedSemaphore.
- * LOCK/RLOCK: word = pid of the holder, 0 when free.
- * SEMAPHORE:  word = the counter. */
+/* The shared state of Lock, RLock, Semaphore and BoundedSemaphore. */
 typedef struct {
-    _Atomic uint32_t word;        /* futex word */
-    _Atomic uint32_t waiters;     /* sleeping in cproc_wait on word */
+    union {
+        cproc_mutex_t mutex;              /* LOCK, RLOCK (mutex.c) */
+        struct {
+            _Atomic uint32_t value;       /* SEMAPHORE: the counter, the futex word */
+            _Atomic uint32_t waiters;     /* sleeping in cproc_wait on value */
+        } sem;
+    };
     _Atomic uint64_t owner_tid;   /* holder's thread ident (LOCK/RLOCK) */
     uint32_t count;               /* RLOCK recursion depth; touched by the holder only */
     uint32_t kind;
@@ -172,15 +278,34 @@ typedef struct {
 extern PyTypeObject cproc_SemLockType;
 extern PyTypeObject cproc_LockType, cproc_RLockType, cproc_SemaphoreType, cproc_BoundedSemaphoreType;
 extern PyObject *cproc_OwnerDiedWarning;
+int cproc_semlock_init(PyObject *module);     /* adds OwnerDiedWarning */
 
-/* 1 acquired, 0 timed out / would block, -1 error. Blocking when deadline != 0 ... */
+/* 1 acquired, 0 timed out / would block (blocking 0), -1 error. */
 int cproc_semlock_acquire(SemLockObject *self, int blocking, int64_t deadline);
 int cproc_semlock_release(SemLockObject *self);
 int cproc_semlock_is_mine(const cproc_semlock_t *s);
+/* Give a held Lock/RLock back whatever its depth (no ownership checks);
+ * returns the holder it freed, 0 when it was free. */
+uint32_t cproc_semlock_unlock(cproc_semlock_t *s);
+/* The acquire(block=True, timeout=None) and release() methods (a Condition
+ * over a cproc lock forwards its own to them). */
+PyObject *cproc_semlock_acquire_method(SemLockObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                       PyObject *kwnames);
+PyObject *cproc_semlock_release_method(SemLockObject *self, PyObject *unused);
+
+/* 0, or -1 with the "not initialized" error (cproc_check_init) when a
+ * shared object (SemLock, Event, Barrier...) has no block: no __init__ yet. */
+static inline int cproc_check_shared(PyObject *self)
+{
+    return cproc_check_init(self, ((SharedObject *)self)->blk.seg != NULL);
+}
+
+/* ---- event.c, condition.c, barrier.c ------------------------------------ */
 
 extern PyTypeObject cproc_EventType;
 extern PyTypeObject cproc_ConditionType;
 extern PyTypeObject cproc_BarrierType;
+int cproc_barrier_init(PyObject *module);     /* finds threading.BrokenBarrierError */
 
 /* ---- process.c ---------------------------------------------------------- */
 
@@ -477,7 +602,6 @@ extern PyTypeObject cproc_SynchronizedType;
 extern PyTypeObject cproc_SynchronizedArrayType;
 extern PyTypeObject cproc_SynchronizedStringType;
 int cproc_sharedctypes_init(PyObject *module);
-int cproc_sync_init(PyObject *module);
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -493,31 +617,5 @@ typedef struct {
     PyObject **slot;
 } cproc_import_name;
 int cproc_import_names(const cproc_import_name *names);
-
-/* The exception being raised as an instance (its traceback attached), the
- * error indicator cleared; NULL when none is set. */
-PyObject *cproc_fetch_exception(void);
-/* Parse a METH_FASTCALL|METH_KEYWORDS call against the NULL-terminated
- * `names`; out[i] is the argument or NULL when absent; the first `nrequired`
- * must be given. Error messages as the interpreter's own. */
-int cproc_parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                     const char *const *names, int nrequired, PyObject **out);
-
-/* A `block` argument as the running Python's SemLock.acquire reads it (up
- * to 3.11 an int, TypeError otherwise; from 3.12 any object's truth): 1 or 0,
- * -1 with an exception set. */
-int cproc_blocking_arg(PyObject *block);
-/* An int argument of _multiprocessing.SemLock() (a Queue's maxsize goes
- * there) as the running Python converts it: *out, or -1 with an exception. */
-int cproc_semlock_int_arg(PyObject *o, int *out);
-
-/* Parse (block=True, timeout=None) from a vectorcall, as SemLock.acquire does. */
-int cproc_parse_block_timeout(const char *fname, PyObject *const *args, Py_ssize_t nargs,
-                              PyObject *kwnames, int *blocking, int64_t *deadline);
-
-/* Parse one optional argument, positional or by keyword `name`, of a
- * METH_FASTCALL|METH_KEYWORDS method; *value is left alone when absent. */
-int cproc_parse_optional_arg(const char *fname, const char *name, PyObject *const *args,
-                             Py_ssize_t nargs, PyObject *kwnames, PyObject **value);
 
 #endif /* CPROC_H */

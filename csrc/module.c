@@ -61,7 +61,7 @@ PyMODINIT_FUNC PyInit__cproc(void)
     PyObject *m = PyModule_Create(&cproc_module);
     if (m == NULL)
         return NULL;
-    if (cproc_identity_init() < 0 || cproc_sync_init(m) < 0 || cproc_sharedctypes_init(m) < 0 ||
+    if (cproc_identity_init() < 0 || cproc_semlock_init(m) < 0 || cproc_barrier_init(m) < 0 || cproc_sharedctypes_init(m) < 0 ||
         cproc_queue_init(m) < 0 || cproc_pool_init(m) < 0)
         goto fail;
     if (add_type(m, &cproc_SegmentType, "Segment") < 0 ||

@@ -10,7 +10,6 @@
  */
 #include "cproc.h"
 
-#include <string.h>
 #include <structmember.h>
 
 typedef struct {
@@ -262,20 +261,24 @@ static void base_dealloc(SynchronizedObject *self)
     tp->tp_free((PyObject *)self);
 }
 
-#define SYNC_READY(self, ret) do { if ((self)->obj == NULL) { \
-    PyErr_SetString(PyExc_ValueError, "Synchronized wrapper is not initialised"); return ret; } } while (0)
+/* 0, or -1 with the "not initialized" error. */
+static int check_init(SynchronizedObject *self)
+{
+    return cproc_check_init((PyObject *)self, self->obj != NULL);
+}
 
 static PyObject *base_repr(SynchronizedObject *self)
 {
-    SYNC_READY(self, NULL);
-    const char *name = Py_TYPE(self)->tp_name, *dot = strrchr(name, '.');
-    return PyUnicode_FromFormat("<%s wrapper for %R>", dot ? dot + 1 : name, self->obj);
+    if (check_init(self) < 0)
+        return NULL;
+    return PyUnicode_FromFormat("<%s wrapper for %R>", cproc_short_type_name((PyObject *)self), self->obj);
 }
 
 static PyObject *base_get_lock(SynchronizedObject *self, PyObject *unused)
 {
     (void)unused;
-    SYNC_READY(self, NULL);
+    if (check_init(self) < 0)
+        return NULL;
     Py_INCREF(self->lock);
     return self->lock;
 }
@@ -283,7 +286,8 @@ static PyObject *base_get_lock(SynchronizedObject *self, PyObject *unused)
 static PyObject *base_get_obj(SynchronizedObject *self, PyObject *unused)
 {
     (void)unused;
-    SYNC_READY(self, NULL);
+    if (check_init(self) < 0)
+        return NULL;
     Py_INCREF(self->obj);
     return self->obj;
 }
@@ -291,22 +295,19 @@ static PyObject *base_get_obj(SynchronizedObject *self, PyObject *unused)
 static PyObject *base_enter(SynchronizedObject *self, PyObject *unused)
 {
     (void)unused;
-    SYNC_READY(self, NULL);
-    if (self->fastlock) {
-        int r = cproc_semlock_acquire(self->fastlock, 1, CPROC_FOREVER);
-        return r < 0 ? NULL : PyBool_FromLong(r);
-    }
+    if (check_init(self) < 0)
+        return NULL;
+    if (self->fastlock)
+        return cproc_semlock_acquire_method(self->fastlock, NULL, 0, NULL);
     return PyObject_CallMethod(self->lock, "__enter__", NULL);
 }
 
 static PyObject *base_exit(SynchronizedObject *self, PyObject *args)
 {
-    SYNC_READY(self, NULL);
-    if (self->fastlock) {
-        if (cproc_semlock_release(self->fastlock) < 0)
-            return NULL;
-        Py_RETURN_NONE;
-    }
+    if (check_init(self) < 0)
+        return NULL;
+    if (self->fastlock)
+        return cproc_semlock_release_method(self->fastlock, NULL);
     PyObject *exit = PyObject_GetAttrString(self->lock, "__exit__");
     if (exit == NULL)
         return NULL;
@@ -317,14 +318,16 @@ static PyObject *base_exit(SynchronizedObject *self, PyObject *args)
 
 static PyObject *base_lock_method(SynchronizedObject *self, void *name)
 {
-    SYNC_READY(self, NULL);
+    if (check_init(self) < 0)
+        return NULL;
     return PyObject_GetAttrString(self->lock, (const char *)name);
 }
 
 static PyObject *base_reduce(SynchronizedObject *self, PyObject *unused)
 {
     (void)unused;
-    SYNC_READY(self, NULL);
+    if (check_init(self) < 0)
+        return NULL;
     PyObject *mod = PyImport_ImportModule("cproc.sharedctypes");
     if (mod == NULL)
         return NULL;
@@ -380,7 +383,8 @@ PyTypeObject cproc_SynchronizedBaseType = {
 static PyObject *value_get(SynchronizedObject *self, void *closure)
 {
     (void)closure;
-    SYNC_READY(self, NULL);
+    if (check_init(self) < 0)
+        return NULL;
     if (sync_acquire(self) < 0)
         return NULL;
     PyObject *r = self->code ? load_item(self->code, self->addr)
@@ -391,7 +395,8 @@ static PyObject *value_get(SynchronizedObject *self, void *closure)
 static int value_set(SynchronizedObject *self, PyObject *v, void *closure)
 {
     (void)closure;
-    SYNC_READY(self, -1);
+    if (check_init(self) < 0)
+        return -1;
     if (v == NULL) {
         PyErr_SetString(PyExc_AttributeError, "cannot delete attribute 'value'");
         return -1;
@@ -424,7 +429,8 @@ PyTypeObject cproc_SynchronizedType = {
 
 static Py_ssize_t array_len(SynchronizedObject *self)
 {
-    SYNC_READY(self, -1);
+    if (check_init(self) < 0)
+        return -1;
     if (self->code)
         return self->length;
     return PyObject_Length(self->obj);
@@ -432,7 +438,8 @@ static Py_ssize_t array_len(SynchronizedObject *self)
 
 static PyObject *array_item(SynchronizedObject *self, Py_ssize_t i)
 {
-    SYNC_READY(self, NULL);
+    if (check_init(self) < 0)
+        return NULL;
     if (sync_acquire(self) < 0)
         return NULL;
     PyObject *r;
@@ -477,7 +484,8 @@ static PyObject *array_slice(SynchronizedObject *self, PyObject *key)
 
 static PyObject *array_subscript(SynchronizedObject *self, PyObject *key)
 {
-    SYNC_READY(self, NULL);
+    if (check_init(self) < 0)
+        return NULL;
     if (self->code && PyIndex_Check(key)) {
         Py_ssize_t i = PyNumber_AsSsize_t(key, PyExc_IndexError);
         if (i == -1 && PyErr_Occurred())
@@ -495,7 +503,8 @@ static PyObject *array_subscript(SynchronizedObject *self, PyObject *key)
 
 static int array_ass_subscript(SynchronizedObject *self, PyObject *key, PyObject *v)
 {
-    SYNC_READY(self, -1);
+    if (check_init(self) < 0)
+        return -1;
     Py_ssize_t i = -1;
     int fast = self->code && v != NULL && PyIndex_Check(key);
     if (fast) {
@@ -568,7 +577,8 @@ PyTypeObject cproc_SynchronizedArrayType = {
 
 static PyObject *string_get(SynchronizedObject *self, void *name)
 {
-    SYNC_READY(self, NULL);
+    if (check_init(self) < 0)
+        return NULL;
     if (sync_acquire(self) < 0)
         return NULL;
     return sync_release_with(self, PyObject_GetAttrString(self->obj, (const char *)name));
@@ -576,7 +586,8 @@ static PyObject *string_get(SynchronizedObject *self, void *name)
 
 static int string_set(SynchronizedObject *self, PyObject *v, void *name)
 {
-    SYNC_READY(self, -1);
+    if (check_init(self) < 0)
+        return -1;
     if (v == NULL) {
         PyErr_Format(PyExc_AttributeError, "cannot delete attribute '%s'", (const char *)name);
         return -1;

@@ -56,13 +56,21 @@ static void slot_free(cproc_spill_slot *slots, int i, int fd, uint64_t seen)
     atomic_compare_exchange_strong(&slots[i].word, &seen, slot_word(SLOT_FREE, 0));
 }
 
-/* Take back slots whose writer or reader died. Lock held. */
+/* A slot being written or read is held by a process, as a mutex is
+ * (mutex.c): 1 when that process died holding it. */
+static int holder_died(uint64_t w)
+{
+    uint32_t state = word_state(w);
+    return (state == SLOT_WRITING || state == SLOT_READING) && cproc_holder_died((uint32_t)word_pid(w));
+}
+
+/* Take back slots whose writer or reader died (read, then compare-and-swap
+ * the word seen, as the mutex's takeover). Lock held. */
 static void reclaim_dead(cproc_spill_slot *slots, int fd)
 {
     for (int i = 0; i < CPROC_SPILL_SLOTS; i++) {
         uint64_t w = atomic_load(&slots[i].word);
-        uint32_t state = word_state(w);
-        if ((state == SLOT_WRITING || state == SLOT_READING) && cproc_pid_is_dead(word_pid(w)))
+        if (holder_died(w))
             slot_free(slots, i, fd, w);
     }
 }
@@ -76,8 +84,7 @@ void cproc_spill_repair(cproc_spill_slot *slots, int fd, const uint8_t *in_ring)
             /* its reader died before the record left the ring: queued again */
             if (state != SLOT_QUEUED)
                 atomic_store(&slots[i].word, slot_word(SLOT_QUEUED, 0));
-        } else if (state == SLOT_QUEUED ||
-                   ((state == SLOT_WRITING || state == SLOT_READING) && cproc_pid_is_dead(word_pid(w))))
+        } else if (state == SLOT_QUEUED || holder_died(w))
             slot_free(slots, i, fd, w);   /* queued by a put that died before publishing it */
     }
 }

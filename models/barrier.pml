@@ -1,4 +1,4 @@
-/* barrier.pml — Barrier (csrc/sync.c barrier_wait, barrier_sleep,
+/* barrier.pml — Barrier (csrc/barrier.c barrier_wait, barrier_sleep,
  * barrier_break_locked, barrier_next_gen).
  *
  * gen is the futex word; it moves on when a round is released or broken.

@@ -1,4 +1,4 @@
-/* condition.pml — Condition, the exact-notify protocol (csrc/sync.c
+/* condition.pml — Condition, the exact-notify protocol (csrc/condition.c
  * condition_wait, cond_peek, cond_settle, cond_merge, cond_unlock,
  * cond_notify_n).
  *

@@ -1,4 +1,4 @@
-/* event.pml — Event (csrc/sync.c event_set, event_clear, event_wait,
+/* event.pml — Event (csrc/event.c event_set, event_clear, event_wait,
  * event_try).
  *
  * One futex word w = (pulses << 1) | flag, and a sleepers count.

@@ -1,10 +1,11 @@
-/* lock.pml — Lock and RLock (csrc/sync.c), with dead-owner takeover.
+/* lock.pml — the pid-word mutex (csrc/mutex.c) with dead-owner takeover:
+ * Lock and RLock, and the internal locks of Condition and Barrier.
  *
- * s->word holds the holder's pid (here _pid + 1), 0 when free.
- *   acquire  = lock_acquire: semlock_try, then cproc_wait(word, waiters,
- *              semlock_try, semlock_poll_owner)
- *   release  = mutex_unlock (RLock, Lock's last release): store 0, then
- *              cproc_wake_waiters(word, waiters, 1)
+ * m->holder holds the holder's pid (here _pid + 1), 0 when free.
+ *   acquire  = cproc_mutex_lock: mutex_try, then cproc_wait(holder, waiters,
+ *              mutex_try, mutex_take_over)
+ *   release  = cproc_mutex_unlock: exchange 0 (the holder's pid comes back),
+ *              then cproc_wake_waiters(holder, waiters, 1)
  * RLock's recursion depth (s->count) is touched by its holder only and does
  * not take part in the protocol.
  *
@@ -40,9 +41,9 @@ active [NPROC] proctype P()
     :: it == ITERS -> break
     :: else ->
         ok = 0; timedout = 0;
-        /* lock_acquire -> cproc_wait */
+        /* cproc_mutex_lock -> cproc_wait */
         do
-        :: /* semlock_try: read, then CAS 0 -> pid */
+        :: /* mutex_try: read, then CAS 0 -> pid */
             atomic {
                 if
                 :: word == 0 -> word = me; ok = 1
@@ -50,7 +51,7 @@ active [NPROC] proctype P()
                 fi
             };
             if :: ok -> seen = 0; break :: else fi;
-            /* semlock_poll_owner: read the owner; CAS it to us if it is dead
+            /* mutex_take_over: read the holder; CAS it to us if it is dead
              * (one step: a CAS after a change fails, as if made later) */
             atomic {
                 if
@@ -77,7 +78,7 @@ active [NPROC] proctype P()
             :: true
             fi;
             incs--;
-            /* mutex_unlock */
+            /* cproc_mutex_unlock */
 #ifdef BUG_WAKE_FIRST
             wake_waiters(W_LOCK, waiters, 1);   /* mutant: wake before the store */
             word = 0

@@ -1,10 +1,11 @@
-/* semaphore.pml — Semaphore and BoundedSemaphore (csrc/sync.c).
+/* semaphore.pml — Semaphore and BoundedSemaphore (csrc/semlock.c).
  *
- * s->word is the counter.
- *   acquire = lock_acquire: semlock_try (CAS v -> v - 1 while v > 0; else
- *             seen = 0), then cproc_wait(word, waiters, semlock_try, no poll)
+ * s->sem.value is the counter.
+ *   acquire = cproc_semlock_acquire: semaphore_try (CAS v -> v - 1 while
+ *             v > 0; else seen = 0), then cproc_wait(value, waiters,
+ *             semaphore_try, no poll)
  *   release = cproc_semlock_release: CAS v -> v + 1, then
- *             cproc_wake_waiters(word, waiters, 1)
+ *             cproc_wake_waiters(value, waiters, 1)
  *
  * Processes: a producer releasing RELEASES times into a Semaphore(0); a
  * consumer acquiring once, blocking; a consumer trying once with a timeout

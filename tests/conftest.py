@@ -3,7 +3,7 @@
 * ``no_leaks`` (autouse): a test fails if it leaves behind a live child
   process, a zombie, an open fd or a /dev/shm entry. A module-scoped fixture
   that keeps connections open across its tests (test_dask.py's cluster
-  client) registers predicates in ``_helpers.FD_ALLOWANCES`` (and
+  client) registers predicates in ``helpers.resources.FD_ALLOWANCES`` (and
   ``SHM_ALLOWANCES``) while it lives.
 * ``mp``: parametrized over "multiprocessing" (its fork context) and "cproc",
   for differential tests; select one side with ``-k multiprocessing`` or
@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from _helpers import FD_ALLOWANCES, SHM_ALLOWANCES, proc_stats
+from helpers.resources import FD_ALLOWANCES, SHM_ALLOWANCES, proc_stats
 
 GRACE = 2.0  # seconds a just-joined child or a just-closed fd may take to go
 
@@ -151,6 +151,7 @@ def _ignored_fds():
     shm = sys.modules.get("cproc.shared_memory")
     if shm is not None and shm._sock is not None:
         ignored.add(shm._sock.fileno())
+        ignored.add(shm._wfd)           # and the write end of its record pipe
     return ignored
 
 

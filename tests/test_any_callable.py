@@ -19,15 +19,15 @@ import threading
 import multiprocessing
 import pytest
 
-import _helpers as H
-from _helpers import START_METHODS, child_env, pickle_error
+from helpers.impls import START_METHODS, pickle_error, warm_up_start_methods
+from helpers.scripts import child_env
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _warm_up():
-    H.warm_up_start_methods()
+    warm_up_start_methods()
 
 
 def _run(p, timeout=30):

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from _helpers import child_env
+from helpers.scripts import child_env
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -47,8 +47,9 @@ import multiprocessing
 import multiprocessing.connection
 import pytest
 
-from _helpers import (CTRL_C_SCRIPT, FORK, GIL_SCRIPT, ThreadTask, check_ctrl_c_script, check_gil_script,
-                      popen_impl_script)
+from helpers.children import FORK, Payload, ThreadTask
+from helpers.scripts import (CTRL_C_SCRIPT, GIL_SCRIPT, check_ctrl_c_script, check_gil_script,
+    popen_impl_script)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -61,17 +62,6 @@ except ImportError:  # pragma: no cover - numpy is a test dependency
 def conn_module(mp):
     """multiprocessing.connection or cproc.connection."""
     return importlib.import_module(mp.name + ".connection")
-
-
-class Payload:
-    """A user class: pickled by reference to this module."""
-
-    def __init__(self, x, items):
-        self.x = x
-        self.items = items
-
-    def __eq__(self, other):
-        return type(other) is Payload and (self.x, self.items) == (other.x, other.items)
 
 
 class Unpicklable:

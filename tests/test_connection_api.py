@@ -39,7 +39,9 @@ import multiprocessing
 import multiprocessing.connection
 import pytest
 
-from _helpers import CTRL_C_SCRIPT, GIL_SCRIPT, ThreadTask, check_ctrl_c_script, check_gil_script, popen_impl_script
+from helpers.children import ThreadTask
+from helpers.scripts import (CTRL_C_SCRIPT, GIL_SCRIPT, check_ctrl_c_script, check_gil_script,
+    popen_impl_script)
 
 pytestmark = pytest.mark.timeout(30)
 

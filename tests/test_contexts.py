@@ -16,15 +16,9 @@ import sys
 import multiprocessing
 import pytest
 
-import _helpers as H
-from _helpers import (
-    PROCESS_CLASS,
-    START_METHODS,
-    ProcImpl,
-    impl_method_params,
-    run_impl_script,
-    stderr_outline,
-)
+from helpers.impls import (PROCESS_CLASS, START_METHODS, ProcImpl, cproc_method_works, impl_method_params,
+    warm_up_start_methods)
+from helpers.scripts import child_env, run_impl_script, stderr_outline
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -33,7 +27,7 @@ IMPLS = ["multiprocessing", "cproc"]
 
 @pytest.fixture(scope="module", autouse=True)
 def _warm_up():
-    H.warm_up_start_methods()
+    warm_up_start_methods()
 
 
 @pytest.fixture(params=impl_method_params())
@@ -70,7 +64,7 @@ def run_with_reference(tmp_path, name, body, impl_name, method, **kwargs):
 
 
 def xfail_if_no_cproc_forkserver(name):
-    if name == "cproc" and not H.cproc_method_works("forkserver"):
+    if name == "cproc" and not cproc_method_works("forkserver"):
         pytest.xfail("forkserver not implemented yet")
 
 
@@ -501,6 +495,17 @@ def test_import_leaves_ctypes_and_connection_for_first_use():
     )
     import subprocess
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                         env=H.child_env())
+                         env=child_env())
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:3] == ["False False", "hi True", "9 True"]
+
+
+def test_default_start_method_follows_the_python_version():
+    """multiprocessing's Linux default: fork up to 3.13, forkserver from 3.14
+    (the running Python's is differential in this file; the mapping is
+    pinned here for the versions this machine cannot run)."""
+    import cproc.context
+    assert cproc.context._default_start_method((3, 13, 0)) == "fork"
+    assert cproc.context._default_start_method((3, 14, 0)) == "forkserver"
+    import multiprocessing
+    assert cproc.get_context().get_start_method() == multiprocessing.get_context().get_start_method()

@@ -7,7 +7,7 @@ their own session, and stops them at the end. The workers get this directory
 on their PYTHONPATH, as a real cluster has the user's modules installed.
 Pools share one module-scoped distributed.Client (a Client takes a second or
 more to connect); its connections to the scheduler are allowed by the leak
-check while the module runs (_helpers.FD_ALLOWANCES).
+check while the module runs (helpers.resources.FD_ALLOWANCES).
 
 Differential tests run the same scenario on cproc.Pool(2) and on the Dask
 pool: same results, same exception types and messages. Other tests check
@@ -37,7 +37,9 @@ import cproc.dask  # noqa: E402
 from multiprocessing import TimeoutError  # noqa: E402
 from multiprocessing.pool import MaybeEncodingError, RemoteTraceback  # noqa: E402
 
-import _helpers as H  # noqa: E402
+from helpers.blocking import wait_until  # noqa: E402
+from helpers.resources import FD_ALLOWANCES, SHM_ALLOWANCES, proc_stats, tcp_peers  # noqa: E402
+from helpers.scripts import child_env, kill_session, read_line  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -56,7 +58,7 @@ def _free_port():
 
 
 def _session(sid):
-    return [pid for pid, fields in H.proc_stats() if int(fields[3]) == sid and fields[0] != "Z"]
+    return [pid for pid, fields in proc_stats() if int(fields[3]) == sid and fields[0] != "Z"]
 
 
 def _stop(proc, timeout=15):
@@ -68,8 +70,8 @@ def _stop(proc, timeout=15):
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
         pass
-    if not H.wait_until(lambda: not _session(proc.pid), timeout=timeout):
-        H.kill_session(proc.pid)
+    if not wait_until(lambda: not _session(proc.pid), timeout=timeout):
+        kill_session(proc.pid)
     proc.wait()
 
 
@@ -77,7 +79,7 @@ class Cluster:
     def __init__(self, tmp):
         self.port = _free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
-        env = H.child_env()
+        env = child_env()
         env.pop(cproc.dask.ENV_SCHEDULER, None)
         dask = [os.path.join(os.path.dirname(sys.executable), "dask")]
         if not os.path.exists(dask[0]):
@@ -100,7 +102,7 @@ class Cluster:
     def wait_workers(self, n=2):
         """Wait until n workers are up (after a test killed one: its nanny restarts it)."""
         self.client.wait_for_workers(n, timeout=START_TIMEOUT)
-        H.wait_until(lambda: len(self.client.nthreads()) == n, timeout=START_TIMEOUT)
+        wait_until(lambda: len(self.client.nthreads()) == n, timeout=START_TIMEOUT)
 
     def ports(self):
         ports = {self.port}
@@ -118,7 +120,7 @@ class Cluster:
     def pids(self):
         """Every live process of the cluster (its sessions)."""
         sids = {p.pid for p in self.procs}
-        return [pid for pid, fields in H.proc_stats() if int(fields[3]) in sids]
+        return [pid for pid, fields in proc_stats() if int(fields[3]) in sids]
 
     def worker_pids(self):
         return set(self.client.run(os.getpid).values())
@@ -140,7 +142,7 @@ def cluster(tmp_path_factory):
     def client_socket(fd, link):
         if not link.startswith("socket:["):
             return False
-        peer = H.tcp_peers().get(int(link[8:-1]))
+        peer = tcp_peers().get(int(link[8:-1]))
         return peer is not None and peer[0] == "127.0.0.1" and peer[1] in c.ports()
 
     def cluster_shm(name):
@@ -152,13 +154,13 @@ def cluster(tmp_path_factory):
             return True
         return any(inode in _shm_inodes(pid) for pid in c.pids())
 
-    H.FD_ALLOWANCES.append(client_socket)
-    H.SHM_ALLOWANCES.append(cluster_shm)
+    FD_ALLOWANCES.append(client_socket)
+    SHM_ALLOWANCES.append(cluster_shm)
     try:
         yield c
     finally:
-        H.FD_ALLOWANCES.remove(client_socket)
-        H.SHM_ALLOWANCES.remove(cluster_shm)
+        FD_ALLOWANCES.remove(client_socket)
+        SHM_ALLOWANCES.remove(cluster_shm)
         c.close()
 
 
@@ -476,7 +478,7 @@ def test_imap_is_lazy_and_breaking_out_drops_the_rest(dpool):
         if x >= 100:
             break
     assert len(drawn) < 10 + 300                            # bounded read-ahead
-    H.wait_until(lambda: not pool._engine.pending and not pool._engine.inflight, timeout=10)
+    wait_until(lambda: not pool._engine.pending and not pool._engine.inflight, timeout=10)
     assert not pool._engine.pending and not pool._engine.inflight
     assert pool.map(square, range(3)) == [0, 1, 4]
 
@@ -500,7 +502,7 @@ def test_terminate_leaves_nothing_running(cluster, dpool):
     pool = dpool()
     python_loop = pool.apply_async(busy_loop, (30,))
     in_c = pool.apply_async(sleep_then, (30,))
-    H.wait_until(lambda: cluster.running()[0] == 2, timeout=30)
+    wait_until(lambda: cluster.running()[0] == 2, timeout=30)
     t0 = time.monotonic()
     pool.terminate()
     elapsed = time.monotonic() - t0
@@ -515,7 +517,7 @@ def test_terminate_leaves_nothing_running(cluster, dpool):
 def test_with_block_leaves_nothing_running(cluster):
     with cproc.dask.Pool(client=cluster.client) as pool:
         results = [pool.apply_async(busy_loop, (30,)) for _ in range(4)]
-        H.wait_until(lambda: cluster.running()[0] == 2, timeout=30)
+        wait_until(lambda: cluster.running()[0] == 2, timeout=30)
     assert cluster.running() == (0, 0)
     assert all(r.ready() and not r.successful() for r in results)
 
@@ -548,7 +550,7 @@ def test_no_scheduler_named():
 def _script(tmp_path, body, env_extra, name="script.py"):
     path = tmp_path / name
     path.write_text(textwrap.dedent(body))
-    env = H.child_env()
+    env = child_env()
     env.pop(cproc.dask.ENV_SCHEDULER, None)
     env.update(env_extra)
     return path, env
@@ -658,11 +660,11 @@ def test_ctrl_c_in_a_script_leaves_no_task_running(cluster, tmp_path):
     proc = subprocess.Popen([sys.executable, str(path)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env, bufsize=0, start_new_session=True)
     try:
-        assert H.read_line(proc.stdout, 60) == "ready"
-        assert H.wait_until(lambda: cluster.running() == (2, 2), timeout=30)
+        assert read_line(proc.stdout, 60) == "ready"
+        assert wait_until(lambda: cluster.running() == (2, 2), timeout=30)
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        assert H.read_line(proc.stdout, 10) == "interrupted"
+        assert read_line(proc.stdout, 10) == "interrupted"
         interrupted_in = time.monotonic() - t0
         proc.wait(30)
         assert proc.returncode != 0
@@ -672,7 +674,7 @@ def test_ctrl_c_in_a_script_leaves_no_task_running(cluster, tmp_path):
         proc.stdout.close()
         proc.stderr.close()
     assert interrupted_in < 5
-    assert H.wait_until(lambda: cluster.running() == (0, 0), timeout=10)
+    assert wait_until(lambda: cluster.running() == (0, 0), timeout=10)
 
 
 @pytest.mark.timeout(120)
@@ -703,3 +705,106 @@ def test_function_defined_in_a_notebook(cluster, tmp_path):
     asyncio.run(run())
     outputs = [o for o in nb.cells[0].outputs]
     assert [o.get("text") for o in outputs] == ["[0, 1, 8, 27, 64] True\n"], outputs
+
+
+# ==========================================================================
+# asyncio: the Dask pool's results are awaitable as the local pool's are
+# (the same C result types, fed by the pool's collector thread: it wakes the
+# awaiting loop through the loop's wake-up pipe, no thread per await, no
+# polling; see tests/test_pool_asyncio.py for the local pool)
+
+
+def _asyncio_run(coro, timeout=60):
+    import asyncio
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def test_await_dask_results_and_async_for(dpool):
+    import asyncio
+
+    async def main(pool):
+        assert await pool.apply_async(square, (7,)) == 49
+        assert await pool.map_async(square, range(10)) == [x * x for x in range(10)]
+        assert await pool.starmap_async(add, [(2, 3), (3, 4)]) == [5, 7]
+        with pytest.raises(ValueError, match="item 5 is bad"):
+            await pool.apply_async(fail_on_5, (5,))
+        assert [x async for x in pool.imap(square, range(12))] == [x * x for x in range(12)]
+        got = [x async for x in pool.imap_unordered(square, range(9))]
+        assert sorted(got) == [x * x for x in range(9)]
+        threads = threading.active_count()
+        results = [pool.apply_async(square, (i,)) for i in range(200)]
+        assert await asyncio.gather(*results) == [i * i for i in range(200)]
+        assert threading.active_count() == threads        # no thread per await
+
+    _asyncio_run(main(dpool(2)))
+
+
+def test_dask_cancelled_await_loses_no_other_result(dpool):
+    import asyncio
+
+    async def one(result):
+        return await result
+
+    async def main(pool):
+        results = [pool.apply_async(sleep_then, (0.05, i)) for i in range(10)]
+        tasks = [asyncio.ensure_future(one(r)) for r in results]
+        await asyncio.sleep(0)
+        for t in tasks[::2]:
+            t.cancel()
+        done = await asyncio.gather(*tasks, return_exceptions=True)
+        assert [d for d in done[1::2]] == list(range(1, 10, 2))
+        assert all(isinstance(d, asyncio.CancelledError) for d in done[::2])
+        assert [await r for r in results] == list(range(10))     # the cancelled ones' too
+        slow = pool.apply_async(sleep_then, (1.0, "slow"))
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(one(slow), 0.05)
+        assert await slow == "slow"
+
+    _asyncio_run(main(dpool(2)))
+
+
+ASYNC_CTRL_C_SCRIPT = """
+    import asyncio, sys, time
+    import cproc
+
+    def slow(i):
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            time.sleep(0.01)
+        return i
+
+    async def main(pool):
+        results = [pool.apply_async(slow, (i,)) for i in range(4)]
+        print("ready", flush=True)
+        await asyncio.gather(*results)
+
+    if __name__ == "__main__":
+        with cproc.Pool() as pool:
+            asyncio.run(main(pool))
+"""
+
+
+@pytest.mark.timeout(90)
+def test_ctrl_c_while_awaiting_dask_results(cluster, tmp_path):
+    """As with the local pool (test_pool_asyncio.py): asyncio's
+    KeyboardInterrupt, exit by SIGINT, and nothing of the pool left running
+    on the cluster once the script has left its `with`."""
+    path, env = _script(tmp_path, ASYNC_CTRL_C_SCRIPT, {cproc.dask.ENV_SCHEDULER: cluster.address})
+    proc = subprocess.Popen([sys.executable, str(path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, bufsize=0, start_new_session=True)
+    try:
+        assert H.read_line(proc.stdout, 60) == "ready"
+        assert H.wait_until(lambda: cluster.running() == (2, 2), timeout=30)
+        t0 = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(30)
+        exited_in = time.monotonic() - t0
+        stderr = proc.stderr.read().decode(errors="replace")
+    finally:
+        _stop(proc)
+        proc.stdout.close()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGINT, stderr
+    assert stderr.rstrip().splitlines()[-1] == "KeyboardInterrupt", stderr
+    assert exited_in < 10
+    assert H.wait_until(lambda: cluster.running() == (0, 0), timeout=10)

@@ -18,8 +18,8 @@ from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 
-import _helpers as H
-from _helpers import ProcImpl, impl_method_params
+from helpers.blocking import wait_until
+from helpers.impls import ProcImpl, impl_method_params, warm_up_start_methods
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -31,7 +31,7 @@ def _warm_up():
     """Process-lifetime helpers in every test's leak baseline: the forkservers,
     and multiprocessing's resource sharer (its listening socket), which hands
     the executor's call-queue pipe to forkserver workers."""
-    H.warm_up_start_methods()
+    warm_up_start_methods()
     for name in ("multiprocessing", "cproc"):
         try:
             with ProcessPoolExecutor(1, mp_context=ProcImpl(name, "forkserver").ctx) as ex:
@@ -178,7 +178,7 @@ def test_initializer_failure_breaks_the_pool(executor):
     else:
         with pytest.raises(BrokenProcessPool):
             f.result(timeout=30)
-    assert H.wait_until(lambda: ex._broken, 10)
+    assert wait_until(lambda: ex._broken, 10)
     with pytest.raises(BrokenProcessPool):
         ex.submit(square, 1)
 
@@ -219,7 +219,7 @@ def test_shutdown_wait_false_finishes_running_work(executor):
 def test_shutdown_cancel_futures(executor, wait):
     ex = executor(1)
     first = ex.submit(sleep_then, 0.3, "first")
-    assert H.wait_until(first.running, 10)
+    assert wait_until(first.running, 10)
     rest = [ex.submit(square, i) for i in range(20)]
     ex.shutdown(wait=wait, cancel_futures=True)
     assert first.result(timeout=30) == "first"

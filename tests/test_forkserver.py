@@ -14,10 +14,12 @@ under cproc with the same start method (ids ``multiprocessing-forkserver``,
   gh-111049).
 """
 
+import sys
+
 import pytest
 
-import _helpers as H
-from _helpers import impl_method_params, run_impl_script
+from helpers.impls import impl_method_params
+from helpers.scripts import run_impl_script
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -148,3 +150,68 @@ def test_failed_request_releases_the_payload_view(tmp_path):
     assert result.stdout.splitlines() == [
         "start: request failed", "payload view: released", "start: request failed", "collected",
     ], describe(result)
+
+
+# ==========================================================================
+# set_forkserver_preload: multiprocessing 3.15's checks and on_error, on every version
+
+
+def test_set_forkserver_preload_checks_its_arguments_as_3_15():
+    """Pinned to multiprocessing 3.15 (Lib/multiprocessing/forkserver.py and
+    its test_preload_invalid_on_error_value): every item must be a str
+    (TypeError), on_error is keyword-only and one of three words (ValueError)."""
+    import inspect
+    import multiprocessing
+    import cproc
+    for target in (cproc, cproc.get_context("forkserver"), cproc.get_context("fork")):
+        param = inspect.signature(target.set_forkserver_preload).parameters["on_error"]
+        assert (param.kind, param.default) == (inspect.Parameter.KEYWORD_ONLY, "ignore")
+        with pytest.raises(TypeError, match="^module_names must be a list of strings$"):
+            target.set_forkserver_preload(["os", 1])
+        with pytest.raises(ValueError, match="^on_error must be 'ignore', 'warn', or 'fail'$"):
+            target.set_forkserver_preload(["os"], on_error="invalid")
+        with pytest.raises(TypeError):
+            target.set_forkserver_preload(["os"], "warn")
+    # differential where the running multiprocessing checks the items too (3.11.5+, 3.12+)
+    if sys.version_info >= (3, 11, 5):
+        with pytest.raises(TypeError, match="^module_names must be a list of strings$"):
+            multiprocessing.get_context("forkserver").set_forkserver_preload(["os", 1])
+    cproc.set_forkserver_preload(["__main__"])     # back to the default
+
+
+PRELOAD_ON_ERROR_SCRIPT = r'''
+def child():
+    print("child ran", flush=True)
+
+if __name__ == "__main__":
+    sys.warnoptions.append("always::ImportWarning")   # passed on to the server (-W), as 3.15's test does
+    ctx.set_forkserver_preload(["__main__", "no_such_module_xyz"], on_error=sys.argv[1])
+    p = P(target=child)
+    try:
+        p.start()
+    except Exception as e:
+        print("start failed:", type(e).__name__, getattr(e, "__notes__", ["(no notes before 3.11)"])[0], flush=True)
+    else:
+        p.join(30)
+        print("exitcode", p.exitcode, flush=True)
+'''
+
+
+@pytest.mark.parametrize("on_error", ["ignore", "warn", "fail"])
+def test_set_forkserver_preload_on_error(on_error, tmp_path):
+    """3.15's on_error: 'ignore' says nothing, 'warn' puts an ImportWarning
+    naming the module on the server's stderr, 'fail' makes the server exit
+    with the ModuleNotFoundError: starting a process raises, promptly."""
+    result = run_impl_script(tmp_path, "on_error",
+                             PRELOAD_ON_ERROR_SCRIPT.replace("sys.argv[1]", repr(on_error)),
+                             "cproc", "forkserver")
+    assert not result.leftover, describe(result)
+    if on_error == "fail":
+        assert result.stdout.startswith("start failed: EOFError"), describe(result)
+        if sys.version_info >= (3, 11):
+            assert "Forkserver process may have crashed" in result.stdout, describe(result)
+        assert "ModuleNotFoundError" in result.stderr and "no_such_module_xyz" in result.stderr, describe(result)
+    else:
+        assert result.stdout.splitlines() == ["child ran", "exitcode 0"], describe(result)
+        warned = "ImportWarning" in result.stderr and "no_such_module_xyz" in result.stderr
+        assert warned == (on_error == "warn"), describe(result)

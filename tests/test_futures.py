@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from _helpers import wait_until
+from helpers.blocking import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 

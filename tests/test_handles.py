@@ -21,21 +21,10 @@ import warnings
 
 import pytest
 
-from _helpers import (
-    Point,
-    Remote,
-    RemoteError,
-    ThreadTask,
-    fd_links,
-    fork_holder,
-    kill_and_reap,
-    memfd_mapped_bytes,
-    new_dev_shm_entries,
-    proc_state,
-    spawn_script,
-    read_line,
-    wait_until,
-)
+from helpers.blocking import proc_state, wait_blocked, wait_until
+from helpers.children import Point, Remote, RemoteError, ThreadTask, fork_holder, kill_and_reap
+from helpers.resources import fd_links, memfd_mapped_bytes, new_dev_shm_entries
+from helpers.scripts import read_line, spawn_script
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -51,7 +40,8 @@ def _lock(obj, r, n):
     assert obj.acquire(timeout=5) is True
     assert r.eval(f"{n}.acquire(timeout=0.2)") is False  # held here, seen there
     r.send("eval", f"{n}.acquire(timeout=10)")
-    assert not r.pending_reply(0.3)  # blocked there
+    wait_blocked(r, wchan="futex")  # blocked there
+    assert not r.pending_reply()
     obj.release()
     assert r.reply(5) is True  # woken by our release
     assert obj.acquire(False) is False  # held there, seen here
@@ -67,7 +57,8 @@ def _rlock(obj, r, n):
         r.eval(f"{n}.release()")
     assert ei.value.type_name == "AssertionError"
     r.send("eval", f"{n}.acquire(timeout=10)")
-    assert not r.pending_reply(0.3)
+    wait_blocked(r, wchan="futex")
+    assert not r.pending_reply()
     obj.release()
     assert r.reply(5) is True
     assert r.eval(f"{n}.acquire(False)") is True  # re-entrant there
@@ -81,7 +72,8 @@ def _rlock(obj, r, n):
 
 def _semaphore(obj, r, n):  # Semaphore(0)
     r.send("eval", f"{n}.acquire(timeout=10)")
-    assert not r.pending_reply(0.3)
+    wait_blocked(r, wchan="futex")
+    assert not r.pending_reply()
     obj.release()
     assert r.reply(5) is True
     obj.release()
@@ -108,7 +100,8 @@ def _bounded_semaphore(obj, r, n):  # BoundedSemaphore(2)
 
 def _event(obj, r, n):
     r.send("eval", f"{n}.wait(10)")
-    assert not r.pending_reply(0.3)
+    wait_blocked(r, wchan="futex")
+    assert not r.pending_reply()
     obj.set()
     assert r.reply(5) is True
     r.exec(f"{n}.clear()")
@@ -120,7 +113,8 @@ def _event(obj, r, n):
 def _condition(obj, r, n):
     # they wait, we notify
     r.send("exec", f"{n}.acquire()\nr_ = {n}.wait(10)\n{n}.release()")
-    assert not r.pending_reply(0.3)
+    wait_blocked(r, wchan="futex")
+    assert not r.pending_reply()
     assert wait_until(lambda: _notify(obj) and r.pending_reply(0.01), 5)
     r.reply(1)
     assert r.eval("r_") is True
@@ -130,7 +124,7 @@ def _condition(obj, r, n):
             return obj.wait(10)
 
     task = ThreadTask(wait_here)
-    time.sleep(0.3)
+    wait_blocked(task)
     assert task.is_alive()
     deadline = time.monotonic() + 5
     while task.is_alive() and time.monotonic() < deadline:
@@ -150,7 +144,8 @@ def _notify(cond):
 
 def _barrier(obj, r, n):  # Barrier(2)
     r.send("eval", f"{n}.wait(10)")
-    assert not r.pending_reply(0.3)
+    wait_blocked(r, wchan="futex")
+    assert not r.pending_reply()
     assert wait_until(lambda: obj.n_waiting == 1, 5)
     mine = obj.wait(10)
     theirs = r.reply(5)
@@ -502,7 +497,7 @@ def test_dead_holder_blocked_waiter_recovers(cproc, kind, reap):
     try:
         with pytest.warns(cproc.OwnerDiedWarning):
             task = ThreadTask(lock.acquire)  # blocks: no timeout
-            time.sleep(0.3)
+            wait_blocked(task)
             assert task.is_alive(), "acquire did not block while the holder lived"
             killed_at = time.monotonic()
             os.kill(pid, signal.SIGKILL)

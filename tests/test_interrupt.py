@@ -18,7 +18,9 @@ from threading import BrokenBarrierError
 
 import pytest
 
-from _helpers import CTRL_C_SCRIPT, FORK, ChildSet, ThreadTask, assert_sigint_interrupts, read_line, spawn_script
+from helpers.blocking import wait_blocked
+from helpers.children import FORK, ChildSet, ThreadTask
+from helpers.scripts import CTRL_C_SCRIPT, assert_sigint_interrupts, read_line, spawn_script
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -94,7 +96,7 @@ def test_ctrl_c_uncaught_exits_like_python(mp):
     with spawn_script(mp.name, body) as proc:
         try:
             assert read_line(proc.stdout, 20) == "ready"
-            time.sleep(0.2)
+            wait_blocked(proc)
             assert proc.poll() is None
             proc.send_signal(signal.SIGINT)
             assert proc.wait(10) == -signal.SIGINT
@@ -287,7 +289,7 @@ def test_blocked_wait_lets_other_threads_run(mp, case):
     ns = {"mp": mp, "ThreadTask": ThreadTask}
     exec(setup, ns)  # noqa: S102
     task = ThreadTask(lambda: eval(call, ns))  # noqa: S307
-    time.sleep(0.1)
+    wait_blocked(task)
     assert task.is_alive()
     spins = 0
     t_end = time.monotonic() + 0.3

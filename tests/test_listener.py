@@ -35,7 +35,7 @@ from multiprocessing import util as mp_util
 
 import pytest
 
-from _helpers import ThreadTask
+from helpers.children import ThreadTask
 
 pytestmark = pytest.mark.timeout(30)
 

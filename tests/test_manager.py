@@ -29,8 +29,10 @@ import queue
 
 import pytest
 
-import _helpers as H
-from _helpers import ChildSet, impl_method_params, pid_gone, run_impl_script, wait_until
+from helpers.blocking import pid_gone, wait_until
+from helpers.children import ChildSet
+from helpers.impls import PROCESS_CLASS, ProcImpl, impl_method_params, warm_up_start_methods
+from helpers.scripts import run_impl_script
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -50,7 +52,7 @@ needs_pool = pytest.mark.skipif(not _cproc_has_pool(), reason="cproc.Pool is not
 
 @pytest.fixture(scope="module", autouse=True)
 def _warm_up():
-    H.warm_up_start_methods()
+    warm_up_start_methods()
     # A Connection handed to a cproc forkserver child (the manager's address
     # pipe) goes through multiprocessing's resource sharer, whose listener
     # socket then stays open for the life of the process: put it in the
@@ -67,7 +69,7 @@ def _warm_up():
 @pytest.fixture(params=impl_method_params())
 def impl(request):
     name, method = request.param
-    return H.ProcImpl(name, method)
+    return ProcImpl(name, method)
 
 
 def _err(exc):
@@ -555,7 +557,7 @@ def test_program_exit_stops_the_server(impl_method, tmp_path):
     name, method = impl_method
     res = run_impl_script(tmp_path, "exit_manager", _EXIT_SCRIPT, name, method, timeout=40)
     assert res.returncode == 0, res.stderr
-    cls = H.PROCESS_CLASS[method]
+    cls = PROCESS_CLASS[method]
     assert res.stdout.splitlines() == [
         "exitcode 0",
         "got True 0 [('child', 1), ('x', 1)]",

@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from _helpers import proc_stats, session_alive, wait_until
+from helpers.blocking import wait_until
+from helpers.resources import proc_stats, session_alive
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")

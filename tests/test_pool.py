@@ -57,6 +57,7 @@ import collections
 import contextlib
 import ctypes
 import faulthandler
+import errno
 import functools
 import importlib
 import itertools
@@ -74,8 +75,12 @@ import multiprocessing
 import multiprocessing.pool
 import pytest
 
-from _helpers import SharedInts, kill_session, pickle_error, pid_gone, popen_impl_script, read_json, read_line, \
-    session_alive, wait_until, write_json
+from helpers.blocking import pid_gone, wait_until
+from helpers.children import SharedInts
+from helpers.impls import pickle_error
+from helpers.resources import session_alive
+from helpers.scripts import kill_session, popen_impl_script, read_line
+from helpers.targets import read_json, write_json
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -1446,3 +1451,108 @@ def test_raising_callback_is_reported_and_the_result_completes(cproc, monkeypatc
         assert wait_until(lambda: reported, 5)
     assert [type(u.exc_value) for u in reported] == [ValueError]
     assert str(reported[0].exc_value) == "callback failed"
+
+
+# --------------------------------------------------------------------------
+# a replacement worker that cannot be started (fork refused)
+
+
+class _Starts:
+    """Pool.Process for a test: the first `ok` processes start, the next
+    `fail` ones raise OSError(EAGAIN) from start(), as a refused fork does."""
+
+    def __init__(self, ok, fail):
+        self.ok, self.fail, self.refused = ok, fail, 0
+
+    def __call__(self, ctx, *args, **kwds):
+        p = ctx.Process(*args, **kwds)
+        if self.ok > 0:
+            self.ok -= 1
+        elif self.fail > 0:
+            self.fail -= 1
+
+            def refuse():
+                self.refused += 1
+                raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+            p.start = refuse
+        return p
+
+
+def _pool_whose_starts(mod, ok, fail, processes=1):
+    starts = _Starts(ok, fail)
+    base = importlib.import_module(mod.__name__ + ".pool").Pool
+    cls = type("RefusingPool", (base,), {"Process": staticmethod(starts)})
+    return cls(processes, context=mod.get_context("fork")), starts
+
+
+def test_replacement_worker_start_is_retried_with_a_backoff(cproc):
+    """One of two workers dies; starting its replacement fails 3 times: the
+    other worker serves the tasks meanwhile, and the pool retries (0.1 s,
+    then doubling) until it has two workers again."""
+    pool, starts = _pool_whose_starts(cproc, 2, 3, processes=2)
+    with pool:
+        with pytest.raises(cproc.WorkerLostError):
+            pool.apply(os._exit, (1,))
+        assert pool.map(square, range(20), chunksize=1) == [x * x for x in range(20)]
+        assert wait_until(lambda: len(pool._pool) == 2, 20)
+        assert starts.refused == 3
+        assert pool.map(square, range(20), chunksize=1) == [x * x for x in range(20)]
+
+
+def test_no_worker_can_be_started_fails_the_tasks_instead_of_hanging(cproc):
+    """No worker alive and none can be started: the waiting tasks (and new
+    ones) fail with WorkerLostError naming the start's error, promptly."""
+    pool, starts = _pool_whose_starts(cproc, 1, 10**6)
+    with pool:
+        with pytest.raises(cproc.WorkerLostError):
+            pool.apply(os._exit, (1,))
+        for _ in range(2):
+            with pytest.raises(cproc.WorkerLostError, match=r"No worker process could be started.*\[Errno %d\]" % errno.EAGAIN) as info:
+                pool.apply_async(square, (7,)).get(timeout=10)
+            assert isinstance(info.value.__cause__, OSError)
+            assert info.value.__cause__.errno == errno.EAGAIN
+        assert starts.refused >= 2
+    pool.join()
+
+
+MP_REFUSED_START_SCRIPT = r"""
+import errno, threading, multiprocessing.pool
+
+refused, made = [], []
+def Process(ctx, *args, **kwds):
+    p = ctx.Process(*args, **kwds)
+    made.append(p)
+    if len(made) > 1:      # every start after the first
+        def refuse():
+            refused.append(1)
+            raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+        p.start = refuse
+    return p
+
+class RefusingPool(multiprocessing.pool.Pool):
+    Process = staticmethod(Process)
+
+errors = []
+threading.excepthook = lambda args: errors.append(args.exc_type.__name__)
+pool = RefusingPool(1, context=multiprocessing.get_context("fork"))
+pool.apply_async(os._exit, (1,))
+while not refused:
+    time.sleep(0.01)
+try:
+    pool.apply_async(abs, (-7,)).get(timeout=1)
+except multiprocessing.TimeoutError:
+    print("get timed out", flush=True)
+print("handler died of", errors, flush=True)
+os._exit(0)     # terminate() would hang too
+"""
+
+
+def test_multiprocessing_pool_hangs_when_a_replacement_cannot_be_started(tmp_path):
+    """Pins the difference: multiprocessing's worker-handler thread dies of
+    the start's error (threading.excepthook), nothing replaces the worker,
+    and the pool's tasks wait for ever (here: get(timeout) times out; its
+    terminate() hangs as well, so the script leaves with os._exit)."""
+    from _helpers import run_impl_script
+    result = run_impl_script(tmp_path, "mp_refused", MP_REFUSED_START_SCRIPT, "multiprocessing", "fork")
+    assert result.stdout.splitlines() == ["get timed out", "handler died of ['BlockingIOError']"], \
+        result.stdout + result.stderr

@@ -7,6 +7,7 @@ no thread per await, no polling; a cancelled await loses no other result.
 
 import asyncio
 import os
+import signal
 import threading
 import time
 
@@ -164,3 +165,76 @@ def test_awaits_from_two_event_loops_in_two_threads(cproc):
         for t in threads:
             t.join(40)
     assert out == {"a": [i * i for i in range(100)], "b": [i * i for i in range(100)]}
+
+
+# --------------------------------------------------------------------------
+# Ctrl+C while asyncio awaits a pool result: what asyncio gives with any
+# pending future, and the pool's workers gone
+
+
+ASYNC_CTRL_C_BODY = r"""
+import asyncio
+
+def nap(x):
+    sys.stdout.write("worker %d\n" % os.getpid()); sys.stdout.flush()
+    time.sleep(x)
+
+async def main(pool):
+    if pool is None:                              # stock asyncio: a future nobody completes
+        sys.stdout.write("worker 0\nworker 0\n"); sys.stdout.flush()
+        await asyncio.get_running_loop().create_future()
+    else:
+        results = [pool.apply_async(nap, (30,)) for _ in range(2)]
+        await asyncio.gather(*results)
+
+if __name__ == "__main__":
+    if IMPL == "cproc":
+        with ctx.Pool(2) as pool:
+            asyncio.run(main(pool))
+    else:
+        asyncio.run(main(None))
+    sys.stdout.write("returned\n"); sys.stdout.flush()
+"""
+
+
+def _ctrl_c_while_awaiting(tmp_path, impl):
+    """Run the script, wait until it awaits (its workers started), send SIGINT
+    to its process group as a terminal's Ctrl+C does: (returncode, stderr,
+    seconds to exit, worker pids, session pid)."""
+    from _helpers import kill_session, popen_impl_script, read_line
+    proc = popen_impl_script(tmp_path, "async_ctrl_c_" + impl, ASYNC_CTRL_C_BODY, impl, "fork")
+    try:
+        workers = set()
+        for _ in range(2):
+            line = read_line(proc.stdout, 20)
+            assert line is not None and line.startswith("worker "), f"unexpected output {line!r}"
+            workers.add(int(line.split()[1]))
+        workers.discard(0)
+        t0 = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        returncode = proc.wait(15)
+        elapsed = time.monotonic() - t0
+        stderr = proc.stderr.read().decode(errors="replace")
+        rest = proc.stdout.read().decode(errors="replace")
+        return returncode, stderr, rest, elapsed, workers, proc.pid
+    finally:
+        kill_session(proc.pid)
+        proc.wait(10)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_while_awaiting_pool_results_is_asyncio_s_keyboard_interrupt(cproc, tmp_path):
+    from _helpers import pid_gone, session_alive, wait_until
+    ref_code, ref_err, ref_out, _, _, _ = _ctrl_c_while_awaiting(tmp_path, "multiprocessing")
+    code, err, out, elapsed, workers, sid = _ctrl_c_while_awaiting(tmp_path, "cproc")
+    assert len(workers) == 2
+    assert (code, out) == (ref_code, ref_out), f"exit {code}, stock asyncio {ref_code}\n{err}"
+    assert code == -signal.SIGINT
+    assert err.rstrip().splitlines()[-1] == ref_err.rstrip().splitlines()[-1] == "KeyboardInterrupt", err
+    assert "Traceback (most recent call last)" in err and "asyncio" in err, err
+    assert ("CancelledError" in err) == ("CancelledError" in ref_err), err    # 3.11+: the main task was cancelled
+    assert elapsed < 5, f"exited {elapsed:.2f}s after SIGINT"
+    assert wait_until(lambda: all(pid_gone(w) for w in workers), 3), "a worker is still running"
+    assert wait_until(lambda: not session_alive(sid), 3), "a process of the script is still running"

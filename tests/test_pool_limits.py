@@ -14,7 +14,7 @@ import time
 import multiprocessing
 import pytest
 
-from _helpers import pid_gone, wait_until
+from helpers.blocking import pid_gone, wait_until
 
 
 def stuck(seconds=60):

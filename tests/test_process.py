@@ -16,7 +16,7 @@ Notes on multiprocessing 3.11 that the expectations encode:
   ``ForkServerProcess``: default names are ``ForkProcess-N`` etc. (only the
   module-level ``Process`` gives ``Process-N``); one counter is shared by all
   classes, and a child counts its own children ``NAME:1``, ``NAME:2``.
-* Children report through JSON files (tests/_helpers.py), never through a
+* Children report through JSON files (tests/helpers/targets.py), never through a
   Connection, so that a report does not depend on the pickling of handles.
 """
 
@@ -33,27 +33,21 @@ import time
 import multiprocessing.connection
 import pytest
 
-import _helpers as H
-from _helpers import (
-    ProcImpl,
-    impl_method_params,
-    pickle_error,
-    pid_gone,
-    proc_state,
-    read_json,
-    read_line,
-    run_impl_script,
-    popen_impl_script,
-    stderr_outline,
-    wait_until,
-)
+import helpers.targets
+from helpers.blocking import pid_gone, proc_state, wait_blocked, wait_until
+from helpers.impls import ProcImpl, impl_method_params, pickle_error, warm_up_start_methods
+from helpers.scripts import (SCRIPT_PRELUDE, kill_session, popen_impl_script, read_line, run_impl_script,
+    stderr_outline)
+from helpers.targets import (proc_args_report, proc_catch_sigint, proc_exit, proc_ignore_args,
+    proc_ignore_sigterm, proc_misuse_foreign, proc_misuse_in_child, proc_nested, proc_noop, proc_report,
+    proc_sleep, proc_touch_then_sleep, read_json)
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _warm_up():
-    H.warm_up_start_methods()
+    warm_up_start_methods()
 
 
 @pytest.fixture(params=impl_method_params())
@@ -118,9 +112,9 @@ def check_ran_cleanly(result, returncode=0):
 
 
 def test_lifecycle_and_start_method(impl, tmp_path, monkeypatch):
-    monkeypatch.setattr(H, "MARK", 4242)  # a fork child sees it, others import afresh
+    monkeypatch.setattr(helpers.targets, "MARK", 4242)  # a fork child sees it, others import afresh
     path = str(tmp_path / "report.json")
-    p = impl.Process(target=H.proc_report, args=(path, impl.name))
+    p = impl.Process(target=proc_report, args=(path, impl.name))
     try:
         assert p.pid is None and p.ident is None and p.exitcode is None
         assert p.is_alive() is False
@@ -159,7 +153,7 @@ def test_parent_process_and_current_process(impl, tmp_path):
     assert m.current_process().name == "MainProcess"
     assert repr(m.current_process()) == "<_MainProcess name='MainProcess' parent=None started>"
     path = str(tmp_path / "report.json")
-    p = impl.Process(target=H.proc_report, args=(path, impl.name), daemon=True)
+    p = impl.Process(target=proc_report, args=(path, impl.name), daemon=True)
     try:
         p.start()
         p.join(30)
@@ -177,7 +171,7 @@ def test_parent_process_and_current_process(impl, tmp_path):
 
 def test_nested_names_and_grandchild_parent(impl, tmp_path):
     path = str(tmp_path / "nested.json")
-    p = impl.Process(target=H.proc_nested, args=(path, impl.name, impl.method))
+    p = impl.Process(target=proc_nested, args=(path, impl.name, impl.method))
     try:
         p.start()
         p.join(30)
@@ -201,8 +195,8 @@ def test_authkey(impl, tmp_path):
     m = impl.module
     inherited = str(tmp_path / "inherited.json")
     custom = str(tmp_path / "custom.json")
-    p1 = impl.Process(target=H.proc_report, args=(inherited, impl.name))
-    p2 = impl.Process(target=H.proc_report, args=(custom, impl.name))
+    p1 = impl.Process(target=proc_report, args=(inherited, impl.name))
+    p2 = impl.Process(target=proc_report, args=(custom, impl.name))
     assert bytes(p1.authkey) == bytes(m.current_process().authkey)
     assert isinstance(p1.authkey, bytes) and len(p1.authkey) == 32
     p2.authkey = b"secret-key"
@@ -226,14 +220,14 @@ def test_authkey(impl, tmp_path):
 def test_args_kwargs_positional_form_and_run(impl, tmp_path):
     # run() called directly runs the target here, in this process
     direct = str(tmp_path / "direct.json")
-    p = impl.Process(target=H.proc_args_report, args=[direct, 1, "a"], kwargs={"k": [2]})
+    p = impl.Process(target=proc_args_report, args=[direct, 1, "a"], kwargs={"k": [2]})
     p.run()
     assert read_json(direct) == {"args": [1, "a"], "kwargs": {"k": [2]}}
     assert p.pid is None and p.exitcode is None
     # positional (group, target, name, args, kwargs); kwargs copied at construction
     pos = str(tmp_path / "pos.json")
     kw = {"k": 3}
-    q = impl.Process(None, H.proc_args_report, "positional", (pos, "x"), kw)
+    q = impl.Process(None, proc_args_report, "positional", (pos, "x"), kw)
     kw["k"] = 4
     assert q.name == "positional"
     try:
@@ -246,8 +240,8 @@ def test_args_kwargs_positional_form_and_run(impl, tmp_path):
     q.close()
     # daemon is keyword-only
     with pytest.raises(TypeError):
-        impl.Process(None, H.proc_noop, "n", (), {}, True)
-    assert impl.Process(target=H.proc_noop, daemon=True).daemon is True
+        impl.Process(None, proc_noop, "n", (), {}, True)
+    assert impl.Process(target=proc_noop, daemon=True).daemon is True
 
 
 def test_unpicklable_target_or_args(impl, monkeypatch):
@@ -262,7 +256,7 @@ def test_unpicklable_target_or_args(impl, monkeypatch):
     cases = [
         ("local target", dict(target=local),
          (pickle_error(local)[0].__name__, pickle_error(local)[1])),
-        ("lock argument", dict(target=H.proc_ignore_args, args=(threading.Lock(),)),
+        ("lock argument", dict(target=proc_ignore_args, args=(threading.Lock(),)),
          ("TypeError", "cannot pickle '_thread.lock' object")),
     ]
     for label, kwargs, error in cases:
@@ -326,7 +320,7 @@ EXIT_PATHS = {
 
 
 def test_exit_codes(impl):
-    procs = {how: impl.Process(target=H.proc_exit, args=(how,)) for how in EXIT_PATHS}
+    procs = {how: impl.Process(target=proc_exit, args=(how,)) for how in EXIT_PATHS}
     try:
         for p in procs.values():
             p.start()
@@ -638,8 +632,8 @@ def test_reprs(impl, tmp_path):
             pid = None
         return r.replace(f"pid={pid}", "pid=<pid>") if pid else r
 
-    p = impl.Process(target=H.proc_touch_then_sleep, args=(path, 30), daemon=True)
-    q = impl.Process(target=H.proc_noop)
+    p = impl.Process(target=proc_touch_then_sleep, args=(path, 30), daemon=True)
+    q = impl.Process(target=proc_noop)
     try:
         got = [norm(p)]
         p.start()
@@ -727,18 +721,18 @@ def test_misuse_errors(impl, tmp_path):
     m = impl.module
     path = str(tmp_path / "running.json")
     got = {}
-    fresh = impl.Process(target=H.proc_noop)
+    fresh = impl.Process(target=proc_noop)
     got["join before start"] = _outcome(fresh.join)
     got["is_alive before start"] = _outcome(fresh.is_alive)
     got["sentinel before start"] = _outcome(lambda: fresh.sentinel)
     got["terminate before start"] = _outcome(fresh.terminate)
     got["kill before start"] = _outcome(fresh.kill)
-    got["close before start"] = _outcome(impl.Process(target=H.proc_noop).close)
+    got["close before start"] = _outcome(impl.Process(target=proc_noop).close)
     got["join main process"] = _outcome(m.current_process().join)
-    got["group not None"] = _outcome(lambda: impl.Process(group=1, target=H.proc_noop))
+    got["group not None"] = _outcome(lambda: impl.Process(group=1, target=proc_noop))
     got["name not a str"] = _outcome(lambda: setattr(fresh, "name", 1))
-    got["args not iterable"] = _outcome(lambda: impl.Process(target=H.proc_noop, args=1))
-    p = impl.Process(target=H.proc_touch_then_sleep, args=(path, 30), name="kept")
+    got["args not iterable"] = _outcome(lambda: impl.Process(target=proc_noop, args=1))
+    p = impl.Process(target=proc_touch_then_sleep, args=(path, 30), name="kept")
     try:
         p.start()
         read_json(path)
@@ -776,7 +770,7 @@ def test_misuse_errors(impl, tmp_path):
 def test_misuse_inside_child(impl, tmp_path):
     """Joining yourself, and a daemonic process creating a child."""
     path = str(tmp_path / "misuse.json")
-    p = impl.Process(target=H.proc_misuse_in_child, args=(path, impl.name, impl.method), daemon=True)
+    p = impl.Process(target=proc_misuse_in_child, args=(path, impl.name, impl.method), daemon=True)
     try:
         p.start()
         p.join(30)
@@ -798,9 +792,9 @@ def test_misuse_of_parents_process_objects_in_fork_child(name, tmp_path):
     impl = ProcImpl(name, "fork")
     running = str(tmp_path / "running.json")
     path = str(tmp_path / "misuse.json")
-    other = impl.Process(target=H.proc_touch_then_sleep, args=(running, 30))
-    unstarted = impl.Process(target=H.proc_noop)
-    p = impl.Process(target=H.proc_misuse_foreign, args=(path, other, unstarted))
+    other = impl.Process(target=proc_touch_then_sleep, args=(running, 30))
+    unstarted = impl.Process(target=proc_noop)
+    p = impl.Process(target=proc_misuse_foreign, args=(path, other, unstarted))
     try:
         other.start()
         read_json(running)
@@ -827,8 +821,8 @@ def test_misuse_of_parents_process_objects_in_fork_child(name, tmp_path):
 
 def test_join_timeout(impl, tmp_path):
     path = str(tmp_path / "running.json")
-    p = impl.Process(target=H.proc_touch_then_sleep, args=(path, 30))
-    q = impl.Process(target=H.proc_sleep, args=(0.3,))
+    p = impl.Process(target=proc_touch_then_sleep, args=(path, 30))
+    q = impl.Process(target=proc_sleep, args=(0.3,))
     try:
         p.start()
         read_json(path)
@@ -865,12 +859,12 @@ def test_join_timeout(impl, tmp_path):
 
 def test_terminate_and_kill(impl, tmp_path):
     path = str(tmp_path / "running.json")
-    stubborn = impl.Process(target=H.proc_ignore_sigterm, args=(path, 30))
+    stubborn = impl.Process(target=proc_ignore_sigterm, args=(path, 30))
     try:
         stubborn.start()
         read_json(path)  # SIGTERM is ignored from now on
         stubborn.terminate()
-        stubborn.join(0.3)
+        wait_blocked(stubborn, wchan="nanosleep")  # sleeps on: a SIGTERM it did not ignore would wake it
         assert stubborn.is_alive() and stubborn.exitcode is None
         t0 = time.monotonic()
         stubborn.kill()
@@ -893,7 +887,7 @@ def test_interrupt(impl, tmp_path, target):
     if not hasattr(impl.Process, "interrupt"):
         pytest.skip("multiprocessing before 3.14 has no Process.interrupt()")
     path = str(tmp_path / "running.json")
-    fn = H.proc_catch_sigint if target == "catches" else H.proc_touch_then_sleep
+    fn = proc_catch_sigint if target == "catches" else proc_touch_then_sleep
     p = impl.Process(target=fn, args=(path, 30))
     with pytest.raises(AttributeError):
         p.interrupt()                # not started: no Popen, as terminate()
@@ -922,9 +916,9 @@ def test_active_children_reaps_zombies(impl, tmp_path):
     m = impl.module
     path = str(tmp_path / "running.json")
     assert m.active_children() == []
-    long = impl.Process(target=H.proc_touch_then_sleep, args=(path, 30))
-    quick = impl.Process(target=H.proc_noop)
-    quick2 = impl.Process(target=H.proc_noop)
+    long = impl.Process(target=proc_touch_then_sleep, args=(path, 30))
+    quick = impl.Process(target=proc_noop)
+    quick2 = impl.Process(target=proc_noop)
     try:
         long.start()
         quick.start()
@@ -952,7 +946,7 @@ def test_active_children_reaps_zombies(impl, tmp_path):
 
 
 def test_is_alive_reaps_zombie(impl):
-    p = impl.Process(target=H.proc_noop)
+    p = impl.Process(target=proc_noop)
     try:
         p.start()
         assert wait_until(lambda: pid_gone(p.pid), 20)
@@ -979,8 +973,8 @@ def _waiters(impl):
 def test_sentinel_with_connection_wait(impl, tmp_path):
     for label, wait in _waiters(impl):
         path = str(tmp_path / f"running-{label}.json")
-        p = impl.Process(target=H.proc_touch_then_sleep, args=(path, 0.6))
-        other = impl.Process(target=H.proc_touch_then_sleep, args=(path + ".other", 30))
+        p = impl.Process(target=proc_touch_then_sleep, args=(path, 0.6))
+        other = impl.Process(target=proc_touch_then_sleep, args=(path + ".other", 30))
         try:
             p.start()
             other.start()
@@ -1053,7 +1047,7 @@ if __name__ == "__main__":
 
 
 def test_main_exit_joins_children_and_terminates_daemons(impl, tmp_path):
-    prelude = EXIT_SCRIPT_PRELUDE + H.SCRIPT_PRELUDE
+    prelude = EXIT_SCRIPT_PRELUDE + SCRIPT_PRELUDE
     t0 = time.monotonic()
     try:
         result = run_impl_script(tmp_path, "exit_at_end", EXIT_SCRIPT, impl.name, impl.method,
@@ -1152,7 +1146,7 @@ def test_ctrl_c_during_join(impl, tmp_path):
         line = read_line(proc.stdout, 30)
         assert line and line.startswith("ready "), f"not ready: {line!r}; stderr: {proc.stderr.read()!r}"
         int(line.split()[1])  # the child pid
-        time.sleep(0.3)  # let it block in join()
+        wait_blocked(proc)  # in join()
         assert proc.poll() is None, "join() did not block"
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)  # to the main process only, as the test driver
@@ -1169,4 +1163,4 @@ def test_ctrl_c_during_join(impl, tmp_path):
             proc.wait()
         proc.stdout.close()
         proc.stderr.close()
-        H.kill_session(proc.pid)
+        kill_session(proc.pid)

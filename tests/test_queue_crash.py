@@ -21,7 +21,8 @@ import time
 
 import pytest
 
-from _helpers import ChildSet
+from helpers.blocking import proc_state, wait_until
+from helpers.children import ChildSet
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.cproc_only]
 
@@ -226,13 +227,8 @@ def test_get_timeout_counts_while_another_process_holds_the_lock(new_queue, cpro
     with ChildSet() as kids:
         kid = kids.start(_stop_in_get, q, ready)
         assert ready.wait(10)
-        for _ in range(1000):           # until the child has stopped, holding the lock
-            with open(f"/proc/{kid.pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "T":
-                    break
-            time.sleep(0.01)
-        else:
-            pytest.fail("the child did not stop at its crash point")
+        # until the child has stopped, holding the lock
+        assert wait_until(lambda: proc_state(kid.pid) == "T", 10), "the child did not stop at its crash point"
         t0 = time.monotonic()
         with pytest.raises(stdlib_queue.Empty):
             q.get(timeout=0.2)

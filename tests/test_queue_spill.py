@@ -20,7 +20,8 @@ import pickle
 
 import pytest
 
-from _helpers import ChildSet, wait_until
+from helpers.blocking import wait_until
+from helpers.children import ChildSet
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.cproc_only]
 

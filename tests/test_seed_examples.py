@@ -19,7 +19,7 @@ import threading
 
 import pytest
 
-from _helpers import child_env
+from helpers.scripts import child_env
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -18,7 +18,9 @@ import time
 import pytest
 
 import cproc.shared_memory  # noqa: F401  (cproc.shared_memory, as multiprocessing's, is imported explicitly)
-from _helpers import FORK, child_env, read_line, wait_until
+from helpers.blocking import wait_until
+from helpers.children import FORK
+from helpers.scripts import child_env, read_line
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -7,12 +7,12 @@ Differential: each test runs against multiprocessing (fork context) and cproc
 import ctypes
 import math
 import re
-import time
 import weakref
 
 import pytest
 
-from _helpers import FORK, ChildSet, Point, SharedInts, ThreadTask, wait_until
+from helpers.blocking import wait_blocked, wait_until
+from helpers.children import FORK, ChildSet, Point, SharedInts, ThreadTask
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -601,8 +601,8 @@ def test_access_waits_for_lock_held_by_other_process(mp):
         child = cs.start(update)
         assert held.wait(10)
         readers = [ThreadTask(lambda: v.value), ThreadTask(lambda: a[:]), ThreadTask(lambda: a[0])]
-        time.sleep(0.2)
-        assert all(r.is_alive() for r in readers)  # blocked on the lock
+        wait_blocked(*readers)  # on the lock
+        assert all(r.is_alive() for r in readers)
         go.set()
         assert [r.result(5) for r in readers] == [2, [2, 2], 2]
         assert child.result() is True
@@ -652,13 +652,15 @@ def test_child_sees_writes_while_running(mp):
     seen = SharedInts(1)
 
     def watcher():
+        seen[0] = 1  # watching from now on
         ok = wait_until(lambda: v.value == 99, 10)
-        seen[0] = 1
+        seen[0] = 2
         return bool(ok)
 
     with ChildSet() as cs:
         child = cs.start(watcher)
-        assert not child.reported(0.1)
+        assert wait_until(lambda: seen[0] == 1, 10)
+        assert not child.reported()
         v.value = 99
         assert child.result(10) is True
-    assert seen[0] == 1
+    assert seen[0] == 2

@@ -17,7 +17,8 @@ import time
 
 import pytest
 
-from _helpers import ChildSet, SharedInts, wait_asleep, wait_until
+from helpers.blocking import wait_blocked, wait_until
+from helpers.children import ChildSet, SharedInts
 
 LONG_MODE = os.environ.get("CPROC_STRESS", "") == "long"
 LONG = 10.0                     # seconds a single wait may take: never reached
@@ -167,7 +168,7 @@ def test_event_pulses_wake_every_sleeping_waiter(cproc):
             shared[0] = r
             for i, child in enumerate(children):
                 assert wait_until(lambda: shared[1 + i] == r, LONG), f"round {r}: waiter {i} not there"
-                wait_asleep(child.pid, LONG)
+                wait_blocked(child.pid, timeout=LONG, wchan="futex")
             ev.set()
             if not stays[r - 1]:
                 ev.clear()

@@ -15,7 +15,8 @@ import pytest
 
 import threading
 
-from _helpers import FORK, ChildSet, SharedInts, ThreadTask, wait_asleep, wait_until
+from helpers.blocking import wait_blocked, wait_until
+from helpers.children import FORK, ChildSet, SharedInts, ThreadTask
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -339,8 +340,8 @@ def test_semaphore_release_from_other_process_wakes_waiter(mp):
     sem = mp.Semaphore(0)
     with ChildSet() as cs:
         waiters = [cs.start(sem.acquire, True, 10) for _ in range(3)]
-        time.sleep(0.3)
-        assert not any(w.reported() for w in waiters)  # all blocked
+        wait_blocked(*waiters)
+        assert not any(w.reported() for w in waiters)
         for _ in range(3):
             sem.release()
         assert [w.result(5) for w in waiters] == [True, True, True]
@@ -358,8 +359,8 @@ def test_semaphore_released_by_child_wakes_parent(mp):
     with ChildSet() as cs:
         cs.start(releaser)
         task = ThreadTask(sem.acquire, True, 10)
-        time.sleep(0.2)
-        assert task.is_alive()  # blocked: nothing to take yet
+        wait_blocked(task)  # nothing to take yet
+        assert task.is_alive()
         gate.set()
         assert task.result(5) is True
 
@@ -413,7 +414,7 @@ def test_event_repr(mp):
 def test_event_set_wakes_all_threads(mp):
     ev = mp.Event()
     tasks = [ThreadTask(ev.wait, 10) for _ in range(3)]
-    time.sleep(0.2)
+    wait_blocked(*tasks)
     assert all(t.is_alive() for t in tasks)
     ev.set()
     assert [t.result(5) for t in tasks] == [True, True, True]
@@ -423,8 +424,8 @@ def test_event_wakes_other_processes(mp):
     ev = mp.Event()
     with ChildSet() as cs:
         waiters = [cs.start(ev.wait, 10) for _ in range(2)]
-        time.sleep(0.3)
-        assert not any(w.reported() for w in waiters)  # all blocked
+        wait_blocked(*waiters)
+        assert not any(w.reported() for w in waiters)
         ev.set()
         assert [w.result(5) for w in waiters] == [True, True]
 
@@ -440,7 +441,7 @@ def test_event_set_by_child_wakes_parent(mp):
     with ChildSet() as cs:
         cs.start(setter)
         task = ThreadTask(ev.wait, 10)
-        time.sleep(0.2)
+        wait_blocked(task)
         assert task.is_alive()
         gate.set()
         assert task.result(5) is True
@@ -575,9 +576,10 @@ def test_condition_wait_for(mp):
         # never true: returns the predicate's last (falsy) value after the timeout
         assert cond.wait_for(lambda: marker, timeout=0.05) is marker
     state = SharedInts(1)
+    me = threading.current_thread()
 
     def setter():
-        time.sleep(0.1)
+        wait_blocked(me)  # in wait_for, so that it has to be woken
         with cond:
             state[0] = 7
             cond.notify_all()
@@ -588,16 +590,25 @@ def test_condition_wait_for(mp):
     task.result(5)
 
 
-def _notify_n_scenario(mp, cond, counters, waiters, notify):
-    """waiters are started; counters[0]=ready, counters[1]=woken."""
+def _notify_n_scenario(mp, cond, counters, waiters, notify, n=2):
+    """waiters (ThreadTasks or Children) are started; counters[0]=ready,
+    counters[1]=woken.  notify() wakes n of them; the others sleep on (a
+    wrongly woken one would end instead: wait_blocked fails then)."""
     assert wait_until(lambda: _locked_read(cond, counters, 0) == len(waiters), 10), "waiters never got ready"
+    wait_blocked(*waiters)
     with cond:
         notify()
-    assert wait_until(lambda: counters[1] >= 2, 5), f"only {counters[1]} woke"
-    time.sleep(0.3)  # give a wrongly woken third waiter time to show up
-    assert counters[1] == 2
+    assert wait_until(lambda: counters[1] >= n, 5), f"only {counters[1]} woke"
+    assert wait_until(lambda: sum(map(_ended, waiters)) >= n, 5)
+    wait_blocked(*[w for w in waiters if not _ended(w)])
+    assert counters[1] == n
     with cond:
         cond.notify_all()
+
+
+def _ended(waiter):
+    """A ThreadTask's thread or a Child's function has returned."""
+    return waiter.reported() if hasattr(waiter, "reported") else not waiter.is_alive()
 
 
 def _locked_read(cond, counters, i):
@@ -605,59 +616,31 @@ def _locked_read(cond, counters, i):
         return counters[i]
 
 
-def test_condition_notify_n_threads(mp):
+def _counting_waiter(cond, counters):
+    """Wait on cond once: counters[0] counts the waiters ready, [1] the woken."""
+    with cond:
+        counters[0] += 1
+        r = cond.wait(10)
+        counters[1] += 1
+        return r
+
+
+@pytest.mark.parametrize("waiters, n", [(4, 2), (3, 1)], ids=["notify(2)", "notify()"])
+def test_condition_notify_n_threads(mp, waiters, n):
     cond = mp.Condition()
     counters = SharedInts(2)
-
-    def waiter():
-        with cond:
-            counters[0] += 1
-            r = cond.wait(10)
-            counters[1] += 1
-            return r
-
-    tasks = [ThreadTask(waiter) for _ in range(4)]
-    _notify_n_scenario(mp, cond, counters, tasks, lambda: cond.notify(2))
-    assert [t.result(5) for t in tasks] == [True] * 4
-    assert counters[1] == 4
-
-
-def test_condition_notify_one_thread(mp):
-    cond = mp.Condition()
-    counters = SharedInts(2)
-
-    def waiter():
-        with cond:
-            counters[0] += 1
-            r = cond.wait(10)
-            counters[1] += 1
-            return r
-
-    tasks = [ThreadTask(waiter) for _ in range(3)]
-    assert wait_until(lambda: _locked_read(cond, counters, 0) == 3, 10)
-    with cond:
-        cond.notify()
-    assert wait_until(lambda: counters[1] >= 1, 5)
-    time.sleep(0.3)
-    assert counters[1] == 1
-    with cond:
-        cond.notify_all()
-    assert [t.result(5) for t in tasks] == [True] * 3
+    tasks = [ThreadTask(_counting_waiter, cond, counters) for _ in range(waiters)]
+    notify = cond.notify if n == 1 else lambda: cond.notify(n)  # notify(): its default n=1
+    _notify_n_scenario(mp, cond, counters, tasks, notify, n)
+    assert [t.result(5) for t in tasks] == [True] * waiters
+    assert counters[1] == waiters
 
 
 def test_condition_notify_n_processes(mp):
     cond = mp.Condition()
     counters = SharedInts(2)
-
-    def waiter():
-        with cond:
-            counters[0] += 1
-            r = cond.wait(10)
-            counters[1] += 1
-            return r
-
     with ChildSet() as cs:
-        children = [cs.start(waiter) for _ in range(4)]
+        children = [cs.start(_counting_waiter, cond, counters) for _ in range(4)]
         _notify_n_scenario(mp, cond, counters, children, lambda: cond.notify(2))
         assert [c.result(5) for c in children] == [True] * 4
     assert counters[1] == 4
@@ -675,7 +658,8 @@ def test_condition_notify_all_processes(mp):
     with ChildSet() as cs:
         children = [cs.start(waiter) for _ in range(3)]
         assert wait_until(lambda: _locked_read(cond, state, 0) == 3, 10)
-        assert not any(c.reported(0.2) for c in children)
+        wait_blocked(*children)
+        assert not any(c.reported() for c in children)
         with cond:
             state[1] = 1
             cond.notify_all()
@@ -755,7 +739,7 @@ def test_condition_killed_waiter_does_not_pass_its_notification_on(cproc):
     with ChildSet() as cs:
         child = cs.start(_registered_waiter, cond, state, 30)
         assert wait_until(lambda: _locked_read(cond, state, 0) == 1, 10)
-        wait_asleep(child.pid)
+        wait_blocked(child.pid, wchan="futex")
         child.proc.kill()
         child.proc.join(10)
         with cond:
@@ -777,7 +761,7 @@ def test_condition_notify_negative_wakes_nobody(mp):
         with cond:
             cond.notify(-1)
             cond.notify(0)
-        wait_asleep(child.pid)
+        wait_blocked(child.pid, wchan="futex")
         assert not child.reported()
         with cond:
             cond.notify(1)
@@ -805,7 +789,7 @@ def test_event_pulse_wakes_every_sleeping_waiter(mp):
     with ChildSet() as cs:
         children = [cs.start(ev.wait, 30) for _ in range(3)]
         for child in children:
-            wait_asleep(child.pid)
+            wait_blocked(child.pid, wchan="futex")
         ev.set()
         ev.clear()
         results = [child.result(10) for child in children]
@@ -947,8 +931,8 @@ def test_barrier_processes(mp):
 
     with ChildSet() as cs:
         children = [cs.start(party) for _ in range(2)]
-        time.sleep(0.2)
-        assert not any(c.reported() for c in children)  # waiting for the third party
+        wait_blocked(*children)  # waiting for the third party
+        assert not any(c.reported() for c in children)
         mine = [b.wait(10), b.wait(10)]
         theirs = [c.result(10) for c in children]
     for gen in range(2):
@@ -1080,3 +1064,24 @@ def test_nan_timeout_is_a_value_error_cproc(cproc):
         with pytest.raises(ValueError, match="^timeout must not be NaN$"):
             cond.wait(nan)
         assert cond.wait(0) is False      # the lock is still held, the condition usable
+
+
+def test_uninitialised_objects_refuse_use_cproc(cproc):
+    """An object made by __new__ without __init__ raises one error (ValueError
+    "<type> object is not initialized") from every call, instead of touching
+    memory it does not have."""
+    made = [cproc.Lock(), cproc.RLock(), cproc.Semaphore(), cproc.BoundedSemaphore(), cproc.Event(),
+            cproc.Condition(), cproc.Barrier(2), cproc.Value("i", 1)]
+    calls = {"acquire": (), "release": (), "__enter__": (), "is_set": (), "set": (), "wait": (0,),
+             "notify": (), "reset": (), "get_lock": ()}
+    tried = 0
+    for obj in made:
+        tp = type(obj)
+        bare = tp.__new__(tp)
+        for name, args in calls.items():
+            if name in dir(tp):
+                tried += 1
+                with pytest.raises(ValueError, match=f"^{re.escape(tp.__name__)} object is not initialized$|"
+                                                     f"^{re.escape(tp.__module__)}\\.{tp.__name__} object is not initialized$"):
+                    getattr(bare, name)(*args)
+    assert tried >= 16

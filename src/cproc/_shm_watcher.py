@@ -1,19 +1,28 @@
 """cproc's shared-memory watcher: unlinks a tracked block once nobody uses it.
 
-Run by cproc.shared_memory as ``python -I -S _shm_watcher.py FD`` (standard
+Run by cproc.shared_memory as ``python -I -S _shm_watcher.py SOCK PIPE`` (standard
 library only, not imported as part of cproc).  The script forks and its first
 process exits at once, so the watcher is nobody's child; it starts a session
 of its own (a Ctrl+C or a kill of the user's process group does not reach it)
 and ignores SIGINT and SIGTERM, as multiprocessing's resource tracker does.
 
-FD is its end of a SOCK_SEQPACKET socket pair; every process of the program
-that started it holds the other end (forked children inherit it).  Messages:
+SOCK and PIPE: its end of a SOCK_SEQPACKET socket pair and the read end of a
+pipe; every process of the program that started it holds the other ends
+(forked children inherit them).  The pipe carries records ``kind + ino +
+pid + len(name) + name`` (each write a whole number of them, under
+PIPE_BUF, so writers never mix):
 
-* ``b"R" + ino + name`` with a pidfd attached: that process created the
-  block /dev/shm<name> (inode ino) and asks for it to be tracked;
-* ``b"A" + ino + name`` with a pidfd: that process attached it (counted only
-  if the block is tracked here: a kept block stays kept);
-* ``b"U" + ino + name``: a process unlinked it, forget it.
+* ``R``: process pid created the block /dev/shm<name> (inode ino) and asks
+  for it to be tracked;
+* ``A``: process pid attached it (counted only if the block is tracked here:
+  a kept block stays kept);
+* ``U``: a process unlinked it, forget it.
+
+Before its first record a process sends a pidfd of itself on the socket
+(SCM_RIGHTS): the watcher watches that pid from then on.  The watcher reads
+the pipe first, then the socket, then handles the records: the pidfd of
+every record's process is then in hand (it was sent before the record was
+written), or that process has exited.
 
 A block is unlinked when (1) every process that registered it has exited
 (its pidfd is readable), (2) no process has it open through cproc (each cproc
@@ -37,7 +46,8 @@ import time
 
 SHM_DIR = "/dev/shm"
 FIRST_DELAY, MAX_DELAY = 0.02, 1.0
-_HEAD = struct.Struct("=cQ")
+BATCH = 0.002       # after reading messages, the time before polling the socket again
+_REC = struct.Struct("=cQiH")
 
 
 def _mapped(path, ino):
@@ -63,62 +73,92 @@ def _mapped(path, ino):
 
 
 class Watcher:
-    def __init__(self, sock):
+    def __init__(self, sock, pipe):
         self.sock = sock
+        self.pipe = pipe
+        self.buf = b""       # pipe bytes not yet a whole record
         self.blocks = {}     # name -> [ino, set of pids, due time or None, delay]
         self.pidfds = {}     # pid -> pidfd
         self.poller = select.poll()
         self.poller.register(sock, select.POLLIN)
+        self.poller.register(pipe, select.POLLIN)
 
     # -- messages
 
     def receive(self):
-        try:
-            msg, fds, _flags, _addr = socket.recv_fds(self.sock, 4096, 1)
-        except InterruptedError:
-            return True
-        if not msg:
-            return False
-        if len(msg) <= _HEAD.size:
-            for fd in fds:
+        """Take the pidfds waiting on the socket; False once every client end is closed."""
+        while True:
+            try:
+                msg, fds, _flags, _addr = socket.recv_fds(self.sock, 16, 1)
+            except InterruptedError:
+                continue
+            except BlockingIOError:
+                return True
+            if not msg:
+                return False
+            for fd in fds[1:]:
                 os.close(fd)
-            return True
-        kind, ino = _HEAD.unpack_from(msg)
-        name = msg[_HEAD.size:].decode(errors="surrogateescape")
+            if fds:
+                self.adopt(fds[0])
+
+    def read_records(self):
+        """Read what the pipe holds (False at its end), then handle the
+        whole records, once the socket's pidfds are taken."""
+        more = True
+        while True:
+            try:
+                data = os.read(self.pipe, 65536)
+            except InterruptedError:
+                continue
+            except BlockingIOError:
+                break
+            if not data:
+                more = False
+                break
+            self.buf += data
+        connected = self.receive()
+        buf, at = self.buf, 0
+        while at + _REC.size <= len(buf):
+            kind, ino, pid, size = _REC.unpack_from(buf, at)
+            if at + _REC.size + size > len(buf):
+                break
+            name = buf[at + _REC.size:at + _REC.size + size].decode(errors="surrogateescape")
+            at += _REC.size + size
+            self.record(kind, ino, pid, name)
+        self.buf = buf[at:]
+        return more and connected
+
+    def record(self, kind, ino, pid, name):
+        block = self.blocks.get(name)
         if kind == b"U":
-            block = self.blocks.get(name)
             if block is not None and block[0] == ino:
                 self.forget(name)
-        elif kind in (b"R", b"A"):
-            block = self.blocks.get(name)
-            if block is None or block[0] != ino:
-                if kind == b"A":      # not ours to track (kept, or another program's)
-                    block = None
-                else:
-                    block = self.blocks[name] = [ino, set(), None, FIRST_DELAY]
-            if block is not None:
-                pid = self.adopt(fds.pop(0)) if fds else None
-                if pid is not None:
-                    block[1].add(pid)
-                elif not block[1]:
-                    self.schedule(block, 0.0)
-        for fd in fds:
-            os.close(fd)
-        return True
+            return
+        if block is None or block[0] != ino:
+            if kind != b"R":      # not ours to track (kept, or another program's)
+                return
+            block = self.blocks[name] = [ino, set(), None, FIRST_DELAY]
+        if pid in self.pidfds:
+            block[1].add(pid)
+        elif not block[1]:        # that process has exited already
+            self.schedule(block, 0.0)
 
     def adopt(self, pidfd):
-        """The pid behind pidfd, watched; None if it already exited."""
+        """Watch the process behind pidfd (unless it already exited)."""
         try:
             with open(f"/proc/self/fdinfo/{pidfd}") as f:
                 pid = next(int(line.split()[1]) for line in f if line.startswith("Pid:"))
         except (OSError, StopIteration, ValueError, IndexError):
             pid = -1
-        if pid <= 0 or pid in self.pidfds:
+        old = self.pidfds.get(pid)
+        if old is not None and select.select([old], [], [], 0)[0]:
+            self.exited(old)          # an earlier process of that pid, gone
+            old = None
+        if pid <= 0 or old is not None:
             os.close(pidfd)
-            return pid if pid > 0 else None
+            return
         self.pidfds[pid] = pidfd
         self.poller.register(pidfd, select.POLLIN)
-        return pid
 
     def exited(self, pidfd):
         pid = next(p for p, fd in self.pidfds.items() if fd == pidfd)
@@ -182,17 +222,28 @@ class Watcher:
                 break
             dues = [b[2] for b in self.blocks.values() if b[2] is not None]
             timeout = None if not dues else max(0, int((min(dues) - time.monotonic()) * 1000) + 1)
-            for fd, _ev in self.poller.poll(timeout):
-                if fd == self.sock.fileno():
-                    if not self.receive():
-                        connected = False
-                        self.poller.unregister(self.sock)
-                else:
+            received = False
+            events = self.poller.poll(timeout)
+            exits = set(self.pidfds.values())
+            for fd, _ev in events:      # first: reading may close and reuse pidfd numbers
+                if fd in exits:
                     self.exited(fd)
+            if connected and any(fd in (self.pipe, self.sock.fileno()) for fd, _ev in events):
+                received = True
+                if not self.read_records():
+                    connected = False
+                    self.poller.unregister(self.sock)
+                    self.poller.unregister(self.pipe)
+            if received and connected:
+                # Messages are news, not requests: nobody waits for an answer,
+                # and the socket keeps what is sent meanwhile.  Not polling
+                # it for a moment saves a client creating blocks in a loop a
+                # wake-up of this process per block.
+                time.sleep(BATCH)
 
 
 def main():
-    fd = int(sys.argv[1])
+    fd, pipe = int(sys.argv[1]), int(sys.argv[2])
     if os.fork():
         os._exit(0)              # the starter reaps this first process at once
     os.setsid()
@@ -200,7 +251,9 @@ def main():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sock = socket.socket(fileno=fd)
-    Watcher(sock).run()
+    sock.setblocking(False)
+    os.set_blocking(pipe, False)
+    Watcher(sock, pipe).run()
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ has a concrete context whose Process starts children that way.
 
 import _thread
 import os
+import sys
 
 from multiprocessing import (ProcessError, BufferTooShort, TimeoutError,
                              AuthenticationError)
@@ -239,11 +240,16 @@ class BaseContext:
         from .spawn import set_executable
         set_executable(executable)
 
-    def set_forkserver_preload(self, module_names):
+    def set_forkserver_preload(self, module_names, *, on_error="ignore"):
         """Set list of module names to try to load in forkserver process.
-        This is really just a hint."""
+        This is really just a hint.
+
+        on_error (multiprocessing 3.15's, on every version): what the server
+        does when a preload import fails: 'ignore' (the default), 'warn'
+        (an ImportWarning on its stderr) or 'fail' (it exits: starting a
+        process through it fails)."""
         from .forkserver import _forkserver
-        _forkserver.set_forkserver_preload(module_names)
+        _forkserver.set_forkserver_preload(module_names, on_error=on_error)
 
     def allow_connection_pickling(self):
         """Install support for sending connections and sockets
@@ -426,9 +432,17 @@ _concrete_contexts = {
     "forkserver": ForkServerContext(),
 }
 
-# fork is the default on Linux, as in Python 3.11: the seed snippets start
-# processes at module level without a __main__ guard.
-_default_context = DefaultContext(_concrete_contexts["fork"])
+
+
+def _default_start_method(version_info=sys.version_info):
+    """multiprocessing's default on Linux for that Python: fork up to 3.13,
+    forkserver from 3.14 (the seed snippets, which start processes at module
+    level without a __main__ guard, rely on fork up to 3.13, as they would
+    with multiprocessing)."""
+    return "forkserver" if version_info >= (3, 14) else "fork"
+
+
+_default_context = DefaultContext(_concrete_contexts[_default_start_method()])
 
 # The names cproc exports at module level, as the bound methods of the default context.
 _exported = [

@@ -64,6 +64,9 @@ def _read_int(sock):
     return _INT.unpack(data)[0]
 
 
+_ON_ERROR = ("ignore", "warn", "fail")
+
+
 class ForkServer:
     """The client side: starts the server on first use, one per process."""
 
@@ -73,11 +76,19 @@ class ForkServer:
         self._server = None
         self._pid = None
         self._preload = ["__main__"]   # as multiprocessing: children skip re-importing it
+        self._on_error = "ignore"
 
-    def set_forkserver_preload(self, modules_names):
+    def set_forkserver_preload(self, modules_names, *, on_error="ignore"):
+        """Set list of module names to try to load in forkserver process.
+
+        The checks and messages are multiprocessing 3.15's (its on_error
+        keyword included), on every supported version."""
         if not all(type(mod) is str for mod in modules_names):
             raise TypeError("module_names must be a list of strings")
+        if on_error not in _ON_ERROR:
+            raise ValueError("on_error must be 'ignore', 'warn', or 'fail'")
         self._preload = list(modules_names)
+        self._on_error = on_error
 
     @property
     def _forkserver_pid(self):
@@ -105,9 +116,9 @@ class ForkServer:
                 data = spawn.get_preparation_data("ignore")
                 main_path = data.get("init_main_from_path")
                 sys_path = data.get("sys_path")
-            prog = ("from cproc.forkserver import main; main(%d, %r, %r, %r)"
+            prog = ("from cproc.forkserver import main; main(%d, %r, %r, %r, %r)"
                     % (server.fileno(), self._preload, main_path,
-                       sys_path if main_path else None))
+                       sys_path if main_path else None, self._on_error))
             argv = [spawn.get_executable()] + _mp_util._args_from_interpreter_flags() + ["-c", prog]
             popen = _cproc.Popen()
             popen._launch_spawn(spawn.get_executable(), argv, [server.fileno()])
@@ -146,8 +157,11 @@ class ForkServer:
                 f.write(payload)
             try:
                 pid = _read_int(status_client)
-            except BaseException:
+            except BaseException as e:
                 status_client.close()
+                if isinstance(e, EOFError) and hasattr(e, "add_note"):
+                    # as multiprocessing 3.15 says it (a preload with on_error='fail', say)
+                    e.add_note("Forkserver process may have crashed: see its error output")
                 raise
         return pid, status_client
 
@@ -273,7 +287,17 @@ class _Child:
         return 0
 
 
-def main(sock_fd, preload, main_path=None, sys_path=None):
+def _preload_failed(on_error, what, exc):
+    """A preload import raised exc: as multiprocessing 3.15's on_error says."""
+    if on_error == "fail":
+        raise exc
+    if on_error == "warn":
+        import warnings
+        warnings.warn(f"Failed to preload {what}: {exc!r}", ImportWarning, stacklevel=2)
+        sys.stderr.flush()
+
+
+def main(sock_fd, preload, main_path=None, sys_path=None, on_error="ignore"):
     """Entry point of the server process."""
     if sys_path is not None:
         sys.path[:] = sys_path
@@ -282,8 +306,9 @@ def main(sock_fd, preload, main_path=None, sys_path=None):
         _mp_process.current_process()._inheriting = True
         try:
             _mp_spawn.import_main_path(main_path)   # as __mp_main__, guarded code does not run
-        except Exception:
-            pass   # each child will import it itself, and report what fails
+        except Exception as e:
+            # 'ignore': each child will import it itself, and report what fails
+            _preload_failed(on_error, f"__main__ from {main_path!r}", e)
         finally:
             del _mp_process.current_process()._inheriting
     for name in preload:
@@ -291,8 +316,8 @@ def main(sock_fd, preload, main_path=None, sys_path=None):
             continue
         try:
             __import__(name)
-        except ImportError:
-            pass
+        except ImportError as e:
+            _preload_failed(on_error, f"module {name!r}", e)
     # As multiprocessing's server: protected from ^C (a terminal's SIGINT
     # reaches the whole process group); its children get Python's handler back.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

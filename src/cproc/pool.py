@@ -73,6 +73,7 @@ _KILL_BIT = _STOP_TAG >> 1          # in a slot: the collector kills the worker 
 _DEFAULT = object()                 # a call's limit: the pool's
 _TIMING_WORDS = 4                   # csrc/pool.c's: hard deadline, hard limit, soft deadline, soft task
 _MODE_APPLY, _MODE_MAP, _MODE_STARMAP = _cproc.POOL_MODE_APPLY, _cproc.POOL_MODE_MAP, _cproc.POOL_MODE_STARMAP
+_RETRY_MAX = 2.0                    # s between attempts to start a worker that could not be started
 _CHECK_EVERY = 0.1          # seconds between looks at the workers
 _IMAP_AHEAD = 256           # tasks an imap keeps submitted beyond what was consumed
 
@@ -187,6 +188,9 @@ class _Engine:
         self.lock = threading.RLock()       # workers list and state
         self.owner = os.getpid()
         self.collector = None
+        self.missing = set()                # indices of workers that could not be started (retried)
+        self.retry_at = 0.0                 # when to try starting them again
+        self.retry_delay = 0.0              # doubles with every failed start, up to _RETRY_MAX
         self.by_value = not _workers_import_main(ctx)
         self.dumps_task = _dumps_task_by_value if self.by_value else _dumps_task
 
@@ -213,6 +217,32 @@ class _Engine:
         self.workers[index] = w
         return w
 
+    def replace_worker(self, index):
+        """Start the worker of slot index (a replacement). If the start fails
+        (fork refused: EAGAIN, ENOMEM, ...), the slot stays empty and
+        check_workers tries again after a backoff; while no worker is
+        alive, the tasks waiting for one fail (WorkerLostError, its cause
+        the start's error) instead of waiting for ever. Whether it started."""
+        try:
+            self.start_worker(index)
+        except Exception as e:
+            self.workers[index] = None
+            self.missing.add(index)
+            self.retry_delay = min(2 * self.retry_delay, _RETRY_MAX) if self.retry_delay else _CHECK_EVERY
+            self.retry_at = time.monotonic() + self.retry_delay
+            if all(w is None for w in self.workers):
+                self.drain()
+                for tid in list(self.cache):
+                    error = _context.WorkerLostError(
+                        "No worker process could be started to run the task (%s: %s); "
+                        "the pool keeps trying" % (type(e).__name__, e))
+                    error.__cause__ = e
+                    self.fail(tid, error)
+            return False
+        self.missing.discard(index)
+        self.retry_delay = 0.0
+        return True
+
     def check_workers(self):
         """Replace the workers that retired or exited; fail the task of each
         worker that exited while running it. Every worker dropped is joined
@@ -226,7 +256,7 @@ class _Engine:
                         self.workers[index] = None
                         self.leaving.append(w)
                         if self.state in (RUN, CLOSE):
-                            self.start_worker(index)
+                            self.replace_worker(index)
             if self.leaving:
                 self.leaving = [w for w in self.leaving if not self.joined(w)]
             for index, w in enumerate(self.workers):
@@ -250,7 +280,11 @@ class _Engine:
                 self.workers[index] = None
                 self.joined(w)
                 if self.state == RUN or (self.state == CLOSE and not stopped):
-                    self.start_worker(index)
+                    self.replace_worker(index)
+            if self.missing and self.state in (RUN, CLOSE) and time.monotonic() >= self.retry_at:
+                for index in sorted(self.missing):
+                    if self.workers[index] is None and not self.replace_worker(index):
+                        break
 
     @staticmethod
     def joined(w):

@@ -30,7 +30,8 @@ def _owner_name():
 
 
 # The lock and semaphore classes are C types (named cproc.synchronize.*), so
-# that lock.acquire() is a direct call into C; see csrc/sync.c.
+# that lock.acquire() is a direct call into C; see csrc/semlock.c (Event,
+# Condition and Barrier: csrc/event.c, condition.c, barrier.c).
 SemLock = _cproc.SemLock
 Lock = _cproc.Lock
 RLock = _cproc.RLock
