@@ -85,7 +85,6 @@ int cproc_channel_create(cproc_channel *ch, int32_t maxsize, uint32_t kind)
     h->maxsize = maxsize;
     h->kind = kind;
     cproc_ring_create(&ch->ring);
-    atomic_store(&h->lock, 0);
     h->magic = QUEUE_MAGIC;
     return 0;
 }
@@ -423,7 +422,7 @@ int cproc_channel_take(cproc_channel *ch, Py_ssize_t max, int blocking, int64_t 
                        _Atomic uint64_t *claim, cproc_poll_fn stop_fn, void *stop_ctx,
                        cproc_popped **out, Py_ssize_t *n)
 {
-    get_ctx c = {.ch = ch, .max = max, .deadline = blocking ? deadline : 0, .claim = claim,
+    get_ctx c = {.ch = ch, .max = max, .deadline = blocking ? deadline : CPROC_NOWAIT, .claim = claim,
                  .stop_fn = stop_fn, .stop_ctx = stop_ctx};
     uint32_t seen;
     int r;
@@ -500,7 +499,7 @@ Py_ssize_t cproc_channel_take_batch(cproc_channel *ch, Py_ssize_t max, int64_t d
 {
     cproc_popped *out;
     Py_ssize_t n;
-    int r = cproc_channel_take(ch, max, deadline != 0, deadline, claim, stop_fn, stop_ctx, &out, &n);
+    int r = cproc_channel_take(ch, max, deadline != CPROC_NOWAIT, deadline, claim, stop_fn, stop_ctx, &out, &n);
     if (r != 0)
         return r < 0 ? -1 : 0;          /* timed out, or stop_fn ended the wait */
     for (Py_ssize_t i = 0; i < n; i++) {

@@ -225,7 +225,7 @@ void *cproc_memfd_map(int fd, size_t size, uint64_t off);
 
 int cproc_block_new(cproc_block *b, uint32_t kind, size_t size);
 void cproc_block_release(cproc_block *b);
-/* The picklable handle of a block: a tuple of ints, see shm.c. */
+/* The picklable handle of a block (b->seg set): a tuple of ints, see shm.c. */
 PyObject *cproc_block_handle(const cproc_block *b);
 int cproc_block_attach(cproc_block *b, PyObject *handle, uint32_t kind);
 
@@ -482,8 +482,7 @@ enum { CPROC_Q_QUEUE = 0, CPROC_Q_JOINABLE = 1, CPROC_Q_SIMPLE = 2 };
 typedef struct {
     uint32_t magic;
     int32_t maxsize;                    /* 0: unbounded */
-    _Atomic uint32_t lock;              /* pid of the holder, 0 when free (qlock.c) */
-    _Atomic uint32_t lock_waiters;
+    cproc_mutex_t lock;                 /* the queue's lock (qlock.c, mutex.c) */
     _Atomic uint32_t put_seq;           /* bumped by every put; getters sleep on it */
     _Atomic uint32_t get_waiters;
     _Atomic uint32_t get_seq;           /* bumped by every get; putters of a full queue sleep on it */
@@ -544,7 +543,7 @@ int cproc_channel_take(cproc_channel *ch, Py_ssize_t max, int blocking, int64_t 
  * NULL. Returns -1 with an exception when nothing could be written. */
 int cproc_channel_put_batch(cproc_channel *ch, PyObject *const *objs, const uint64_t *tags, Py_ssize_t n,
                             PyObject *dumps, PyObject **errors);
-/* Take 1..max records, waiting until `deadline` (0: do not wait); claim and
+/* Take 1..max records, waiting until `deadline` (CPROC_NOWAIT: do not wait); claim and
  * stop_fn as cproc_channel_take. objs[i]: the object (ok[i] 1) or the
  * exception that decoding raised (ok[i] 0), new references. Returns the
  * number taken, 0 on timeout or stop, -1 with an exception. */

@@ -478,13 +478,10 @@ static PyObject *pool_collect(PyObject *Py_UNUSED(module), PyObject *args)
     if (!PyArg_ParseTuple(args, "OO!OO!:pool_collect", &results, &PyDict_Type, &cache, &timeout,
                           &PyList_Type, &retired))
         return NULL;
-    int64_t deadline;
-    if (timeout == Py_None)
-        deadline = CPROC_FOREVER;
-    else if (cproc_deadline_from_timeout(timeout, &deadline) < 0)
+    int blocking;
+    int64_t deadline;                   /* timeout <= 0: CPROC_NOWAIT, do not wait */
+    if (cproc_block_timeout(NULL, timeout, CPROC_TIMEOUT_NOWAIT, &blocking, &deadline) < 0)
         return NULL;
-    else if (deadline != CPROC_FOREVER && deadline <= cproc_monotonic_ns())
-        deadline = 0;                   /* timeout <= 0: do not wait */
     uint64_t tags[BATCH];
     PyObject *objs[BATCH];
     int ok[BATCH];

@@ -153,10 +153,9 @@ static int result_deliver(ResultObject *self, uint64_t tid, int ok, PyObject *va
         result_finish(self);
         return 0;
     }
-    if (self->value == NULL || self->chunksize <= 0 || (self->success && !PyList_Check(self->value))) {
-        PyErr_SetString(PyExc_ValueError, "MapResult is not initialized");
+    if (cproc_check_init((PyObject *)self, self->value != NULL && self->chunksize > 0 &&
+                                           (!self->success || PyList_Check(self->value))) < 0)
         return -1;
-    }
     Py_ssize_t lo = 0, hi = 0;
     if (ok && self->success) {          /* the chunk's place in the list, checked before anything changes */
         Py_ssize_t len = PyList_GET_SIZE(self->value);

@@ -1,11 +1,10 @@
 /* qlock.c — a queue's lock, the repair after a holder's death, and the
  * crash points the tests arm (models/qlock.pml checks this protocol).
  *
- * The lock word (cproc_queue_header.lock) holds the holder's pid, 0 when
- * free; waiters sleep in cproc_wait and look every 100 ms whether the
- * holder died. One that did is replaced by compare-and-swap, and the
- * header is marked: until a repair has finished (queue_repair clears the
- * mark), every holder repairs first, so a repair cut short is done again.
+ * The lock is the pid-word mutex (mutex.c): a waiter takes it over from a
+ * holder that died. A takeover marks the header: until a repair has
+ * finished (queue_repair clears the mark), every holder repairs first, so a
+ * repair cut short is done again.
  */
 #include "cproc.h"
 
@@ -16,40 +15,9 @@ const char *const cproc_die_point_names[] = {"nowhere", "put:before-tail", "put:
                                              "repair", NULL};
 int cproc_die_at, cproc_die_signal;
 
-typedef struct {
-    cproc_queue_header *h;
-    int took_over;                      /* from a holder that died */
-} qlock_ctx;
-
-static int qlock_try(void *ctx, uint32_t *seen)
-{
-    cproc_queue_header *h = ((qlock_ctx *)ctx)->h;
-    uint32_t expected = 0;
-    if (atomic_compare_exchange_strong(&h->lock, &expected, (uint32_t)cproc_pid))
-        return 1;
-    *seen = expected;
-    return 0;
-}
-
-/* A holder that died inside put or get: take over (queue_repair then makes
- * the counters agree with the ring). */
-static int qlock_holder_died(void *ctx)
-{
-    qlock_ctx *c = ctx;
-    uint32_t holder = atomic_load(&c->h->lock);
-    if (holder == 0 || holder == (uint32_t)cproc_pid || !cproc_pid_is_dead((pid_t)holder))
-        return 0;
-    if (!atomic_compare_exchange_strong(&c->h->lock, &holder, (uint32_t)cproc_pid))
-        return 0;
-    c->took_over = 1;
-    return 1;
-}
-
 void cproc_qlock_release(cproc_channel *ch)
 {
-    cproc_queue_header *h = ch->hdr;
-    atomic_store(&h->lock, 0);
-    cproc_wake_waiters(&h->lock, &h->lock_waiters, 1);
+    (void)cproc_mutex_unlock(&ch->hdr->lock);
 }
 
 /* The lock was taken over from a process that died holding it, somewhere in
@@ -78,16 +46,15 @@ static void queue_repair(cproc_channel *ch)
 int cproc_qlock_acquire(cproc_channel *ch, int64_t deadline)
 {
     cproc_queue_header *h = ch->hdr;
-    qlock_ctx c = {h, 0};
-    uint32_t seen;
-    if (!qlock_try(&c, &seen)) {
-        int r = cproc_wait(&h->lock, &h->lock_waiters, qlock_try, qlock_holder_died, &c, deadline);
-        if (r == CPROC_WAIT_TIMEOUT)
-            return 0;
-        if (r != CPROC_WAIT_OK)
-            return -1;
-    }
-    if (c.took_over)
+    /* Not CPROC_NOWAIT for a caller that does not wait (get_nowait): a
+     * deadline already past still spins briefly and takes the lock over from
+     * a dead holder, so a queue used only that way recovers too. */
+    int r = cproc_mutex_lock(&h->lock, deadline == CPROC_NOWAIT ? 1 : deadline, NULL);
+    if (r == CPROC_MUTEX_ERROR)
+        return -1;
+    if (r == CPROC_MUTEX_TIMEOUT)
+        return 0;
+    if (r == CPROC_MUTEX_TAKEN_OVER)
         h->needs_repair = 1;
     if (cproc_ring_sync(&ch->ring) < 0) {
         cproc_qlock_release(ch);

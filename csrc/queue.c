@@ -35,10 +35,7 @@ static PyObject *Empty, *Full;          /* queue.Empty, queue.Full */
 
 static int check_ready(QueueObject *q)
 {
-    if (q->ch.hdr != NULL)
-        return 0;
-    PyErr_Format(PyExc_ValueError, "%s object is not initialised", Py_TYPE(q)->tp_name);
-    return -1;
+    return cproc_check_init((PyObject *)q, q->ch.hdr != NULL);
 }
 
 static int check_open(QueueObject *q)
@@ -201,24 +198,6 @@ static PyObject *take(QueueObject *q, Py_ssize_t max, int blocking, int64_t dead
 
 /* ---- methods ------------------------------------------------------------- */
 
-/* block and timeout as multiprocessing reads them: block goes to a
- * semaphore's acquire() (up to 3.11 an int), except in a get that waits
- * without a timeout (`if block and timeout is None`), where any true value
- * will do. */
-static int parse_block_timeout(PyObject *block, PyObject *timeout, int *blocking, int64_t *deadline,
-                               int getting)
-{
-    *blocking = 1;
-    if (block != NULL) {
-        int no_timeout = timeout == NULL || timeout == Py_None;
-        if (getting && (*blocking = PyObject_IsTrue(block)) < 0)
-            return -1;
-        if (!(getting && *blocking && no_timeout) && (*blocking = cproc_blocking_arg(block)) < 0)
-            return -1;
-    }
-    return cproc_deadline_from_timeout(timeout, deadline);
-}
-
 static PyObject *put_one(QueueObject *self, PyObject *obj, int blocking, int64_t deadline)
 {
     if (check_open(self) < 0)
@@ -240,7 +219,7 @@ static PyObject *queue_put(QueueObject *self, PyObject *const *args, Py_ssize_t 
     int blocking;
     int64_t deadline;
     if (cproc_parse_args("put", args, nargs, kwnames, names, 1, a) < 0 ||
-        parse_block_timeout(a[1], a[2], &blocking, &deadline, 0) < 0)
+        cproc_block_timeout(a[1], a[2], 0, &blocking, &deadline) < 0)
         return NULL;
     return put_one(self, a[0], blocking, deadline);
 }
@@ -252,7 +231,7 @@ static PyObject *queue_put_many(QueueObject *self, PyObject *const *args, Py_ssi
     int blocking;
     int64_t deadline;
     if (cproc_parse_args("put_many", args, nargs, kwnames, names, 1, a) < 0 ||
-        parse_block_timeout(a[1], a[2], &blocking, &deadline, 0) < 0 || check_open(self) < 0)
+        cproc_block_timeout(a[1], a[2], 0, &blocking, &deadline) < 0 || check_open(self) < 0)
         return NULL;
     PyObject *items = PySequence_Fast(a[0], "put_many() argument must be iterable");
     if (items == NULL)
@@ -290,7 +269,7 @@ static PyObject *queue_get(QueueObject *self, PyObject *const *args, Py_ssize_t 
     int blocking;
     int64_t deadline;
     if (cproc_parse_args("get", args, nargs, kwnames, names, 0, a) < 0 ||
-        parse_block_timeout(a[0], a[1], &blocking, &deadline, 1) < 0 || check_open(self) < 0)
+        cproc_block_timeout(a[0], a[1], CPROC_BLOCK_GET, &blocking, &deadline) < 0 || check_open(self) < 0)
         return NULL;
     return take(self, 1, blocking, deadline, 0);
 }
@@ -318,7 +297,7 @@ static PyObject *queue_get_many(QueueObject *self, PyObject *const *args, Py_ssi
         PyErr_SetString(PyExc_ValueError, "max_items must be at least 1");
         return NULL;
     }
-    if (parse_block_timeout(a[1], a[2], &blocking, &deadline, 1) < 0 || check_open(self) < 0)
+    if (cproc_block_timeout(a[1], a[2], CPROC_BLOCK_GET, &blocking, &deadline) < 0 || check_open(self) < 0)
         return NULL;
     return take(self, max, blocking, deadline, 1);
 }

@@ -402,10 +402,6 @@ void cproc_block_release(cproc_block *b)
 PyObject *cproc_block_handle(const cproc_block *b)
 {
     const SegmentObject *seg = b->seg;
-    if (seg == NULL) {
-        PyErr_SetString(PyExc_ValueError, "cproc object is not initialised");
-        return NULL;
-    }
     const block_header *h = (const block_header *)(seg->base + b->offset);
     return Py_BuildValue("(IIKK" CPROC_MEMFD_FMT ")", atomic_load(&h->magic) & 0xFFu, h->generation,
                          (unsigned long long)b->offset, (unsigned long long)b->size,
@@ -508,6 +504,8 @@ void cproc_shared_dealloc(PyObject *self)
 
 PyObject *cproc_shared_reduce(PyObject *self, PyObject *extra)
 {
+    if (cproc_check_shared(self) < 0)
+        return NULL;
     PyObject *handle = cproc_block_handle(&((SharedObject *)self)->blk);
     if (handle == NULL)
         return NULL;
