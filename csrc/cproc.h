@@ -2,8 +2,10 @@
  * defines them: the process identity and the futex wait loop (futex.c), the
  * pid-word mutex (mutex.c), argument parsing and error helpers (args.c),
  * shared-memory blocks (shm.c), the synchronisation primitives (semlock.c,
- * event.c, condition.c, barrier.c), processes, connections, queues and
- * their spill blocks, the Pool, plain data and sharedctypes.
+ * event.c, condition.c, barrier.c), processes, connections, the queue's
+ * layers (ring.c, spill.c, record.c, channel.c, qlock.c, queue.c), the Pool
+ * (pool.c, pool_result.c), plain data, sharedctypes, and the lazy imports
+ * (module.c).
  *
  * Naming: cproc_* is visible across files, static helpers are file-local.
  * Every function that can fail sets a Python exception and returns -1/NULL.
@@ -602,7 +604,7 @@ extern PyTypeObject cproc_SynchronizedArrayType;
 extern PyTypeObject cproc_SynchronizedStringType;
 int cproc_sharedctypes_init(PyObject *module);
 
-/* ---- small helpers ------------------------------------------------------ */
+/* ---- small helpers; lazy imports (module.c) ----------------------------- */
 
 #if PY_VERSION_HEX < 0x030A0000
 static inline PyObject *Py_NewRef(PyObject *o) { Py_INCREF(o); return o; }
