@@ -88,7 +88,7 @@ def _run_client_map(fn, distributed, n):
 
 
 @case("Dask: Pool.map of tiny tasks", target=None, size=10_000, quick=2_000,
-      work="{size:,} items, 2 workers",
+      work="{size:,} items, 2 workers", matrix=False,
       peers=[Peer("dask client.map", "distributed",
                   run=functools.partial(_run_client_map, tiny), target=0.1)],
       note="cproc row: cproc.dask.Pool on a 2-worker loopback LocalCluster; reference: a local "
@@ -98,7 +98,7 @@ def dask_map_tiny(mod, n):
 
 
 @case("Dask: Pool.map of 20 ms tasks", target=None, size=200, quick=100,
-      work="{size:,} items of 20 ms, 2 workers",
+      work="{size:,} items of 20 ms, 2 workers", matrix=False,
       peers=[Peer("dask client.map", "distributed",
                   run=functools.partial(_run_client_map, sleep_20ms), target=1.2)],
       note="As above, with tasks that sleep 20 ms.")

@@ -31,7 +31,7 @@ TWO_CALLS_NOTE = ("Part of every iteration is the Python loop and two C "
 
 
 @case("Lock acquire()+release(), uncontended", target=0.6,
-      size=200_000, quick=50_000, work="{size:,} iterations",
+      size=200_000, quick=50_000, matrix=False, work="{size:,} iterations",
       peers=[TWO_CALLS_FLOOR], note=TWO_CALLS_NOTE)
 def lock_acquire_release(mod, n):
     lock = mod.Lock()
@@ -43,7 +43,7 @@ def lock_acquire_release(mod, n):
 
 
 @case("Lock `with lock:`, uncontended", target=0.6,
-      size=200_000, quick=50_000, work="{size:,} iterations")
+      size=200_000, quick=50_000, matrix=False, work="{size:,} iterations")
 def lock_with(mod, n):
     lock = mod.Lock()
     t0 = perf_counter()
@@ -54,7 +54,7 @@ def lock_with(mod, n):
 
 
 @case("Semaphore acquire()+release(), uncontended", target=0.6,
-      size=200_000, quick=50_000, work="{size:,} iterations",
+      size=200_000, quick=50_000, matrix=False, work="{size:,} iterations",
       peers=[TWO_CALLS_FLOOR], note=TWO_CALLS_NOTE)
 def semaphore_acquire_release(mod, n):
     sem = mod.Semaphore(1)
@@ -107,7 +107,7 @@ def value_increment_floor(mod, n):
 
 
 @case("`with v.get_lock(): v.value += 1`, Value('i')", target=0.15,
-      size=200_000, quick=50_000, work="{size:,} iterations",
+      size=200_000, quick=50_000, matrix=False, work="{size:,} iterations",
       peers=[Peer("C floor", "multiprocessing", run=value_increment_floor, floor=True)],
       note="The statement itself (a call, a `with` block, an attribute read "
            "and write) costs the interpreter more than the target allows: the "
@@ -146,7 +146,7 @@ def array_read_floor(mod, n):
 
 @case("Read Array('d') with `arr[:]`", target=0.3,
       size=1_000_000, quick=250_000,
-      work=f"{ARRAY_READS} × arr[:] of {{size:,}} doubles",
+      matrix=False, work=f"{ARRAY_READS} × arr[:] of {{size:,}} doubles",
       peers=[Peer("C floor", "multiprocessing", run=array_read_floor,
                   floor=True)],
       note="`arr[:]` must build a list of Python floats, and allocating them "

@@ -45,7 +45,7 @@ import traceback
 from typing import Callable, Iterable, List, Optional
 
 __all__ = ["Case", "Peer", "case", "register", "CASES", "fork_children",
-           "BenchTimeout"]
+           "BenchTimeout", "PLACEMENTS", "Placement"]
 
 RunFn = Callable[[object, int], float]
 
@@ -76,6 +76,10 @@ class Case:
     peers: List[Peer] = dataclasses.field(default_factory=list)
     group: str = ""                 # the cases_* module it came from
     note: str = ""                  # printed under the table (e.g. what bounds it)
+    # False for a case that runs in one process (an uncontended Lock, say),
+    # or whose ratio compares unlike things: it runs under the first
+    # placement only (see Placement), not in the placement matrix.
+    matrix: bool = True
 
     def size_for(self, quick: bool) -> int:
         if not quick:
@@ -100,13 +104,14 @@ def register(c: Case) -> Case:
 
 def case(name: str, *, target: Optional[float], size: int,
          quick: Optional[int] = None, work: str = "{size:,}",
-         peers: Optional[List[Peer]] = None, note: str = ""):
+         peers: Optional[List[Peer]] = None, note: str = "",
+         matrix: bool = True):
     """Decorator: register ``fn(mod, size) -> seconds`` as a benchmark case."""
 
     def deco(fn: RunFn) -> RunFn:
         register(Case(name=name, run=fn, target=target, size=size,
                       quick=quick, work=work, peers=list(peers or []),
-                      group=fn.__module__, note=note))
+                      group=fn.__module__, note=note, matrix=matrix))
         return fn
 
     return deco
@@ -227,3 +232,92 @@ def fork_children(count: int, prepare: Callable[[], None],
     if bad:
         raise RuntimeError(f"benchmark child failed (wait status {bad[0]:#x})")
     return elapsed
+
+
+# --------------------------------------------------------------------------
+# Placement: which CPUs the benchmark's processes run on. run.py enters one
+# Placement per column of its placement matrix; fork hooks pin every process
+# forked while it is active (os.fork, multiprocessing's and cproc's fork
+# start method all run them). Processes started by exec (spawn, forkserver,
+# loky's workers) inherit the mask of the process that started them.
+
+PLACEMENTS = {
+    "split": "the parent on one CPU, each forked child on the next CPU in "
+             "turn (two processes on different CPUs)",
+    "same": "every process pinned to the same CPU",
+    "none": "no pinning (the scheduler places every process)",
+    "loaded": "split, plus two busy processes (a Python `while True: pass`), "
+              "one pinned to each of the first two CPUs",
+}
+
+
+class Placement:
+    """Context manager: pin this process (and, through fork hooks, the
+    processes it forks) as ``kind`` says; for "loaded", also run two busy
+    processes until exit. ``new_run()`` restarts the children's numbering,
+    so that every run places its children the same way."""
+
+    active: "Optional[Placement]" = None
+
+    def __init__(self, kind: str, cpus):
+        if kind not in PLACEMENTS:
+            raise ValueError(f"unknown placement {kind!r}")
+        self.kind = kind
+        self.cpus = sorted(cpus)
+        self.forks = 0
+        self._saved = None
+        self._hogs: List[object] = []
+
+    def cpu_for(self, index: int) -> int:
+        """The CPU of process ``index`` (0: the benchmark process)."""
+        if self.kind == "same":
+            return self.cpus[0]
+        return self.cpus[index % len(self.cpus)]
+
+    def new_run(self) -> None:
+        self.forks = 0
+
+    def __enter__(self) -> "Placement":
+        import subprocess
+        self._saved = os.sched_getaffinity(0)
+        if self.kind == "none":
+            os.sched_setaffinity(0, self.cpus)
+        else:
+            os.sched_setaffinity(0, {self.cpu_for(0)})
+        Placement.active = self
+        try:
+            if self.kind == "loaded":
+                for cpu in self.cpus[:2] * (2 if len(self.cpus) == 1 else 1):
+                    hog = subprocess.Popen(
+                        [sys.executable, "-S", "-c", "while True: pass"],
+                        stdin=subprocess.DEVNULL)
+                    self._hogs.append(hog)
+                    os.sched_setaffinity(hog.pid, {cpu})
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        Placement.active = None
+        for hog in self._hogs:
+            hog.kill()
+            hog.wait()
+        self._hogs.clear()
+        if self._saved is not None:
+            os.sched_setaffinity(0, self._saved)
+
+
+def _count_fork() -> None:
+    if Placement.active is not None:
+        Placement.active.forks += 1
+
+
+def _pin_child() -> None:
+    p = Placement.active
+    if p is not None and p.kind != "none":
+        os.sched_setaffinity(0, {p.cpu_for(p.forks)})
+
+
+if hasattr(os, "register_at_fork") and hasattr(os, "sched_setaffinity"):
+    os.register_at_fork(before=_count_fork, after_in_child=_pin_child)

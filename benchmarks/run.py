@@ -4,10 +4,12 @@
     python benchmarks/run.py                 # all cases, 7 rounds, writes RESULTS.md
     python benchmarks/run.py --quick         # 3 rounds, smaller sizes (smoke test)
     python benchmarks/run.py --only Lock     # cases whose name or module matches
+    python benchmarks/run.py --skip dask     # all cases but those
     python benchmarks/run.py --json raw.json # also dump every per-round time
     python benchmarks/run.py --candidate multiprocessing   # self-check: ratios ~1.0
     python benchmarks/run.py --list          # list the registered cases
     python benchmarks/run.py --plot chart.png  # also draw the chart (matplotlib)
+    python benchmarks/run.py --matrix        # cross-process cases under all four placements
 
 For every case the implementations are alternated within each round
 (multiprocessing, cproc[, peers...], multiprocessing, cproc, ...) after one
@@ -20,6 +22,15 @@ The Markdown table is printed to stdout and, for a full run (no --only, no
 --quick, default candidate), written to benchmarks/RESULTS.md; pass --output
 to write it in other cases. Text below the marker line in an existing output
 file (hand-written analysis of missed targets) is kept.
+
+Placement (``--placement``, see harness.PLACEMENTS) says which CPUs the
+benchmark and the processes it forks run on: ``split`` (the default) pins the
+two sides of a cross-process case to different CPUs; ``same`` pins every
+process to one CPU; ``none`` pins nothing; ``loaded`` is ``split`` with two
+busy processes competing for the CPUs. With several placements (``--matrix``
+is all four), every case runs under the first and the cross-process cases
+under each other one too; the output adds a table of the ratios per
+placement.
 """
 
 from __future__ import annotations
@@ -44,7 +55,7 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 import harness  # noqa: E402
-from harness import BenchTimeout  # noqa: E402
+from harness import PLACEMENTS, BenchTimeout, Placement  # noqa: E402
 
 REFERENCE = "multiprocessing"
 DEFAULT_OUTPUT = os.path.join(HERE, "RESULTS.md")
@@ -113,6 +124,8 @@ def _on_alarm(signum, frame):
 
 
 def timed_call(run, mod, size, timeout):
+    if Placement.active is not None:
+        Placement.active.new_run()
     gc.collect()
     was_enabled = gc.isenabled()
     gc.disable()
@@ -260,6 +273,9 @@ def render(results, meta):
     lines.append(f"- Rounds: {meta['rounds']} per case"
                  f"{' (--quick sizes)' if meta['quick'] else ''}; "
                  f"total wall time {meta['wall']:.0f} s")
+    first = meta["placements"][0]
+    lines.append(f"- Placement of the table below: {first} "
+                 f"({PLACEMENTS[first]})")
     lines.append("")
     if meta["order"] == "swap":
         alternation = (f"alternating ({REFERENCE}, {cand}, peers… in one "
@@ -314,7 +330,54 @@ def render(results, meta):
     targeted = sum(r["target"] is not None for r in results)
     lines.append("")
     lines.append(f"Targets met: {met} of {targeted}.")
+    if len(meta["placements"]) > 1:
+        lines.append("")
+        lines.extend(render_matrix(meta["matrix"], meta["placements"], cand))
     return "\n".join(lines) + "\n"
+
+
+def geomean(values):
+    import math
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+def render_matrix(matrix, placements, cand):
+    """The ratio of every cross-process case under every placement."""
+    lines = ["## Placement matrix", "",
+             f"Ratio {cand} / {REFERENCE} (median of the rounds; brackets: "
+             f"{REFERENCE}'s median time) of every cross-process case under "
+             "each placement; “worst” is the highest ratio of the row. "
+             "Placements:", ""]
+    lines.extend(f"- **{p}**: {PLACEMENTS[p]}." for p in placements)
+    lines.append("")
+    lines.append("| Case | " + " | ".join(placements) + " | worst | target |")
+    lines.append("|---|" + "---:|" * (len(placements) + 2))
+    cols = {p: [] for p in placements}
+    names = [r["name"] for r in matrix[placements[0]]
+             if r.get("matrix", True)]
+    for name in names:
+        cells, ratios, target = [], [], None
+        for p in placements:
+            r = next((x for x in matrix[p] if x["name"] == name), None)
+            if r is None or r["status"] == "error":
+                cells.append("error" if r is not None else "—")
+                continue
+            target = r["target"]
+            ratios.append(r["ratio"])
+            cols[p].append(r["ratio"])
+            cells.append(f"**{r['ratio']:.2f}** ({fmt_time(r['base_median'])})")
+        worst = f"**{max(ratios):.2f}**" if ratios else "—"
+        lines.append(f"| {md_escape(name)} | " + " | ".join(cells)
+                     + f" | {worst} | {fmt_target(target)} |")
+    gm = [f"**{geomean(cols[p]):.2f}**" if cols[p] else "—"
+          for p in placements]
+    worst_gm = max((geomean(v) for v in cols.values() if v), default=None)
+    lines.append("| geometric mean | " + " | ".join(gm) + " | "
+                 + (f"**{worst_gm:.2f}**" if worst_gm else "—") + " | |")
+    above = sum(1 for v in cols.values() for x in v if x > 1.0)
+    lines.append("")
+    lines.append(f"Ratios above 1.0 (slower than {REFERENCE}): {above}.")
+    return lines
 
 
 def row(name, work, r, target, base_label=None):
@@ -379,6 +442,9 @@ def main(argv=None):
     ap.add_argument("--only", action="append", metavar="SUBSTR", default=[],
                     help="run only cases whose name or module contains SUBSTR "
                          "(case-insensitive; repeatable)")
+    ap.add_argument("--skip", action="append", metavar="SUBSTR", default=[],
+                    help="leave out cases whose name or module contains SUBSTR "
+                         "(case-insensitive; repeatable)")
     ap.add_argument("--candidate", default="cproc", metavar="MODULE",
                     help="module compared against multiprocessing "
                          "(default cproc; 'multiprocessing' for a self-check)")
@@ -401,7 +467,23 @@ def main(argv=None):
                     help="list the cases and exit")
     ap.add_argument("--plot", metavar="FILE.png",
                     help="also draw the ratios as a bar chart (needs matplotlib)")
+    ap.add_argument("--placement", default="split", metavar="P[,P...]",
+                    help="where the processes run: " + ", ".join(
+                        f"'{k}' ({v})" for k, v in PLACEMENTS.items())
+                    + "; several, comma-separated, make a placement matrix "
+                      "(default: split)")
+    ap.add_argument("--matrix", action="store_true",
+                    help="shorthand for --placement " + ",".join(PLACEMENTS))
     args = ap.parse_args(argv)
+    placements = (list(PLACEMENTS) if args.matrix
+                  else [p.strip() for p in args.placement.split(",") if p.strip()])
+    for p in placements:
+        if p not in PLACEMENTS:
+            ap.error(f"unknown placement {p!r} (choose from {', '.join(PLACEMENTS)})")
+    if not placements or len(set(placements)) != len(placements):
+        ap.error("--placement needs distinct placements")
+    if not hasattr(os, "sched_setaffinity"):
+        ap.error("placements need os.sched_setaffinity (Linux)")
 
     rounds = args.rounds or (3 if args.quick else 7)
     if rounds < 1:
@@ -417,6 +499,11 @@ def main(argv=None):
         cases = [c for c in cases
                  if any(s in c.name.lower() or s in c.group.lower()
                         for s in subs)]
+    if args.skip:
+        subs = [s.lower() for s in args.skip]
+        cases = [c for c in cases
+                 if not any(s in c.name.lower() or s in c.group.lower()
+                            for s in subs)]
     if args.list:
         for c in cases:
             peers = ", ".join(p.label for p in c.peers)
@@ -447,22 +534,31 @@ def main(argv=None):
         sys.stderr.flush()
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else ()
+    usable = sorted(os.sched_getaffinity(0))
     shm_before = shm_entries()
     started = time.perf_counter()
     progress(f"candidate {module_desc(cand_mod)}; {rounds} rounds\n")
-    results = []
-    for c in cases:
-        progress(f"  {c.name} [{c.describe(c.size_for(args.quick))}] ")
-        t0 = time.perf_counter()
-        res = run_case(c, cand_label, cand_mod, peer_mods, rounds, args.quick,
-                       args.timeout, not args.no_warmup, args.order,
-                       progress)
-        if res["status"] == "error":
-            progress(f" error: {res['error']}\n")
-        else:
-            progress(f" ratio {res['ratio']:.2f} ({res['status']}, "
-                     f"{time.perf_counter() - t0:.1f} s)\n")
-        results.append(res)
+    matrix = {}
+    for i, placement in enumerate(placements):
+        progress(f"placement {placement}: {PLACEMENTS[placement]}\n")
+        results = matrix[placement] = []
+        with Placement(placement, usable):
+            for c in cases:
+                if i > 0 and not c.matrix:
+                    continue
+                progress(f"  {c.name} [{c.describe(c.size_for(args.quick))}] ")
+                t0 = time.perf_counter()
+                res = run_case(c, cand_label, cand_mod, peer_mods, rounds,
+                               args.quick, args.timeout, not args.no_warmup,
+                               args.order, progress)
+                res["matrix"] = c.matrix
+                if res["status"] == "error":
+                    progress(f" error: {res['error']}\n")
+                else:
+                    progress(f" ratio {res['ratio']:.2f} ({res['status']}, "
+                             f"{time.perf_counter() - t0:.1f} s)\n")
+                results.append(res)
+    results = matrix[placements[0]]
     wall = time.perf_counter() - started
     leftover = shm_entries() - shm_before
     if leftover:  # informational: other processes may use /dev/shm too
@@ -478,8 +574,7 @@ def main(argv=None):
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0))
-                        if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "usable_cores": len(usable),
         "cpu_model": cpu_model(),
         "loadavg": " ".join(f"{x:.2f}" for x in load) or "n/a",
         "candidate": module_desc(cand_mod),
@@ -489,11 +584,14 @@ def main(argv=None):
         "quick": args.quick,
         "order": args.order,
         "wall": wall,
+        "placements": placements,
+        "matrix": matrix,
     }
     text = render(results, meta)
     sys.stdout.write("\n" + text)
 
-    partial = bool(args.only) or args.quick or args.candidate != "cproc"
+    partial = (bool(args.only) or bool(args.skip) or args.quick
+               or args.candidate != "cproc")
     out = args.output
     if out is None and not partial:
         out = DEFAULT_OUTPUT

@@ -199,18 +199,20 @@ static int read_exact(int fd, char *buf, size_t len)
 }
 
 /* A message often arrives within microseconds (a request/reply peer on
- * another core): check for it a few times before sleeping in read(), whose
- * wake-up costs far more than these polls. Bounded, GIL released. */
-#define RECV_SPIN_POLLS 256
-
-static void spin_until_readable(int fd)
+ * another core): poll for it before sleeping in read(), whose wake-up costs
+ * more, as long as the wait policy (spin.c) says spinning pays for this
+ * connection. GIL released. */
+static void spin_until_readable(ConnectionObject *self)
 {
     Py_BEGIN_ALLOW_THREADS
-    for (int i = 0; i < RECV_SPIN_POLLS; i++) {
-        struct pollfd p = {fd, POLLIN, 0};
-        if (poll(&p, 1, 0) != 0)
-            break;          /* readable, hung up, or an error read() will report */
-    }
+    cproc_spinner spin;
+    if (cproc_spin_begin(&spin, self, 0))
+        for (;;) {
+            struct pollfd p = {self->fd, POLLIN, 0};
+            if (poll(&p, 1, 0) != 0 || !cproc_spin_again(&spin))
+                break;      /* readable, hung up, an error read() will report, or sleep */
+        }
+    cproc_spin_end(&spin);
     Py_END_ALLOW_THREADS
 }
 
@@ -240,7 +242,7 @@ static int send_frame(ConnectionObject *self, const char *data, size_t n)
 static int recv_header(ConnectionObject *self, Py_ssize_t *size)
 {
     unsigned char h[8];
-    spin_until_readable(self->fd);
+    spin_until_readable(self);
     if (read_exact(self->fd, (char *)h, 4) < 0)
         return -1;
     int32_t small = (int32_t)(((uint32_t)h[0] << 24) | ((uint32_t)h[1] << 16) | ((uint32_t)h[2] << 8) | h[3]);

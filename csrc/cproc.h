@@ -173,6 +173,29 @@ int cproc_parse_block_timeout(const char *fname, PyObject *const *args, Py_ssize
 /* `block` alone as SemLock.acquire reads it (flags 0 above): 1/0, -1 error. */
 int cproc_blocking_arg(PyObject *block);
 
+/* ---- the wait policy (spin.c) ------------------------------------------ */
+
+/* Whether and how long a waiter re-checks before sleeping (see spin.c):
+ *     cproc_spinner sp;
+ *     cproc_spin_begin(&sp, object_address, allow_yields);
+ *     while (!ready()) if (!cproc_spin_again(&sp)) { sleep until ready(); break; }
+ *     cproc_spin_end(&sp);    // once the wait is over (however it ended)
+ * Safe without the GIL (the state is process-local atomics). */
+typedef struct {
+    _Atomic uint64_t *slot;
+    uint32_t tag, est, yield_skip, epoch;
+    int rounds, yields, phase, exploring, preempted;   /* phase: 0 spinning, 1 yielding, 2 sleeping */
+    int64_t start, spin_until, last_clock;
+} cproc_spinner;
+
+void cproc_spin_init(void);             /* at module load: the usable CPUs */
+PyObject *cproc_usable_cpus(PyObject *module, PyObject *unused);   /* _usable_cpus() */
+/* 0 when the policy says sleep at once (no check needed before sleeping). */
+int cproc_spin_begin(cproc_spinner *s, const void *key, int allow_yields);
+/* After a failed check: 1 check again (after a pause or a yield), 0 sleep now. */
+int cproc_spin_again(cproc_spinner *s);
+void cproc_spin_end(cproc_spinner *s);
+
 /* ---- shared memory (shm.c) ---------------------------------------------- */
 
 typedef struct SegmentObject SegmentObject;

@@ -22,10 +22,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SPIN_COUNT 100
-#ifndef YIELD_COUNT
-#define YIELD_COUNT 10
-#endif
 #define POLL_FIRST_NS (10 * 1000000LL)   /* first dead-holder check after 10 ms */
 #define POLL_EVERY_NS (100 * 1000000LL)  /* then every 100 ms */
 /* A signal that arrives while we are not inside the sleeping system call
@@ -102,39 +98,32 @@ void cproc_futex_wake(_Atomic uint32_t *word, int n)
     (void)syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, n, NULL, NULL, 0);
 }
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
 int cproc_wait(_Atomic uint32_t *word, _Atomic uint32_t *waiters,
                cproc_try_fn try_fn, cproc_poll_fn poll_fn, void *ctx,
                int64_t deadline)
 {
     uint32_t seen;
-    for (int i = 0; i < SPIN_COUNT; i++) {
-        if (try_fn(ctx, &seen))
+    cproc_spinner spin;
+    cproc_spin_begin(&spin, word, 1);
+    do {
+        if (try_fn(ctx, &seen)) {
+            cproc_spin_end(&spin);
             return CPROC_WAIT_OK;
-        cpu_relax();
-    }
-    for (int i = 0; i < YIELD_COUNT; i++) {
-        if (try_fn(ctx, &seen))
-            return CPROC_WAIT_OK;
-        sched_yield();
-    }
+        }
+    } while (cproc_spin_again(&spin));
     int64_t next_poll = poll_fn ? cproc_monotonic_ns() + POLL_FIRST_NS : CPROC_FOREVER;
     int result;
     for (;;) {
-        if (try_fn(ctx, &seen))
+        if (try_fn(ctx, &seen)) {
+            cproc_spin_end(&spin);
             return CPROC_WAIT_OK;
+        }
         int64_t now = cproc_monotonic_ns();
         if (poll_fn && (now >= next_poll || (deadline != CPROC_FOREVER && now >= deadline))) {
-            if (poll_fn(ctx))
+            if (poll_fn(ctx)) {
+                cproc_spin_end(&spin);
                 return CPROC_WAIT_OK;
+            }
             next_poll = now + POLL_EVERY_NS;
         }
         if (deadline != CPROC_FOREVER && now >= deadline) {
@@ -170,6 +159,7 @@ int cproc_wait(_Atomic uint32_t *word, _Atomic uint32_t *waiters,
             break;
         }
     }
+    cproc_spin_end(&spin);
     /* We may have consumed a wake-up meant for a sleeper that stays asleep:
      * pass it on (a spurious wake-up costs nothing, a lost one hangs). */
     cproc_wake_waiters(word, waiters, 1);

@@ -33,6 +33,8 @@ static PyMethodDef module_methods[] = {
      "pidfd_send_signal(pidfd, sig) -> bool\n\nSignal the process; False if it has exited."},
     {"pidfd_open", cproc_pidfd_open, METH_O,
      "pidfd_open(pid) -> fd\n\nA pidfd for process pid (readable once it has exited)."},
+    {"_usable_cpus", cproc_usable_cpus, METH_NOARGS,
+     "_usable_cpus() -> int\n\nThe CPUs the wait policy counts as usable (1: waits never spin)."},
     {NULL}
 };
 
@@ -61,6 +63,7 @@ PyMODINIT_FUNC PyInit__cproc(void)
     PyObject *m = PyModule_Create(&cproc_module);
     if (m == NULL)
         return NULL;
+    cproc_spin_init();
     if (cproc_identity_init() < 0 || cproc_semlock_init(m) < 0 || cproc_barrier_init(m) < 0 || cproc_sharedctypes_init(m) < 0 ||
         cproc_queue_init(m) < 0 || cproc_pool_init(m) < 0)
         goto fail;

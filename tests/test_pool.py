@@ -1552,7 +1552,7 @@ def test_multiprocessing_pool_hangs_when_a_replacement_cannot_be_started(tmp_pat
     the start's error (threading.excepthook), nothing replaces the worker,
     and the pool's tasks wait for ever (here: get(timeout) times out; its
     terminate() hangs as well, so the script leaves with os._exit)."""
-    from _helpers import run_impl_script
+    from helpers.scripts import run_impl_script
     result = run_impl_script(tmp_path, "mp_refused", MP_REFUSED_START_SCRIPT, "multiprocessing", "fork")
     assert result.stdout.splitlines() == ["get timed out", "handler died of ['BlockingIOError']"], \
         result.stdout + result.stderr

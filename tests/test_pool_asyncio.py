@@ -201,7 +201,7 @@ def _ctrl_c_while_awaiting(tmp_path, impl):
     """Run the script, wait until it awaits (its workers started), send SIGINT
     to its process group as a terminal's Ctrl+C does: (returncode, stderr,
     seconds to exit, worker pids, session pid)."""
-    from _helpers import kill_session, popen_impl_script, read_line
+    from helpers.scripts import kill_session, popen_impl_script, read_line
     proc = popen_impl_script(tmp_path, "async_ctrl_c_" + impl, ASYNC_CTRL_C_BODY, impl, "fork")
     try:
         workers = set()
@@ -226,7 +226,8 @@ def _ctrl_c_while_awaiting(tmp_path, impl):
 
 @pytest.mark.timeout(60)
 def test_ctrl_c_while_awaiting_pool_results_is_asyncio_s_keyboard_interrupt(cproc, tmp_path):
-    from _helpers import pid_gone, session_alive, wait_until
+    from helpers.blocking import pid_gone, wait_until
+    from helpers.resources import session_alive
     ref_code, ref_err, ref_out, _, _, _ = _ctrl_c_while_awaiting(tmp_path, "multiprocessing")
     code, err, out, elapsed, workers, sid = _ctrl_c_while_awaiting(tmp_path, "cproc")
     assert len(workers) == 2
