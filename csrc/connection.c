@@ -83,26 +83,12 @@ static PyObject *BufferTooShort;   /* multiprocessing.BufferTooShort */
 
 static int load_helpers(void)
 {
-    if (pickle_dumps != NULL)
-        return 0;
-    PyObject *red = PyImport_ImportModule("cproc.reduction");
-    PyObject *pkl = red ? PyImport_ImportModule("pickle") : NULL;
-    PyObject *mp = pkl ? PyImport_ImportModule("multiprocessing") : NULL;
-    if (mp != NULL) {
-        pickle_dumps = PyObject_GetAttrString(red, "dumps");
-        pickle_loads = PyObject_GetAttrString(pkl, "loads");
-        BufferTooShort = PyObject_GetAttrString(mp, "BufferTooShort");
-    }
-    Py_XDECREF(red);
-    Py_XDECREF(pkl);
-    Py_XDECREF(mp);
-    if (pickle_dumps == NULL || pickle_loads == NULL || BufferTooShort == NULL) {
-        Py_CLEAR(pickle_dumps);
-        Py_CLEAR(pickle_loads);
-        Py_CLEAR(BufferTooShort);
-        return -1;
-    }
-    return 0;
+    static const cproc_import_name names[] = {
+        {"cproc.reduction", "dumps", &pickle_dumps},
+        {"pickle", "loads", &pickle_loads},
+        {"multiprocessing", "BufferTooShort", &BufferTooShort},
+        {NULL}};
+    return cproc_import_names(names);
 }
 
 static int check_open(ConnectionObject *self)
@@ -114,26 +100,37 @@ static int check_open(ConnectionObject *self)
     return 0;
 }
 
-static int check_readable(ConnectionObject *self)
+/* Open, and `allowed` (readable or writable), else OSError(refusal). */
+static int check_usable(ConnectionObject *self, int allowed, const char *refusal)
 {
     if (check_open(self) < 0)
         return -1;
-    if (!self->readable) {
-        PyErr_SetString(PyExc_OSError, "connection is write-only");
+    if (!allowed) {
+        PyErr_SetString(PyExc_OSError, refusal);
         return -1;
     }
     return 0;
 }
 
+static int check_readable(ConnectionObject *self)
+{
+    return check_usable(self, self->readable, "connection is write-only");
+}
+
 static int check_writable(ConnectionObject *self)
 {
-    if (check_open(self) < 0)
-        return -1;
-    if (!self->writable) {
-        PyErr_SetString(PyExc_OSError, "connection is read-only");
-        return -1;
-    }
-    return 0;
+    return check_usable(self, self->writable, "connection is read-only");
+}
+
+/* A read or write failed with err: EINTR runs the signal handlers, then 1
+ * (try again); anything else is OSError, -1. */
+static int io_failed(int err)
+{
+    if (err == EINTR)
+        return PyErr_CheckSignals() < 0 ? -1 : 1;
+    errno = err;
+    PyErr_SetFromErrno(PyExc_OSError);
+    return -1;
 }
 
 /* Write every byte of iov[0..n), GIL released; -1 with an exception. */
@@ -149,14 +146,9 @@ static int write_all(int fd, struct iovec *iov, int n)
         err = errno;
         Py_END_ALLOW_THREADS
         if (w < 0) {
-            if (err == EINTR) {
-                if (PyErr_CheckSignals() < 0)
-                    return -1;
-                continue;
-            }
-            errno = err;
-            PyErr_SetFromErrno(PyExc_OSError);
-            return -1;
+            if (io_failed(err) < 0)
+                return -1;
+            continue;
         }
         /* A signal that arrives mid-write shortens the write instead of
          * failing it with EINTR: the check at the top of the loop runs it. */
@@ -200,14 +192,8 @@ static int read_exact(int fd, char *buf, size_t len)
                 PyErr_SetString(PyExc_OSError, "got end of file during message");
             return -1;
         }
-        if (err == EINTR) {
-            if (PyErr_CheckSignals() < 0)
-                return -1;
-            continue;
-        }
-        errno = err;
-        PyErr_SetFromErrno(PyExc_OSError);
-        return -1;
+        if (io_failed(err) < 0)
+            return -1;
     }
     return 0;
 }

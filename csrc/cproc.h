@@ -2,8 +2,10 @@
  * defines them: the process identity and the futex wait loop (futex.c), the
  * pid-word mutex (mutex.c), argument parsing and error helpers (args.c),
  * shared-memory blocks (shm.c), the synchronisation primitives (semlock.c,
- * event.c, condition.c, barrier.c), processes, connections, queues and
- * their spill blocks, the Pool, plain data and sharedctypes.
+ * event.c, condition.c, barrier.c), processes, connections, the queue's
+ * layers (ring.c, spill.c, record.c, channel.c, qlock.c, queue.c), the Pool
+ * (pool.c, pool_result.c), plain data, sharedctypes, and the lazy imports
+ * (module.c).
  *
  * Naming: cproc_* is visible across files, static helpers are file-local.
  * Every function that can fail sets a Python exception and returns -1/NULL.
@@ -14,6 +16,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -212,15 +215,42 @@ enum {
     CPROC_KIND_CONDITION, CPROC_KIND_BARRIER,
 };
 
-/* A new anonymous memfd of `size` bytes (close-on-exec), or -1 with an exception. */
-int cproc_memfd_create(size_t size);
-/* Open the memfd (dev, ino) that process `pid` holds as fd `fd`, through
- * /proc/<pid>/fd; -1 (no exception) when it no longer holds it. */
-int cproc_memfd_open(pid_t pid, int fd, dev_t dev, ino_t ino);
+/* Our descriptor of a memfd, and how we reached it. The one handle scheme
+ * of the C core: a handle names a memfd by (dev, ino) and by the pid and fd
+ * of up to two processes that hold it (us, and the process we opened it
+ * from); another process opens it through /proc/<pid>/fd/<fd>. */
+typedef struct {
+    int fd;                   /* -1: none */
+    dev_t dev;
+    ino_t ino;
+    off_t size;               /* the file's size when we got it */
+    pid_t origin_pid;         /* the process whose fd we opened (ourselves if created) */
+    int origin_fd;
+} cproc_memfd;
+
+/* A handle's memfd part, CPROC_MEMFD_FMT in PyArg/Py_BuildValue formats. */
+typedef struct {
+    unsigned long long dev, ino;
+    int pid1, fd1, pid2, fd2;
+} cproc_memfd_ref;
+#define CPROC_MEMFD_FMT "KKiiii"
+#define CPROC_MEMFD_REF_PTRS(r) &(r)->dev, &(r)->ino, &(r)->pid1, &(r)->fd1, &(r)->pid2, &(r)->fd2
+#define CPROC_MEMFD_HANDLE_ARGS(m) (unsigned long long)(m)->dev, (unsigned long long)(m)->ino, \
+    (int)cproc_pid, (m)->fd, (int)(m)->origin_pid, (m)->origin_fd
+
+/* A new anonymous memfd of `size` bytes (close-on-exec); -1 with an exception. */
+int cproc_memfd_new(cproc_memfd *m, size_t size);
+/* Reach the memfd `ref` names through its first process, else its second:
+ * 0; 1 (no exception) when neither still holds it; -1 with an exception. */
+int cproc_memfd_reach(cproc_memfd *m, const cproc_memfd_ref *ref);
+void cproc_memfd_close(cproc_memfd *m);
+/* Map [off, off + size) of the memfd shared, read-write; NULL with an
+ * exception (MemoryError for ENOMEM). */
+void *cproc_memfd_map(int fd, size_t size, uint64_t off);
 
 int cproc_block_new(cproc_block *b, uint32_t kind, size_t size);
 void cproc_block_release(cproc_block *b);
-/* The picklable handle of a block: a tuple of ints, see shm.c. */
+/* The picklable handle of a block (b->seg set): a tuple of ints, see shm.c. */
 PyObject *cproc_block_handle(const cproc_block *b);
 int cproc_block_attach(cproc_block *b, PyObject *handle, uint32_t kind);
 
@@ -313,7 +343,75 @@ PyObject *cproc_pidfd_send_signal(PyObject *module, PyObject *args);
 PyObject *cproc_wait_fds(PyObject *module, PyObject *args);
 extern PyTypeObject cproc_ConnectionType;
 
-/* ---- spill.c: large queue records outside the ring ---------------------- */
+/* ---- ring.c: a ring of bytes in a region of a memfd --------------------- */
+
+/* pread/pwrite all n bytes at off, GIL released; -1 with an exception. */
+int cproc_file_write(int fd, const void *buf, size_t n, uint64_t off);
+int cproc_file_read(int fd, void *buf, size_t n, uint64_t off);
+/* Give the pages of [off, off + len) of a memfd back (GIL held; released
+ * while a large range goes). Failing only keeps the pages. */
+void cproc_punch_hole(int fd, uint64_t off, uint64_t len);
+
+/* Where a ring is and what it holds (byte positions; tail - head <= capacity;
+ * ring bytes [0, touched) have been written). */
+typedef struct {
+    uint64_t off;                       /* file offset of the ring, page aligned */
+    uint64_t capacity;                  /* bytes, a multiple of the page size */
+    uint64_t head, tail;
+    uint64_t touched;
+} cproc_ring_desc;
+
+/* A ring's state in shared memory, guarded by its owner's lock. It is
+ * described twice: desc[gen & 1] is current; a move fills in the other and
+ * bumps gen (one store), by which every process also notices that it must
+ * map the ring again. */
+typedef struct {
+    _Atomic uint32_t gen;
+    uint32_t _pad;
+    cproc_ring_desc desc[2];
+    uint64_t peak;                      /* most bytes held since window_start */
+    int64_t window_start;               /* CLOCK_MONOTONIC ns */
+} cproc_ring_shared;
+
+/* One process's view of a ring: the shared state and its own mapping. */
+typedef struct {
+    cproc_ring_shared *sh;
+    int fd;                             /* the memfd (not owned) */
+    uint64_t base, limit;               /* ring regions lie in [base, limit) of the file */
+    char *map;                          /* mapping of the current ring, NULL: none */
+    uint64_t cap;
+    uint32_t gen;                       /* generation of that mapping, 0: none */
+} cproc_ring;
+
+#define CPROC_RING_INITIAL (1u << 20)
+
+/* A view of the ring `sh` of memfd `fd`, mapping nothing yet. */
+void cproc_ring_open(cproc_ring *r, cproc_ring_shared *sh, int fd, uint64_t base, uint64_t limit);
+/* New shared state: an empty ring of CPROC_RING_INITIAL bytes at base. */
+void cproc_ring_create(cproc_ring *r);
+void cproc_ring_close(cproc_ring *r);
+static inline cproc_ring_desc *cproc_ring_now(const cproc_ring *r)
+{
+    return &r->sh->desc[atomic_load_explicit(&r->sh->gen, memory_order_relaxed) & 1];
+}
+/* The rest, lock held: map the ring where the shared state says it is now. */
+int cproc_ring_sync(cproc_ring *r);
+/* Copy n bytes to / from the ring at byte position pos. */
+int cproc_ring_write(cproc_ring *r, uint64_t pos, const void *src, size_t n);
+int cproc_ring_read(cproc_ring *r, uint64_t pos, void *dst, size_t n);
+/* Make room for `need` more bytes (the ring grows in place). */
+int cproc_ring_reserve(cproc_ring *r, uint64_t need);
+/* The tail moved: remember the peak for the shrink window. */
+void cproc_ring_note_used(cproc_ring *r);
+/* The ring has just been emptied: 1 when a shrink window ended (the ring
+ * moved to a smaller region if it stayed well below its size), else 0. */
+int cproc_ring_emptied(cproc_ring *r);
+/* A huge record was taken from [pos, pos + size): give its pages back. */
+void cproc_ring_release_pages(cproc_ring *r, uint64_t pos, uint64_t size);
+/* After a death: give back the pages of ring regions other than the current. */
+void cproc_ring_release_others(cproc_ring *r);
+
+/* ---- spill.c: large queue records outside the ring ----------------------- */
 
 #define CPROC_SPILL_SLOTS 128
 #define CPROC_SPILL_SPAN (UINT64_C(1) << 35)   /* the largest record a block holds */
@@ -323,10 +421,7 @@ typedef struct {
     _Atomic uint64_t warm;              /* bytes at the block's start that may hold pages */
 } cproc_spill_slot;
 
-/* pread/pwrite all n bytes at off, GIL released; -1 with an exception. */
-int cproc_file_write(int fd, const void *buf, size_t n, uint64_t off);
-int cproc_file_read(int fd, void *buf, size_t n, uint64_t off);
-/* Where block `slot` starts in the queue's memfd. */
+/* Where block `slot` starts in the queue's memfd (ring regions lie below block 0). */
 uint64_t cproc_spill_offset(int slot);
 /* Queue lock held: a free block for `size` bytes, now being written by us;
  * -1 when none is free (no exception: the record goes in the ring). */
@@ -343,34 +438,179 @@ void cproc_spill_usage(const cproc_spill_slot *slots, int *in_use, uint64_t *war
 /* Queue lock taken over from a dead holder: in_ring[i] says whether a record
  * in the ring refers to block i; blocks are made to agree (spill.c). */
 void cproc_spill_repair(cproc_spill_slot *slots, int fd, const uint8_t *in_ring);
-/* Give the pages of [off, off + len) of a memfd back (GIL held; released
- * while a large range goes). Failing only keeps the pages. */
-void cproc_punch_hole(int fd, uint64_t off, uint64_t len);
 
-/* ---- queue.c ------------------------------------------------------------ */
+/* ---- record.c: objects to ring records and back ------------------------- */
 
-extern PyTypeObject cproc_QueueType, cproc_JoinableQueueType, cproc_SimpleQueueType;
-int cproc_queue_init(PyObject *module);
+/* An object ready to be written: its encoding (or itself) and buffer views. */
+typedef struct {
+    uint32_t kind;
+    uint64_t tag;                       /* the Pool's task or result id; 0 for queues */
+    PyObject *obj;
+    Py_buffer data;
+    PyObject *buffer_list;
+    Py_ssize_t nbuf;
+    Py_buffer *bufs;
+    uint64_t size;                      /* payload bytes */
+    int spill;                          /* 1 + the block holding the payload; 0: none */
+    int spill_queued;                   /* its record is published: the block is the queue's */
+} cproc_message;
+
+/* A record taken from the ring, not yet turned into the object it holds:
+ * bytes and bytearray objects only (made under the queue lock, they cannot
+ * start the garbage collector). */
+typedef struct {
+    uint32_t kind;
+    uint32_t nbuf;
+    uint64_t tag;
+    PyObject *data;                     /* bytes / bytearray / pickle stream */
+    PyObject **buffers;                 /* PyMem array of nbuf out-of-band buffers */
+    int spill;                          /* 1 + the block to read data and buffers from; 0: read */
+    uint64_t spill_bytes;
+} cproc_popped;
+
+/* Encode `obj` (pickled with `dumps`, returning (stream, buffers); NULL: the
+ * queues' own cproc.queues._dumps). */
+int cproc_message_init(cproc_message *m, PyObject *obj, PyObject *dumps);
+void cproc_message_clear(cproc_message *m);
+/* Its size in the ring. */
+uint64_t cproc_message_record_bytes(const cproc_message *m);
+/* Write the record at *at (room reserved), advance *at past it. Lock held. */
+int cproc_message_write(cproc_ring *r, const cproc_message *m, uint64_t *at);
+/* The bytes a block would hold, 0 when the message stays in the ring. */
+uint64_t cproc_message_spill_bytes(const cproc_message *m);
+/* Write the message to block `slot` (claimed by us), lock not held; a write
+ * refused by a file size limit frees the block and leaves the message to
+ * the ring. */
+int cproc_message_spill(cproc_message *m, cproc_spill_slot *slots, int fd, int slot);
+/* A put that did not publish its message frees the message's block. */
+void cproc_message_unspill(cproc_message *m, cproc_spill_slot *slots, int fd);
+
+/* Copy the record at `pos` into p (lock held): its size in the ring, 0 on
+ * error (the record stays). Data in a block is read by cproc_popped_fill. */
+uint64_t cproc_record_read(cproc_ring *r, cproc_spill_slot *slots, uint64_t pos, cproc_popped *p);
+/* The size in the ring of the record at pos, 0 when it cannot be read. */
+uint64_t cproc_record_size(cproc_ring *r, uint64_t pos);
+/* After a death: the number of whole records in the ring (a tail past a
+ * non-record is cut back), in_ring[i] set for each block one refers to. */
+uint64_t cproc_records_scan(cproc_ring *r, uint8_t *in_ring);
+int cproc_popped_fill(cproc_popped *p, cproc_spill_slot *slots, int fd);
+void cproc_popped_unspill(cproc_popped *p, cproc_spill_slot *slots, int fd);
+void cproc_popped_clear(cproc_popped *p);
+PyObject *cproc_popped_decode(cproc_popped *p);
+int cproc_record_init(void);
+
+/* ---- channel.c: a queue in shared memory, without its Python type -------- */
+
+enum { CPROC_Q_QUEUE = 0, CPROC_Q_JOINABLE = 1, CPROC_Q_SIMPLE = 2 };
+
+/* The header page of a queue's memfd. */
+typedef struct {
+    uint32_t magic;
+    int32_t maxsize;                    /* 0: unbounded */
+    cproc_mutex_t lock;                 /* the queue's lock (qlock.c, mutex.c) */
+    _Atomic uint32_t put_seq;           /* bumped by every put; getters sleep on it */
+    _Atomic uint32_t get_waiters;
+    _Atomic uint32_t get_seq;           /* bumped by every get; putters of a full queue sleep on it */
+    _Atomic uint32_t put_waiters;
+    _Atomic uint32_t unfinished;        /* JoinableQueue: put and not yet task_done() */
+    _Atomic uint32_t zeros;             /* bumped each time unfinished reaches 0; join() sleeps on it */
+    _Atomic uint32_t join_waiters;
+    uint32_t kind;                      /* CPROC_Q_*: the class that created it */
+    _Atomic uint64_t count;             /* records in the ring */
+    /* guarded by lock */
+    cproc_ring_shared ring;
+    uint32_t spilled_recently;          /* a block was claimed in the ring's shrink window */
+    uint32_t needs_repair;              /* a holder died: repair before anything else */
+    /* the watcher (SimpleQueue._reader): a pipe every put writes a byte to */
+    uint32_t watch_pid;                 /* the process holding its write end; 0: none */
+    int32_t watch_fd;                   /* the write end's number there */
+    uint64_t watch_ino;                 /* the pipe's inode */
+    uint32_t watch_gen;                 /* bumped at every change of watcher */
+    cproc_spill_slot spill[CPROC_SPILL_SLOTS];
+} cproc_queue_header;
+
+/* One process's handle on a queue's shared memory. */
+typedef struct {
+    cproc_memfd mem;                    /* our descriptor of the memfd */
+    cproc_queue_header *hdr;            /* NULL until initialised */
+    cproc_ring ring;                    /* this process's view of the ring */
+    int watch_wfd;                      /* the watch pipe's write end we registered, -1: none */
+    int notify_fd;                      /* our descriptor of the watcher's pipe, -1: none */
+    uint32_t notify_gen;                /* the watch_gen notify_fd was opened for */
+} cproc_channel;
+
+void cproc_channel_zero(cproc_channel *ch);
+int cproc_channel_create(cproc_channel *ch, int32_t maxsize, uint32_t kind);
+/* Attach the queue a handle's memfd part names; FileNotFoundError when no
+ * process that held it is still running, TypeError when it is not a queue
+ * of `kind`. */
+int cproc_channel_attach(cproc_channel *ch, const cproc_memfd_ref *ref, uint32_t kind);
+void cproc_channel_release(cproc_channel *ch);
+/* Every put then writes a byte to the pipe whose write end is fd (ours);
+ * unwatch stops that if our pipe is still the registered one. */
+int cproc_channel_watch(cproc_channel *ch, int fd);
+int cproc_channel_unwatch(cproc_channel *ch);
+/* Put n messages, all or none, waiting for room until `deadline` when
+ * blocking: 0 done, 1 no room in time (no exception), -1 error. */
+int cproc_channel_put(cproc_channel *ch, cproc_message *msgs, Py_ssize_t n, int blocking, int64_t deadline);
+/* Take 1..max records into *out (a PyMem array of *n), waiting until
+ * `deadline` when blocking. claim: receives the first record's tag under
+ * the lock, before it leaves the ring. stop_fn (optional) is polled while
+ * sleeping; 1 ends the wait. 0 taken, 1 nothing in time, 2 stopped, -1 error. */
+int cproc_channel_take(cproc_channel *ch, Py_ssize_t max, int blocking, int64_t deadline,
+                       _Atomic uint64_t *claim, cproc_poll_fn stop_fn, void *stop_ctx,
+                       cproc_popped **out, Py_ssize_t *n);
+
 /* The Pool's transport: records carry a 64-bit tag (task or result id).
  * put_batch pickles each object with `dumps` (NULL: the queues' own; it
  * returns (stream, buffers)) and writes all that pickled in one go; errors[i]
  * is the exception of an object that did not pickle (new reference), else
  * NULL. Returns -1 with an exception when nothing could be written. */
-int cproc_queue_put_batch(PyObject *queue, PyObject *const *objs, const uint64_t *tags, Py_ssize_t n,
-                          PyObject *dumps, PyObject **errors);
-/* Take 1..max records, waiting until `deadline` (0: do not wait). claim
- * (max 1): receives the record's tag under the queue's lock, before the
- * record leaves the ring, so a process killed at any point either left the
- * record queued or has it in its claim. stop_fn (optional) is polled while
- * sleeping; 1 ends the wait. objs[i]: the object (ok[i] 1) or the exception
- * that decoding raised (ok[i] 0), new references. Returns the number taken,
- * 0 on timeout or stop, -1 with an exception. */
-Py_ssize_t cproc_queue_take_batch(PyObject *queue, Py_ssize_t max, int64_t deadline, _Atomic uint64_t *claim,
-                                  cproc_poll_fn stop_fn, void *stop_ctx,
-                                  uint64_t *tags, PyObject **objs, int *ok);
+int cproc_channel_put_batch(cproc_channel *ch, PyObject *const *objs, const uint64_t *tags, Py_ssize_t n,
+                            PyObject *dumps, PyObject **errors);
+/* Take 1..max records, waiting until `deadline` (CPROC_NOWAIT: do not wait); claim and
+ * stop_fn as cproc_channel_take. objs[i]: the object (ok[i] 1) or the
+ * exception that decoding raised (ok[i] 0), new references. Returns the
+ * number taken, 0 on timeout or stop, -1 with an exception. */
+Py_ssize_t cproc_channel_take_batch(cproc_channel *ch, Py_ssize_t max, int64_t deadline, _Atomic uint64_t *claim,
+                                    cproc_poll_fn stop_fn, void *stop_ctx,
+                                    uint64_t *tags, PyObject **objs, int *ok);
 
-/* ---- pool.c ------------------------------------------------------------- */
+/* ---- qlock.c: the queue's lock, its crash repair, the tests' crash points */
+
+/* Take the lock (waiting until `deadline`) and map the current ring; a lock
+ * taken over from a dead holder gets the queue repaired first. 1 taken, 0
+ * timed out, -1 error. */
+int cproc_qlock_acquire(cproc_channel *ch, int64_t deadline);
+void cproc_qlock_release(cproc_channel *ch);
+
+/* Queue._die_at(name, signum) arms one crash point in this process: the
+ * tests kill a process at each instant where a death leaves work for the
+ * repair. */
+enum { CPROC_DIE_NOWHERE, CPROC_DIE_PUT_BEFORE_TAIL, CPROC_DIE_PUT_BEFORE_COUNT, CPROC_DIE_GET_BEFORE_HEAD,
+       CPROC_DIE_GET_BEFORE_COUNT, CPROC_DIE_MOVE_BEFORE_SWITCH, CPROC_DIE_REPAIR };
+extern const char *const cproc_die_point_names[];
+extern int cproc_die_at, cproc_die_signal;
+static inline void cproc_crash_point(int point)
+{
+    if (cproc_die_at == point)
+        (void)raise(cproc_die_signal);
+}
+
+/* ---- queue.c: Queue, JoinableQueue, SimpleQueue ------------------------- */
+
+extern PyTypeObject cproc_QueueType, cproc_JoinableQueueType, cproc_SimpleQueueType;
+int cproc_queue_init(PyObject *module);
+/* The channel of an open cproc queue (TypeError, ValueError or OSError as
+ * the queue's own methods otherwise). */
+cproc_channel *cproc_queue_channel(PyObject *queue);
+
+/* ---- pool.c, pool_result.c ----------------------------------------------- */
 int cproc_pool_init(PyObject *module);
+int cproc_pool_result_init(PyObject *module);
+/* Deliver task tid's outcome to `target` (an ApplyResult, a MapResult, or
+ * an object with a _deliver(tid, ok, value) method). */
+int cproc_pool_result_deliver(PyObject *target, uint64_t tid, int ok, PyObject *value);
 
 /* ---- plain.c ------------------------------------------------------------ */
 
@@ -387,10 +627,19 @@ extern PyTypeObject cproc_SynchronizedArrayType;
 extern PyTypeObject cproc_SynchronizedStringType;
 int cproc_sharedctypes_init(PyObject *module);
 
-/* ---- small helpers ------------------------------------------------------ */
+/* ---- small helpers; lazy imports (module.c) ----------------------------- */
 
 #if PY_VERSION_HEX < 0x030A0000
 static inline PyObject *Py_NewRef(PyObject *o) { Py_INCREF(o); return o; }
 #endif
+
+/* A Python name the C core imports on first use (module.c): the table ends
+ * with {NULL}. cproc_import_names fills every slot once (the last slot set
+ * means all are); -1 with the exception, every slot cleared, when one fails. */
+typedef struct {
+    const char *module, *name;
+    PyObject **slot;
+} cproc_import_name;
+int cproc_import_names(const cproc_import_name *names);
 
 #endif /* CPROC_H */

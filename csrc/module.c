@@ -1,5 +1,27 @@
-/* module.c — PyInit__cproc: registers the types of the C core, nothing else. */
+/* module.c — PyInit__cproc: registers the types of the C core; and the one
+ * way the C core imports the Python names it uses (cproc_import_names). */
 #include "cproc.h"
+
+int cproc_import_names(const cproc_import_name *names)
+{
+    size_t n = 0;
+    while (names[n].module != NULL)
+        n++;
+    if (n == 0 || *names[n - 1].slot != NULL)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        PyObject *mod = PyImport_ImportModule(names[i].module);
+        PyObject *value = mod ? PyObject_GetAttrString(mod, names[i].name) : NULL;
+        Py_XDECREF(mod);
+        if (value == NULL) {
+            for (size_t j = 0; j < n; j++)
+                Py_CLEAR(*names[j].slot);
+            return -1;
+        }
+        Py_XSETREF(*names[i].slot, value);
+    }
+    return 0;
+}
 
 static PyMethodDef module_methods[] = {
     {"_segments", cproc_segments_info, METH_NOARGS,

@@ -3,17 +3,14 @@
  * - The worker loop (pool_worker): take a task record from the task queue,
  *   call, put the result record on the result queue, until a stop record,
  *   maxtasksperchild, or the pool's owner process is gone. The task's tag
- *   lands in the worker's slot under the queue's lock (queue.c), so the
+ *   lands in the worker's slot under the queue's lock (channel.c), so the
  *   owner always knows which task a dead worker was running.
  * - Submission (pool_submit): turn an iterable into chunk tasks and write
  *   them in batches; a chunk that does not pickle fails just that chunk.
  * - Delivery (pool_collect): the collector thread's wait for result records
  *   (GIL released) and their delivery to the result objects.
- * - ApplyResult and MapResult: what apply_async/map_async return. A waiter
- *   sleeps on a futex word with the GIL released; setting a result wakes it.
- *   They are awaitable (cproc.pool._result_await): an awaiting event loop
- *   registers a callable with _add_awaiter, which the collector calls once
- *   the result is set (it writes to an fd the loop watches).
+ * - ApplyResult and MapResult, what apply_async/map_async return, are
+ *   pool_result.c's.
  *
  * Records: a task is tagged with its task id (ids start at 1; STOP_TAG asks
  * the worker to leave) and holds (mode, function pickle, args, kwds); a
@@ -46,7 +43,8 @@
 #include <stdio.h>
 #include <unistd.h>
 
-#define STOP_TAG ((uint64_t)1 << 63)    /* a task record's: leave; a result record's: left (RETIRED) */
+#define STOP_TAG_BIT 63                 /* cproc.pool reads it as _cproc.POOL_STOP_TAG_BIT */
+#define STOP_TAG ((uint64_t)1 << STOP_TAG_BIT)  /* a task record's: leave; a result record's: left (RETIRED) */
 #define KILL_BIT ((uint64_t)1 << 62)    /* in a slot: the collector kills this worker for its task's hard limit */
 #define FIRED_BIT ((int64_t)1 << 62)    /* in timing word [3]: the soft limit's SIGALRM is sent */
 #define TIMING_WORDS 4                  /* per worker: hard deadline, hard limit, soft deadline, soft task */
@@ -54,6 +52,7 @@
 #define FLUSH_ITEMS 1024                /* items per batch, at most */
 #define RANGE_CHUNK 256                 /* a range chunk this long travels as a range */
 
+/* A task's mode; cproc.pool reads them as _cproc.POOL_MODE_APPLY etc. */
 enum { MODE_APPLY = 0, MODE_MAP = 1, MODE_STARMAP = 2 };
 
 static PyObject *ExceptionWithTraceback;   /* multiprocessing.pool's */
@@ -64,385 +63,31 @@ static PyObject *install_soft_limit;       /* cproc.pool._install_soft_limit: th
 
 static int import_pool_names(void)
 {
-    if (ExceptionWithTraceback != NULL)
-        return 0;
-    PyObject *mp = PyImport_ImportModule("multiprocessing.pool");
-    PyObject *pk = mp ? PyImport_ImportModule("pickle") : NULL;
-    PyObject *cp = pk ? PyImport_ImportModule("cproc.pool") : NULL;
-    if (cp != NULL) {
-        Py_XSETREF(MaybeEncodingError, PyObject_GetAttrString(mp, "MaybeEncodingError"));
-        Py_XSETREF(pickle_loads, PyObject_GetAttrString(pk, "loads"));
-        Py_XSETREF(apply_unpacking, PyObject_GetAttrString(cp, "_apply"));
-        Py_XSETREF(install_soft_limit, PyObject_GetAttrString(cp, "_install_soft_limit"));
-        ExceptionWithTraceback = PyObject_GetAttrString(mp, "ExceptionWithTraceback");
-    }
-    Py_XDECREF(mp);
-    Py_XDECREF(pk);
-    Py_XDECREF(cp);
-    if (ExceptionWithTraceback == NULL || MaybeEncodingError == NULL || pickle_loads == NULL ||
-        apply_unpacking == NULL || install_soft_limit == NULL) {
-        Py_CLEAR(ExceptionWithTraceback);
-        return -1;
-    }
-    return 0;
+    static const cproc_import_name names[] = {
+        {"multiprocessing.pool", "MaybeEncodingError", &MaybeEncodingError},
+        {"pickle", "loads", &pickle_loads},
+        {"cproc.pool", "_apply", &apply_unpacking},
+        {"cproc.pool", "_install_soft_limit", &install_soft_limit},
+        {"multiprocessing.pool", "ExceptionWithTraceback", &ExceptionWithTraceback},
+        {NULL}};
+    return cproc_import_names(names);
 }
 
-/* ==== results ============================================================ */
-
-typedef struct {
-    PyObject_HEAD
-    _Atomic uint32_t ready;             /* futex word: 0 pending, 1 ready */
-    _Atomic uint32_t waiters;
-    int success;
-    PyObject *value;                    /* the result, the exception, or MapResult's list */
-    PyObject *callback, *error_callback;
-    PyObject *pool;                     /* keeps the pool alive until ready, as multiprocessing */
-    PyObject *awaiters;                 /* NULL, or a list of callables: called with self once ready */
-    /* MapResult */
-    uint64_t first_tid;
-    Py_ssize_t chunksize, left;
-    PyObject *weakreflist;
-} ResultObject;
-
-static PyTypeObject ApplyResultType, MapResultType;
-
-static int result_traverse(ResultObject *self, visitproc visit, void *arg)
+/* The task and result queues are cproc queues: their records go through
+ * channel.c, tagged with task ids. */
+static int put_tagged(PyObject *queue, PyObject *const *objs, const uint64_t *tags, Py_ssize_t n,
+                      PyObject *dumps, PyObject **errors)
 {
-    Py_VISIT(self->value);
-    Py_VISIT(self->callback);
-    Py_VISIT(self->error_callback);
-    Py_VISIT(self->pool);
-    Py_VISIT(self->awaiters);
-    return 0;
+    cproc_channel *ch = cproc_queue_channel(queue);
+    return ch ? cproc_channel_put_batch(ch, objs, tags, n, dumps, errors) : -1;
 }
 
-static int result_clear(ResultObject *self)
+static Py_ssize_t take_tagged(PyObject *queue, Py_ssize_t max, int64_t deadline, _Atomic uint64_t *claim,
+                              cproc_poll_fn stop_fn, void *stop_ctx, uint64_t *tags, PyObject **objs, int *ok)
 {
-    Py_CLEAR(self->value);
-    Py_CLEAR(self->callback);
-    Py_CLEAR(self->error_callback);
-    Py_CLEAR(self->pool);
-    Py_CLEAR(self->awaiters);
-    return 0;
+    cproc_channel *ch = cproc_queue_channel(queue);
+    return ch ? cproc_channel_take_batch(ch, max, deadline, claim, stop_fn, stop_ctx, tags, objs, ok) : -1;
 }
-
-static void result_dealloc(ResultObject *self)
-{
-    PyObject_GC_UnTrack(self);
-    if (self->weakreflist != NULL)
-        PyObject_ClearWeakRefs((PyObject *)self);
-    result_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static int parse_callbacks(ResultObject *self, PyObject *pool, PyObject *callback, PyObject *error_callback)
-{
-    self->pool = Py_NewRef(pool);
-    self->callback = callback == Py_None ? NULL : Py_NewRef(callback);
-    self->error_callback = error_callback == Py_None ? NULL : Py_NewRef(error_callback);
-    self->success = 1;
-    return 0;
-}
-
-/* ApplyResult(pool, callback, error_callback) */
-static int applyresult_init(ResultObject *self, PyObject *args, PyObject *kwds)
-{
-    static char *names[] = {"pool", "callback", "error_callback", NULL};
-    PyObject *pool, *cb = Py_None, *ecb = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OO:ApplyResult", names, &pool, &cb, &ecb))
-        return -1;
-    result_clear(self);
-    atomic_store(&self->ready, 0);
-    return parse_callbacks(self, pool, cb, ecb);
-}
-
-/* MapResult(pool, first_tid, chunksize, length, callback, error_callback) */
-static int mapresult_init(ResultObject *self, PyObject *args, PyObject *kwds)
-{
-    static char *names[] = {"pool", "first_tid", "chunksize", "length", "callback", "error_callback", NULL};
-    PyObject *pool, *cb = Py_None, *ecb = Py_None;
-    unsigned long long first;
-    Py_ssize_t chunksize, length;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OKnn|OO:MapResult", names, &pool, &first,
-                                     &chunksize, &length, &cb, &ecb))
-        return -1;
-    if (length < 0) {
-        PyErr_SetString(PyExc_ValueError, "length must not be negative");
-        return -1;
-    }
-    result_clear(self);
-    atomic_store(&self->ready, 0);
-    if (parse_callbacks(self, pool, cb, ecb) < 0)
-        return -1;
-    self->first_tid = first;
-    self->chunksize = chunksize;
-    self->value = PyList_New(length);
-    if (self->value == NULL)
-        return -1;
-    for (Py_ssize_t i = 0; i < length; i++)
-        PyList_SET_ITEM(self->value, i, Py_NewRef(Py_None));
-    if (chunksize <= 0 || length == 0) {  /* nothing to do: ready at once, no callback (as multiprocessing) */
-        self->left = 0;
-        atomic_store(&self->ready, 1);
-        Py_CLEAR(self->pool);
-    } else
-        self->left = length / chunksize + (length % chunksize != 0);
-    return 0;
-}
-
-static void call_callback(PyObject *fn, PyObject *arg)
-{
-    if (fn == NULL)
-        return;
-    PyObject *r = PyObject_CallOneArg(fn, arg);
-    if (r == NULL)                      /* multiprocessing's result thread would die here; we report and go on */
-        PyErr_WriteUnraisable(fn);
-    Py_XDECREF(r);
-}
-
-static void result_finish(ResultObject *self)
-{
-    if (self->success)
-        call_callback(self->callback, self->value);
-    else
-        call_callback(self->error_callback, self->value);
-    atomic_store(&self->ready, 1);
-    if (atomic_load(&self->waiters) != 0)
-        cproc_futex_wake(&self->ready, INT_MAX);
-    /* Taken right after ready is set, the GIL held throughout: an awaiter
-     * added later sees ready (_add_awaiter), none is missed. */
-    PyObject *awaiters = self->awaiters;
-    self->awaiters = NULL;
-    if (awaiters != NULL && PyList_Check(awaiters)) {
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(awaiters); i++)
-            call_callback(PyList_GET_ITEM(awaiters, i), (PyObject *)self);
-    }
-    Py_XDECREF(awaiters);
-    Py_CLEAR(self->pool);
-}
-
-/* One task's outcome. Steals nothing; GIL held. */
-static int result_deliver(ResultObject *self, uint64_t tid, int ok, PyObject *value)
-{
-    if (atomic_load(&self->ready))
-        return 0;
-    if (!PyObject_TypeCheck(self, &MapResultType)) {
-        self->success = ok;
-        Py_XSETREF(self->value, Py_NewRef(value));
-        result_finish(self);
-        return 0;
-    }
-    if (self->value == NULL || self->chunksize <= 0 || (self->success && !PyList_Check(self->value))) {
-        PyErr_SetString(PyExc_ValueError, "MapResult is not initialized");
-        return -1;
-    }
-    Py_ssize_t lo = 0, hi = 0;
-    if (ok && self->success) {          /* the chunk's place in the list, checked before anything changes */
-        Py_ssize_t len = PyList_GET_SIZE(self->value);
-        uint64_t i = tid - self->first_tid;
-        if (tid < self->first_tid || i > (uint64_t)(len / self->chunksize)) {
-            PyErr_SetString(PyExc_ValueError, "cproc pool: a task id outside the map");
-            return -1;
-        }
-        lo = (Py_ssize_t)i * self->chunksize;
-        hi = len - lo > self->chunksize ? lo + self->chunksize : len;
-        if (lo >= len || !PyList_Check(value) || PyList_GET_SIZE(value) != hi - lo) {
-            PyErr_SetString(PyExc_RuntimeError, "cproc pool: a chunk's result has the wrong length");
-            return -1;
-        }
-    }
-    self->left--;
-    if (ok && self->success) {
-        if (PyList_SetSlice(self->value, lo, hi, value) < 0)
-            return -1;
-    } else if (!ok && self->success) {
-        self->success = 0;              /* only the first exception is kept */
-        Py_XSETREF(self->value, Py_NewRef(value));
-    }
-    if (self->left == 0)
-        result_finish(self);
-    return 0;
-}
-
-static PyObject *result_py_deliver(ResultObject *self, PyObject *args)
-{
-    unsigned long long tid;
-    int ok;
-    PyObject *value;
-    if (!PyArg_ParseTuple(args, "KpO:_deliver", &tid, &ok, &value))
-        return NULL;
-    if (result_deliver(self, tid, ok, value) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-static PyObject *result_ready(ResultObject *self, PyObject *Py_UNUSED(unused))
-{
-    return PyBool_FromLong(atomic_load(&self->ready));
-}
-
-static PyObject *result_successful(ResultObject *self, PyObject *Py_UNUSED(unused))
-{
-    if (!atomic_load(&self->ready)) {
-        PyErr_Format(PyExc_ValueError, "%R not ready", (PyObject *)self);
-        return NULL;
-    }
-    return PyBool_FromLong(self->success);
-}
-
-/* _add_awaiter(fn) -> whether fn will be called (with self) when the result
- * is set: False if it already is. */
-static PyObject *result_add_awaiter(ResultObject *self, PyObject *fn)
-{
-    if (!PyCallable_Check(fn)) {
-        PyErr_SetString(PyExc_TypeError, "an awaiter must be callable");
-        return NULL;
-    }
-    if (atomic_load(&self->ready))
-        Py_RETURN_FALSE;
-    if (self->awaiters == NULL && (self->awaiters = PyList_New(0)) == NULL)
-        return NULL;
-    if (PyList_Append(self->awaiters, fn) < 0)
-        return NULL;
-    Py_RETURN_TRUE;
-}
-
-/* _remove_awaiter(fn): forget fn (an await that was cancelled), if there. */
-static PyObject *result_remove_awaiter(ResultObject *self, PyObject *fn)
-{
-    PyObject *list = self->awaiters;
-    if (list == NULL || !PyList_Check(list))
-        Py_RETURN_NONE;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
-        int eq = PyObject_RichCompareBool(PyList_GET_ITEM(list, i), fn, Py_EQ);
-        if (eq < 0)
-            return NULL;
-        if (eq) {
-            if (PyList_SetSlice(list, i, i + 1, NULL) < 0)
-                return NULL;
-            break;
-        }
-    }
-    Py_RETURN_NONE;
-}
-
-/* await result: cproc.pool._result_await(self), an iterator. */
-static PyObject *result_am_await(PyObject *self)
-{
-    PyObject *pool = PyImport_ImportModule("cproc.pool");
-    PyObject *r = pool ? PyObject_CallMethod(pool, "_result_await", "O", self) : NULL;
-    Py_XDECREF(pool);
-    return r;
-}
-
-static PyAsyncMethods result_as_async = {.am_await = result_am_await};
-
-static int try_ready(void *ctx, uint32_t *seen)
-{
-    ResultObject *self = ctx;
-    *seen = atomic_load(&self->ready);
-    return *seen != 0;
-}
-
-/* 0 ready, 1 timed out, -1 error (KeyboardInterrupt...). */
-static int result_wait_until(ResultObject *self, PyObject *timeout)
-{
-    if (atomic_load(&self->ready))
-        return 0;
-    int64_t deadline;
-    if (cproc_deadline_from_timeout(timeout, &deadline) < 0)
-        return -1;
-    int r = cproc_wait(&self->ready, &self->waiters, try_ready, NULL, self, deadline);
-    return r == CPROC_WAIT_ERROR ? -1 : r == CPROC_WAIT_TIMEOUT;
-}
-
-static PyObject *result_wait(ResultObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const char *const names[] = {"timeout", NULL};
-    PyObject *a[1];
-    if (cproc_parse_args("wait", args, nargs, kwnames, names, 0, a) < 0 ||
-        result_wait_until(self, a[0] ? a[0] : Py_None) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-static PyObject *result_get(ResultObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const char *const names[] = {"timeout", NULL};
-    PyObject *a[1];
-    if (cproc_parse_args("get", args, nargs, kwnames, names, 0, a) < 0)
-        return NULL;
-    int r = result_wait_until(self, a[0] ? a[0] : Py_None);
-    if (r < 0)
-        return NULL;
-    if (r > 0) {
-        PyObject *mp = PyImport_ImportModule("multiprocessing");
-        PyObject *timeout_error = mp ? PyObject_GetAttrString(mp, "TimeoutError") : NULL;
-        Py_XDECREF(mp);
-        if (timeout_error != NULL) {
-            PyErr_SetNone(timeout_error);
-            Py_DECREF(timeout_error);
-        }
-        return NULL;
-    }
-    if (self->success)
-        return Py_NewRef(self->value ? self->value : Py_None);
-    if (PyExceptionInstance_Check(self->value))
-        PyErr_SetObject((PyObject *)Py_TYPE(self->value), self->value);
-    else
-        PyErr_SetObject(PyExc_RuntimeError, self->value);
-    return NULL;
-}
-
-static PyObject *result_class_getitem(PyObject *cls, PyObject *item)
-{
-    return Py_GenericAlias(cls, item);
-}
-
-static PyMethodDef result_methods[] = {
-    {"ready", (PyCFunction)result_ready, METH_NOARGS, "Return whether the call has completed."},
-    {"successful", (PyCFunction)result_successful, METH_NOARGS,
-     "Return whether the call completed without raising an exception; ValueError if not ready."},
-    {"wait", (PyCFunction)(void (*)(void))result_wait, METH_FASTCALL | METH_KEYWORDS,
-     "wait(timeout=None): wait until the result is available or until timeout seconds pass."},
-    {"get", (PyCFunction)(void (*)(void))result_get, METH_FASTCALL | METH_KEYWORDS,
-     "get(timeout=None): the result when it arrives; re-raises the task's exception; "
-     "multiprocessing.TimeoutError if it does not arrive within timeout seconds."},
-    {"_deliver", (PyCFunction)result_py_deliver, METH_VARARGS, "_deliver(tid, ok, value): a task's outcome."},
-    {"_add_awaiter", (PyCFunction)result_add_awaiter, METH_O,
-     "_add_awaiter(fn) -> bool: call fn(self) once the result is set; False if it already is."},
-    {"_remove_awaiter", (PyCFunction)result_remove_awaiter, METH_O, "_remove_awaiter(fn): forget fn."},
-    {"__class_getitem__", result_class_getitem, METH_O | METH_CLASS, "See PEP 585"},
-    {NULL},
-};
-
-static PyTypeObject ApplyResultType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "cproc.pool.ApplyResult",
-    .tp_basicsize = sizeof(ResultObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "The result of Pool.apply_async(): get(), wait(), ready(), successful().",
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)applyresult_init,
-    .tp_dealloc = (destructor)result_dealloc,
-    .tp_traverse = (traverseproc)result_traverse,
-    .tp_clear = (inquiry)result_clear,
-    .tp_methods = result_methods,
-    .tp_as_async = &result_as_async,
-    .tp_weaklistoffset = offsetof(ResultObject, weakreflist),
-};
-
-static PyTypeObject MapResultType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "cproc.pool.MapResult",
-    .tp_basicsize = sizeof(ResultObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "The result of Pool.map_async() and starmap_async().",
-    .tp_init = (initproc)mapresult_init,
-    .tp_dealloc = (destructor)result_dealloc,
-    .tp_traverse = (traverseproc)result_traverse,
-    .tp_clear = (inquiry)result_clear,
-};
 
 /* ==== the worker loop ==================================================== */
 
@@ -549,7 +194,7 @@ static int put_result(PyObject *results, uint64_t tid, int ok, PyObject *value)
 {
     uint64_t tag = tid << 1 | (uint64_t)(ok != 0);
     PyObject *error = NULL;
-    if (cproc_queue_put_batch(results, &value, &tag, 1, NULL, &error) < 0)
+    if (put_tagged(results, &value, &tag, 1, NULL, &error) < 0)
         return -1;
     if (error == NULL)
         return 0;
@@ -558,7 +203,7 @@ static int put_result(PyObject *results, uint64_t tid, int ok, PyObject *value)
     if (wrapped == NULL)
         return -1;
     tag = tid << 1;
-    int r = cproc_queue_put_batch(results, &wrapped, &tag, 1, NULL, &error);
+    int r = put_tagged(results, &wrapped, &tag, 1, NULL, &error);
     Py_DECREF(wrapped);
     if (r == 0 && error != NULL) {      /* cannot happen: MaybeEncodingError holds two strings */
         PyErr_SetObject((PyObject *)Py_TYPE(error), error);
@@ -574,7 +219,7 @@ static int announce_retirement(PyObject *results)
 {
     PyObject *pid = PyLong_FromLong((long)getpid()), *error = NULL;
     uint64_t tag = STOP_TAG;
-    int r = pid ? cproc_queue_put_batch(results, &pid, &tag, 1, NULL, &error) : -1;
+    int r = pid ? put_tagged(results, &pid, &tag, 1, NULL, &error) : -1;
     Py_XDECREF(pid);
     if (error != NULL) {                /* cannot happen: an int is plain data */
         PyErr_SetObject((PyObject *)Py_TYPE(error), error);
@@ -748,8 +393,8 @@ static PyObject *pool_worker(PyObject *Py_UNUSED(module), PyObject *args)
         uint64_t tag;
         PyObject *task;
         int decoded;
-        Py_ssize_t n = cproc_queue_take_batch(tasks, 1, CPROC_FOREVER, slot, owner_gone, &stop,
-                                              &tag, &task, &decoded);
+        Py_ssize_t n = take_tagged(tasks, 1, CPROC_FOREVER, slot, owner_gone, &stop,
+                                   &tag, &task, &decoded);
         if (n < 0) {
             failed = 1;
             break;
@@ -818,15 +463,8 @@ static int deliver(PyObject *cache, uint64_t tid, int ok, PyObject *value)
     Py_INCREF(target);
     int r = PyDict_DelItem(cache, key);
     Py_DECREF(key);
-    if (r == 0) {
-        if (PyObject_TypeCheck(target, &ApplyResultType) || PyObject_TypeCheck(target, &MapResultType))
-            r = result_deliver((ResultObject *)target, tid, ok, value);
-        else {
-            PyObject *res = PyObject_CallMethod(target, "_deliver", "KiO", (unsigned long long)tid, ok, value);
-            r = res ? 0 : -1;
-            Py_XDECREF(res);
-        }
-    }
+    if (r == 0)
+        r = cproc_pool_result_deliver(target, tid, ok, value);
     Py_DECREF(target);
     return r;
 }
@@ -840,17 +478,14 @@ static PyObject *pool_collect(PyObject *Py_UNUSED(module), PyObject *args)
     if (!PyArg_ParseTuple(args, "OO!OO!:pool_collect", &results, &PyDict_Type, &cache, &timeout,
                           &PyList_Type, &retired))
         return NULL;
-    int64_t deadline;
-    if (timeout == Py_None)
-        deadline = CPROC_FOREVER;
-    else if (cproc_deadline_from_timeout(timeout, &deadline) < 0)
+    int blocking;
+    int64_t deadline;                   /* timeout <= 0: CPROC_NOWAIT, do not wait */
+    if (cproc_block_timeout(NULL, timeout, CPROC_TIMEOUT_NOWAIT, &blocking, &deadline) < 0)
         return NULL;
-    else if (deadline != CPROC_FOREVER && deadline <= cproc_monotonic_ns())
-        deadline = 0;                   /* timeout <= 0: do not wait */
     uint64_t tags[BATCH];
     PyObject *objs[BATCH];
     int ok[BATCH];
-    Py_ssize_t n = cproc_queue_take_batch(results, BATCH, deadline, NULL, NULL, NULL, tags, objs, ok);
+    Py_ssize_t n = take_tagged(results, BATCH, deadline, NULL, NULL, NULL, tags, objs, ok);
     if (n < 0)
         return NULL;
     int failed = 0;
@@ -957,7 +592,7 @@ static int submit(PyObject *tasks, PyObject *cache, PyObject *result, uint64_t f
         if (r < 0)
             return -1;
     }
-    if (cproc_queue_put_batch(tasks, objs, tags, n, dumps, errors) < 0) {
+    if (put_tagged(tasks, objs, tags, n, dumps, errors) < 0) {
         /* nothing was queued: no result may wait for these tasks */
         PyObject *et, *ev, *tb;
         PyErr_Fetch(&et, &ev, &tb);
@@ -1149,21 +784,11 @@ static PyMethodDef pool_functions[] = {
 
 int cproc_pool_init(PyObject *module)
 {
-    if (PyType_Ready(&ApplyResultType) < 0)
+    if (cproc_pool_result_init(module) < 0 || PyModule_AddFunctions(module, pool_functions) < 0 ||
+        PyModule_AddIntConstant(module, "POOL_STOP_TAG_BIT", STOP_TAG_BIT) < 0 ||
+        PyModule_AddIntConstant(module, "POOL_MODE_APPLY", MODE_APPLY) < 0 ||
+        PyModule_AddIntConstant(module, "POOL_MODE_MAP", MODE_MAP) < 0 ||
+        PyModule_AddIntConstant(module, "POOL_MODE_STARMAP", MODE_STARMAP) < 0)
         return -1;
-    MapResultType.tp_base = &ApplyResultType;
-    if (PyType_Ready(&MapResultType) < 0 || PyModule_AddFunctions(module, pool_functions) < 0 ||
-        PyModule_AddIntConstant(module, "POOL_STOP_TAG_BIT", 63) < 0)
-        return -1;
-    Py_INCREF(&ApplyResultType);
-    if (PyModule_AddObject(module, "ApplyResult", (PyObject *)&ApplyResultType) < 0) {
-        Py_DECREF(&ApplyResultType);
-        return -1;
-    }
-    Py_INCREF(&MapResultType);
-    if (PyModule_AddObject(module, "MapResult", (PyObject *)&MapResultType) < 0) {
-        Py_DECREF(&MapResultType);
-        return -1;
-    }
     return 0;
 }

@@ -5,7 +5,8 @@
  * kernel frees it when the last process holding it unmaps it, even when every
  * process is SIGKILLed. Another process attaches a segment by opening
  * /proc/<pid>/fd/<fd> of a process that holds it (same user only, as for a
- * 0600 file) and checking its inode: that is what a handle records.
+ * 0600 file) and checking its inode: that is what a handle records
+ * (cproc_memfd_*: the one handle scheme, queues use it too).
  *
  * Small objects (locks, events, values) are blocks of 64-byte slots carved
  * from 1 MiB arena segments (sparse: untouched pages cost nothing); a block
@@ -40,13 +41,9 @@ typedef struct {
 
 struct SegmentObject {
     PyObject_HEAD
-    int fd;
+    cproc_memfd mem;
     char *base;
     size_t size;
-    dev_t dev;
-    ino_t ino;
-    pid_t origin_pid;         /* process whose fd we reached it through (ourselves if created) */
-    int origin_fd;
     pid_t alloc_pid;          /* the creator: the only process that allocates here */
     int is_arena;
     uint64_t *bitmap;         /* arena slots in use (creator only) */
@@ -74,7 +71,7 @@ static void cache_remove(SegmentObject *seg)
 static SegmentObject *cache_find(dev_t dev, ino_t ino)
 {
     for (SegmentObject *s = cache_head; s; s = s->cache_next)
-        if (s->dev == dev && s->ino == ino)
+        if (s->mem.dev == dev && s->mem.ino == ino)
             return s;
     return NULL;
 }
@@ -84,8 +81,7 @@ static void segment_dealloc(SegmentObject *seg)
     cache_remove(seg);
     if (seg->base != NULL && munmap(seg->base, seg->size) != 0)
         PyErr_WarnFormat(PyExc_RuntimeWarning, 1, "cproc: munmap failed: %s", strerror(errno));
-    if (seg->fd >= 0)
-        close(seg->fd);
+    cproc_memfd_close(&seg->mem);
     PyMem_Free(seg->bitmap);
     Py_TYPE(seg)->tp_free((PyObject *)seg);
 }
@@ -99,47 +95,30 @@ PyTypeObject cproc_SegmentType = {
     .tp_doc = "A mapped shared-memory segment (internal).",
 };
 
-/* Wrap an open fd: map it and enter it in the cache. Takes ownership of fd. */
-static SegmentObject *segment_from_fd(int fd, size_t size, pid_t origin_pid, int origin_fd)
+/* ---- memfds and handles -------------------------------------------------- */
+
+void cproc_memfd_close(cproc_memfd *m)
+{
+    if (m->fd >= 0)
+        close(m->fd);
+    m->fd = -1;
+}
+
+/* Take over fd (closed on failure) and record its identity. */
+static int memfd_adopt(cproc_memfd *m, int fd, pid_t origin_pid, int origin_fd)
 {
     struct stat st;
     if (fstat(fd, &st) != 0) {
         PyErr_SetFromErrno(PyExc_OSError);
         close(fd);
-        return NULL;
+        return -1;
     }
-    if (size == 0)
-        size = (size_t)st.st_size;
-    void *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (base == MAP_FAILED) {
-        PyErr_SetFromErrno(PyExc_OSError);
-        close(fd);
-        return NULL;
-    }
-    SegmentObject *seg = PyObject_New(SegmentObject, &cproc_SegmentType);
-    if (seg == NULL) {
-        munmap(base, size);
-        close(fd);
-        return NULL;
-    }
-    seg->fd = fd;
-    seg->base = base;
-    seg->size = size;
-    seg->dev = st.st_dev;
-    seg->ino = st.st_ino;
-    seg->origin_pid = origin_pid;
-    seg->origin_fd = origin_fd;
-    seg->alloc_pid = 0;
-    seg->is_arena = 0;
-    seg->bitmap = NULL;
-    seg->nslots = seg->used_slots = seg->hint = 0;
-    seg->next_generation = 0;
-    seg->cache_next = cache_head;
-    cache_head = seg;
-    return seg;
+    *m = (cproc_memfd){.fd = fd, .dev = st.st_dev, .ino = st.st_ino, .size = st.st_size,
+                       .origin_pid = origin_pid, .origin_fd = origin_fd};
+    return 0;
 }
 
-int cproc_memfd_create(size_t size)
+int cproc_memfd_new(cproc_memfd *m, size_t size)
 {
     int fd = memfd_create(MEMFD_NAME, MFD_CLOEXEC);
     if (fd < 0) {
@@ -151,31 +130,12 @@ int cproc_memfd_create(size_t size)
         close(fd);
         return -1;
     }
-    return fd;
+    return memfd_adopt(m, fd, cproc_pid, fd);
 }
 
-static SegmentObject *segment_create(size_t size, int is_arena)
-{
-    int fd = cproc_memfd_create(size);
-    if (fd < 0)
-        return NULL;
-    SegmentObject *seg = segment_from_fd(fd, size, cproc_pid, fd);
-    if (seg == NULL)
-        return NULL;
-    seg->alloc_pid = cproc_pid;
-    if (is_arena) {
-        seg->is_arena = 1;
-        seg->nslots = size / SLOT;
-        seg->bitmap = PyMem_Calloc(seg->nslots / 64, sizeof(uint64_t));
-        if (seg->bitmap == NULL) {
-            Py_DECREF(seg);
-            return (SegmentObject *)PyErr_NoMemory();
-        }
-    }
-    return seg;
-}
-
-int cproc_memfd_open(pid_t pid, int fd, dev_t dev, ino_t ino)
+/* Open the memfd (dev, ino) that process `pid` holds as fd `fd`, through
+ * /proc/<pid>/fd; -1 (no exception) when it no longer holds it. */
+static int memfd_open(pid_t pid, int fd, dev_t dev, ino_t ino)
 {
     char path[64], target[128];
     if (pid <= 0 || fd < 0)
@@ -200,12 +160,81 @@ int cproc_memfd_open(pid_t pid, int fd, dev_t dev, ino_t ino)
     return myfd;
 }
 
-/* Open a segment held by another process through /proc/<pid>/fd/<fd>.
- * NULL without an exception when that process no longer holds it. */
-static SegmentObject *segment_open(pid_t pid, int fd, dev_t dev, ino_t ino)
+int cproc_memfd_reach(cproc_memfd *m, const cproc_memfd_ref *ref)
 {
-    int myfd = cproc_memfd_open(pid, fd, dev, ino);
-    return myfd < 0 ? NULL : segment_from_fd(myfd, 0, pid, fd);
+    pid_t pid = ref->pid1;
+    int fd = ref->fd1;
+    int myfd = memfd_open(pid, fd, (dev_t)ref->dev, (ino_t)ref->ino);
+    if (myfd < 0 && (ref->pid2 != ref->pid1 || ref->fd2 != ref->fd1)) {
+        pid = ref->pid2;
+        fd = ref->fd2;
+        myfd = memfd_open(pid, fd, (dev_t)ref->dev, (ino_t)ref->ino);
+    }
+    if (myfd < 0)
+        return 1;
+    return memfd_adopt(m, myfd, pid, fd);
+}
+
+void *cproc_memfd_map(int fd, size_t size, uint64_t off)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)off);
+    if (p != MAP_FAILED)
+        return p;
+    PyErr_SetFromErrno(errno == ENOMEM ? PyExc_MemoryError : PyExc_OSError);
+    return NULL;
+}
+
+/* ---- segments ------------------------------------------------------------- */
+
+/* Map a memfd (taken over; closed on failure) and enter it in the cache;
+ * size 0: the whole file. */
+static SegmentObject *segment_from_memfd(cproc_memfd *m, size_t size)
+{
+    if (size == 0)
+        size = (size_t)m->size;
+    void *base = cproc_memfd_map(m->fd, size, 0);
+    if (base == NULL) {
+        cproc_memfd_close(m);
+        return NULL;
+    }
+    SegmentObject *seg = PyObject_New(SegmentObject, &cproc_SegmentType);
+    if (seg == NULL) {
+        munmap(base, size);
+        cproc_memfd_close(m);
+        return NULL;
+    }
+    seg->mem = *m;
+    seg->base = base;
+    seg->size = size;
+    seg->alloc_pid = 0;
+    seg->is_arena = 0;
+    seg->bitmap = NULL;
+    seg->nslots = seg->used_slots = seg->hint = 0;
+    seg->next_generation = 0;
+    seg->cache_next = cache_head;
+    cache_head = seg;
+    return seg;
+}
+
+static SegmentObject *segment_create(size_t size, int is_arena)
+{
+    cproc_memfd m;
+    if (cproc_memfd_new(&m, size) < 0)
+        return NULL;
+    SegmentObject *seg = segment_from_memfd(&m, size);
+    if (seg == NULL)
+        return NULL;
+    seg->alloc_pid = cproc_pid;
+    if (is_arena) {
+        seg->is_arena = 1;
+        seg->nslots = size / SLOT;
+        seg->bitmap = PyMem_Calloc(seg->nslots / 64, sizeof(uint64_t));
+        if (seg->bitmap == NULL) {
+            Py_DECREF(seg);
+            return (SegmentObject *)PyErr_NoMemory();
+        }
+    }
+    return seg;
 }
 
 /* ---- arena allocation --------------------------------------------------- */
@@ -368,30 +397,25 @@ void cproc_block_release(cproc_block *b)
     Py_DECREF(seg);
 }
 
-/* handle = (kind, generation, offset, size, dev, ino, pid, fd, pid2, fd2):
- * the segment can be opened through our fd or through the one we got it from. */
+/* handle = (kind, generation, offset, size) and the segment's memfd part
+ * (CPROC_MEMFD_FMT). */
 PyObject *cproc_block_handle(const cproc_block *b)
 {
     const SegmentObject *seg = b->seg;
-    if (seg == NULL) {
-        PyErr_SetString(PyExc_ValueError, "cproc object is not initialised");
-        return NULL;
-    }
     const block_header *h = (const block_header *)(seg->base + b->offset);
-    return Py_BuildValue("(IIKKKKiiii)", atomic_load(&h->magic) & 0xFFu, h->generation,
+    return Py_BuildValue("(IIKK" CPROC_MEMFD_FMT ")", atomic_load(&h->magic) & 0xFFu, h->generation,
                          (unsigned long long)b->offset, (unsigned long long)b->size,
-                         (unsigned long long)seg->dev, (unsigned long long)seg->ino,
-                         (int)cproc_pid, seg->fd, (int)seg->origin_pid, seg->origin_fd);
+                         CPROC_MEMFD_HANDLE_ARGS(&seg->mem));
 }
 
 int cproc_block_attach(cproc_block *b, PyObject *handle, uint32_t kind)
 {
     unsigned int hkind, gen;
-    unsigned long long offset, size, dev, ino;
-    int pid1, fd1, pid2, fd2;
+    unsigned long long offset, size;
+    cproc_memfd_ref ref;
     if (!PyTuple_Check(handle) ||
-        !PyArg_ParseTuple(handle, "IIKKKKiiii;invalid cproc handle", &hkind, &gen, &offset,
-                          &size, &dev, &ino, &pid1, &fd1, &pid2, &fd2)) {
+        !PyArg_ParseTuple(handle, "IIKK" CPROC_MEMFD_FMT ";invalid cproc handle", &hkind, &gen, &offset,
+                          &size, CPROC_MEMFD_REF_PTRS(&ref))) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_TypeError, "invalid cproc handle");
         return -1;
@@ -400,20 +424,18 @@ int cproc_block_attach(cproc_block *b, PyObject *handle, uint32_t kind)
         PyErr_SetString(PyExc_TypeError, "cproc handle is for another kind of object");
         return -1;
     }
-    SegmentObject *seg = cache_find((dev_t)dev, (ino_t)ino);
+    SegmentObject *seg = cache_find((dev_t)ref.dev, (ino_t)ref.ino);
     if (seg != NULL)
         Py_INCREF(seg);
     else {
-        seg = segment_open(pid1, fd1, (dev_t)dev, (ino_t)ino);
-        if (seg == NULL && !PyErr_Occurred() && (pid2 != pid1 || fd2 != fd1))
-            seg = segment_open(pid2, fd2, (dev_t)dev, (ino_t)ino);
-        if (seg == NULL) {
-            if (!PyErr_Occurred())
-                PyErr_Format(PyExc_FileNotFoundError,
-                             "cannot attach cproc shared memory: no process that held it "
-                             "is still running (pid %d, %d) or it was freed", pid1, pid2);
+        cproc_memfd m;
+        int r = cproc_memfd_reach(&m, &ref);
+        if (r > 0)
+            PyErr_Format(PyExc_FileNotFoundError,
+                         "cannot attach cproc shared memory: no process that held it "
+                         "is still running (pid %d, %d) or it was freed", ref.pid1, ref.pid2);
+        if (r != 0 || (seg = segment_from_memfd(&m, 0)) == NULL)
             return -1;
-        }
     }
     if (offset + sizeof(block_header) + size > seg->size || offset % SLOT != 0) {
         Py_DECREF(seg);
@@ -442,7 +464,7 @@ PyObject *cproc_segments_info(PyObject *module, PyObject *unused)
     if (list == NULL)
         return NULL;
     for (SegmentObject *s = cache_head; s; s = s->cache_next) {
-        PyObject *d = Py_BuildValue("{s:i,s:n,s:O,s:O,s:n}", "fd", s->fd, "size", (Py_ssize_t)s->size,
+        PyObject *d = Py_BuildValue("{s:i,s:n,s:O,s:O,s:n}", "fd", s->mem.fd, "size", (Py_ssize_t)s->size,
                                     "arena", s->is_arena ? Py_True : Py_False,
                                     "created_here", s->alloc_pid == cproc_pid ? Py_True : Py_False,
                                     "used_slots", (Py_ssize_t)s->used_slots);
@@ -482,6 +504,8 @@ void cproc_shared_dealloc(PyObject *self)
 
 PyObject *cproc_shared_reduce(PyObject *self, PyObject *extra)
 {
+    if (cproc_check_shared(self) < 0)
+        return NULL;
     PyObject *handle = cproc_block_handle(&((SharedObject *)self)->blk);
     if (handle == NULL)
         return NULL;

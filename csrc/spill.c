@@ -1,5 +1,6 @@
-/* spill.c — the blocks that hold a queue's large records outside its ring,
- * and reading and writing a queue's memfd with pread/pwrite.
+/* spill.c — the blocks that hold a queue's large records outside its ring
+ * (the file I/O they use, cproc_file_read/write and cproc_punch_hole, is
+ * ring.c's).
  *
  * A record of SPILL_OVER bytes or more is not copied into the ring under the
  * queue's lock: its producer claims one of CPROC_SPILL_SLOTS blocks (under
@@ -28,12 +29,6 @@
  */
 #include "cproc.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <linux/falloc.h>
-#include <sys/mman.h>
-#include <unistd.h>
-
 enum { SLOT_FREE = 0, SLOT_WRITING = 1, SLOT_QUEUED = 2, SLOT_READING = 3 };
 
 #define SPILL_BASE (UINT64_C(1) << 40)
@@ -45,77 +40,6 @@ static inline uint32_t word_state(uint64_t w) { return (uint32_t)w; }
 static inline pid_t word_pid(uint64_t w) { return (pid_t)(uint32_t)(w >> 32); }
 
 uint64_t cproc_spill_offset(int slot) { return SPILL_BASE + (uint64_t)slot * CPROC_SPILL_SPAN; }
-
-/* ---- whole-buffer pread/pwrite, GIL released ------------------------------ */
-
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23          /* Linux 5.14 */
-#endif
-#define PREFAULT_OVER (256u << 10)
-#define PUNCH_NOGIL_OVER (UINT64_C(1) << 20)  /* punching this much takes a while */
-
-/* A large buffer just allocated for a message is often fresh memory (glibc
- * maps big blocks anew): fault all its pages in with one call instead of
- * one trap per page during the copy (~10x cheaper on a VM). The contents are
- * unchanged; on kernels without MADV_POPULATE_WRITE this does nothing. */
-static void prefault(char *buf, size_t n)
-{
-    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t start = ((uintptr_t)buf + page - 1) & ~(page - 1);
-    uintptr_t end = ((uintptr_t)buf + n) & ~(page - 1);
-    if (end > start)
-        (void)madvise((void *)start, end - start, MADV_POPULATE_WRITE);
-}
-
-static int file_io(int writing, int fd, char *buf, size_t n, uint64_t off)
-{
-    int err = 0;
-    Py_BEGIN_ALLOW_THREADS
-    if (!writing && n >= PREFAULT_OVER)
-        prefault(buf, n);
-    while (n > 0) {
-        ssize_t r = writing ? pwrite(fd, buf, n, (off_t)off) : pread(fd, buf, n, (off_t)off);
-        if (r < 0 && errno == EINTR)
-            continue;               /* finish: the caller runs signal handlers after */
-        if (r <= 0) {
-            err = r < 0 ? errno : EIO;  /* 0: a read past the end of the file */
-            break;
-        }
-        buf += r;
-        off += (uint64_t)r;
-        n -= (size_t)r;
-    }
-    Py_END_ALLOW_THREADS
-    if (err == 0)
-        return 0;
-    errno = err;
-    PyErr_SetFromErrno(err == ENOSPC || err == ENOMEM ? PyExc_MemoryError : PyExc_OSError);
-    return -1;
-}
-
-int cproc_file_write(int fd, const void *buf, size_t n, uint64_t off)
-{
-    return file_io(1, fd, (char *)buf, n, off);
-}
-
-int cproc_file_read(int fd, void *buf, size_t n, uint64_t off)
-{
-    return file_io(0, fd, buf, n, off);
-}
-
-void cproc_punch_hole(int fd, uint64_t off, uint64_t len)
-{
-    /* a failure only means the pages stay until the queue is gone */
-    if (len == 0)
-        return;
-    if (len < PUNCH_NOGIL_OVER) {
-        (void)fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len);
-        return;
-    }
-    Py_BEGIN_ALLOW_THREADS
-    (void)fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len);
-    Py_END_ALLOW_THREADS
-}
 
 /* ---- the slots ------------------------------------------------------------ */
 

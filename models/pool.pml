@@ -1,8 +1,8 @@
-/* pool.pml — the Pool's waits (csrc/pool.c, queue.c): tasks through the task
+/* pool.pml — the Pool's waits (csrc/pool.c, channel.c): tasks through the task
  * queue to the workers, results through the result queue to the collector
  * thread, and the caller's wait for a result (ApplyResult.wait/get).
  *
- * A queue's take path (queue.c try_get, get_records): seen = put_seq; if
+ * A queue's take path (channel.c try_get, cproc_channel_take): seen = put_seq; if
  * count == 0 not ready; else take the lock, take min(count, max) records
  * (none if another got there first: not ready), count -= n, get_seq += n,
  * release; sleepers wait in cproc_wait(put_seq, get_waiters, try_get). A put
@@ -93,7 +93,7 @@ active [2] proctype Worker()
 {
     byte seen, tid; bit ok, timedout, stop;
     do
-    :: /* take 1 record from the task queue: get_records -> cproc_wait(try_get) */
+    :: /* take 1 record from the task queue: cproc_channel_take -> cproc_wait(try_get) */
         ok = 0;
         do
         :: seen = tq_put_seq;

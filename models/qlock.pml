@@ -1,12 +1,15 @@
-/* qlock.pml — the queue lock (csrc/queue.c qlock_try, qlock_holder_died,
- * qlock_acquire, qlock_release) and the repair after a holder's death.
+/* qlock.pml — the queue lock (csrc/qlock.c cproc_qlock_acquire and
+ * cproc_qlock_release on the pid-word mutex, csrc/mutex.c) and the repair
+ * after a holder's death.
  *
- * h->lock holds the holder's pid (here _pid + 1), 0 when free.
- *   qlock_acquire = qlock_try (CAS 0 -> pid), then cproc_wait(lock,
- *                   lock_waiters, qlock_try, qlock_holder_died); taken over
- *                   from a dead holder: needs_repair = 1; then, while
+ * h->lock.holder holds the holder's pid (here _pid + 1), 0 when free.
+ *   cproc_qlock_acquire = cproc_mutex_lock: mutex_try (read, then CAS
+ *                   0 -> pid), then cproc_wait(holder, waiters, mutex_try,
+ *                   mutex_take_over); taken over from a dead holder
+ *                   (CPROC_MUTEX_TAKEN_OVER): needs_repair = 1; then, while
  *                   needs_repair, queue_repair (which clears it at its end)
- *   qlock_release = store 0, then cproc_wake_waiters(lock, lock_waiters, 1)
+ *   cproc_qlock_release = cproc_mutex_unlock: exchange 0, then
+ *                   cproc_wake_waiters(holder, waiters, 1)
  * `consistent` stands for the ring and counters: a put or get leaves them
  * inconsistent while it runs; queue_repair makes them consistent again.
  *
@@ -47,14 +50,14 @@ active [NPROC] proctype P()
     :: else ->
         ok = 0; timedout = 0; took_over = 0;
         do
-        :: atomic {                                  /* qlock_try */
+        :: atomic {                                  /* mutex_try: read, then CAS */
                 if
                 :: lock == 0 -> lock = me; ok = 1
                 :: else -> seen = lock
                 fi
             };
             if :: ok -> seen = 0; break :: else fi;
-            atomic {                                 /* qlock_holder_died */
+            atomic {                                 /* mutex_take_over */
                 if
                 :: lock != 0 && lock != me && dead[lock] -> lock = me; ok = 1; took_over = 1
                 :: else
@@ -105,7 +108,7 @@ active [NPROC] proctype P()
             fi;
             consistent = 1;
             incs--;
-            lock = 0;                                        /* qlock_release */
+            lock = 0;                                        /* cproc_qlock_release */
             wake_waiters(W_LOCK, lock_waiters, 1)
         :: else
         fi;

@@ -1,5 +1,5 @@
-/* queue_put.pml — a bounded Queue's put side (csrc/queue.c try_put,
- * put_messages; try_get's wake of the putters).
+/* queue_put.pml — a bounded Queue's put side (csrc/channel.c try_put,
+ * cproc_channel_put; try_get's wake of the putters).
  *
  * A put of n records (put: n = 1; put_many: n >= 1) waits in
  * cproc_wait(get_seq, put_waiters, try_put): seen = get_seq; not ready while

@@ -1,5 +1,5 @@
 """A process killed at any instant inside a queue operation leaves the queue
-whole for everyone else (csrc/queue.c, queue_repair; csrc/spill.c).
+whole for everyone else (csrc/qlock.c, queue_repair; csrc/spill.c).
 
 Each test arms one of the queue's crash points (``Queue._die_at(name)``, a
 test hook: the process SIGKILLs itself there) in a fork child, lets the child

@@ -1,6 +1,6 @@
 """Pool, as multiprocessing.pool.Pool — on cproc's shared-memory queues.
 
-Tasks go from the caller straight into a task queue (csrc/queue.c): no
+Tasks go from the caller straight into a task queue (csrc/channel.c): no
 task-handler thread. Workers run the loop of csrc/pool.c: take a task, call,
 put the result. One collector thread per pool waits in C for results,
 delivers them to the ApplyResult/MapResult objects (C) or IMapIterator, and
@@ -72,7 +72,7 @@ _STOP_TAG = 1 << _cproc.POOL_STOP_TAG_BIT
 _KILL_BIT = _STOP_TAG >> 1          # in a slot: the collector kills the worker for its task's hard limit
 _DEFAULT = object()                 # a call's limit: the pool's
 _TIMING_WORDS = 4                   # csrc/pool.c's: hard deadline, hard limit, soft deadline, soft task
-_MODE_APPLY, _MODE_MAP, _MODE_STARMAP = 0, 1, 2
+_MODE_APPLY, _MODE_MAP, _MODE_STARMAP = _cproc.POOL_MODE_APPLY, _cproc.POOL_MODE_MAP, _cproc.POOL_MODE_STARMAP
 _RETRY_MAX = 2.0                    # s between attempts to start a worker that could not be started
 _CHECK_EVERY = 0.1          # seconds between looks at the workers
 _IMAP_AHEAD = 256           # tasks an imap keeps submitted beyond what was consumed

@@ -1,6 +1,6 @@
 """Queue, JoinableQueue and SimpleQueue, as multiprocessing.queues.
 
-The classes are C types (csrc/queue.c): a ring of records in shared memory,
+The classes are C types (csrc/queue.c on csrc/channel.c): a ring of records in shared memory,
 objects pickled in the caller, no feeder thread. This module holds the Python
 half of pickling for them: the general pickler (multiprocessing's reducers,
 protocol 5 with out-of-band buffers) used for anything that is not plain data.
@@ -63,7 +63,7 @@ class _QueueReader:
     multiprocessing.connection.wait() — concurrent.futures.ProcessPoolExecutor.
 
     Its fileno() is a pipe that every put() writes a byte to (the queue's
-    header names the pipe; csrc/queue.c, "the watcher"); recv() is the
+    header names the pipe; csrc/channel.c, "the watcher's pipe"); recv() is the
     queue's get(). After each recv() the pipe is drained and, if the queue
     still holds items, made readable again: drained before the queue is
     looked at, so that a put racing with recv() always leaves it readable.
