@@ -13,6 +13,10 @@ package directory (e.g. from Debian's libpython3.X-testsuite). It is imported
 as test.test_concurrent_futures through a small wrapper package ``test`` that
 falls back to the interpreter's own test package (test.support), so that
 spawned workers, which import the test module to find its functions, see it.
+A newer suite runs on an older interpreter (3.13's on 3.12, whose pyenv build
+has none): the wrapper gives test.support the few names the suite asks of it
+(_accept_newer_support), and tests that need a newer Python's internals are
+skipped (NEWER_PYTHON_ONLY).
 
 The swap: ExecutorMixin.get_context(), through which every ProcessPool test
 gets its context, returns cproc.get_context(ctx); so does the suite's module-
