@@ -13,6 +13,10 @@ package directory (e.g. from Debian's libpython3.X-testsuite). It is imported
 as test.test_concurrent_futures through a small wrapper package ``test`` that
 falls back to the interpreter's own test package (test.support), so that
 spawned workers, which import the test module to find its functions, see it.
+A newer suite runs on an older interpreter (3.13's on 3.12, whose pyenv build
+has none): the wrapper gives test.support the few names the suite asks of it
+(_accept_newer_support), and tests that need a newer Python's internals are
+skipped (NEWER_PYTHON_ONLY).
 
 The swap: ExecutorMixin.get_context(), through which every ProcessPool test
 gets its context, returns cproc.get_context(ctx); so does the suite's module-
@@ -27,7 +31,6 @@ any test failed or a run did not finish.
 """
 
 import argparse
-import atexit
 import json
 import os
 import shutil
@@ -40,20 +43,41 @@ import unittest
 
 METHODS = ("fork", "spawn", "forkserver")
 MODULE = "test.test_concurrent_futures"
+# Tests of a newer suite that need that Python's internals: skipped (for either
+# implementation) on an older interpreter.  name: (Python, why)
+NEWER_PYTHON_ONLY = {
+    "test_python_finalization_error": ((3, 13), "3.13's threading._start_joinable_thread and PythonFinalizationError"),
+}
 
 
 # ---- the child: one implementation, one start method ------------------------
 
-def _wrapper_package(suite):
-    """A directory holding a package ``test`` whose test_concurrent_futures is
-    `suite` and whose other modules are the interpreter's own test package."""
+_WRAPPER_INIT = """\
+__path__.extend(%(stdlib)r)
+# A newer suite on an older interpreter: test.support gets what the suite
+# asks of it, here, so that spawn/forkserver workers (which import the
+# suite's modules to find its functions) get it too.
+import importlib.util as _util
+_spec = _util.spec_from_file_location("_cf_suite_harness", %(harness)r)
+_harness = _util.module_from_spec(_spec)
+_spec.loader.exec_module(_harness)
+from test import support as _support
+_harness._accept_newer_support(_support)
+del _util, _spec, _harness, _support
+"""
+
+
+def _wrapper_package(suite, workdir):
+    """A directory in workdir holding a package ``test`` whose
+    test_concurrent_futures is `suite` and whose other modules are the
+    interpreter's own test package."""
     import test as stdlib_test
 
-    root = tempfile.mkdtemp(prefix="cf-suite-")
+    root = tempfile.mkdtemp(prefix="cf-suite-", dir=workdir)
     pkg = os.path.join(root, "test")
     os.mkdir(pkg)
     with open(os.path.join(pkg, "__init__.py"), "w") as f:
-        f.write("__path__.extend(%r)\n" % (list(stdlib_test.__path__),))
+        f.write(_WRAPPER_INIT % {"stdlib": list(stdlib_test.__path__), "harness": os.path.abspath(__file__)})
     if os.path.isfile(suite):
         shutil.copy(suite, os.path.join(pkg, "test_concurrent_futures.py"))
     else:       # a copy, not a link: unittest's discovery wants the real path inside
@@ -86,15 +110,28 @@ def _load_package_tests(pkg_dir, loader, standard_tests, pattern):
     return standard_tests
 
 
-def _accept_newer_sanitizer_checks(support):
-    """A newer suite asks check_sanitizer(thread=True) (3.13): an older
-    interpreter's function has no such keyword; this build has no sanitizer."""
+def _accept_newer_support(support):
+    """What a newer suite (3.13's, on 3.12) asks of test.support that an older
+    interpreter's lacks: check_sanitizer/skip_if_sanitizer(thread=True) (this
+    build has no sanitizer), Py_GIL_DISABLED and requires_gil_enabled (a GIL
+    build).  Without them test_process_pool and test_init do not even import."""
+    import inspect
+
     check = support.check_sanitizer
 
     def check_sanitizer(*, address=False, memory=False, ub=False, **newer):
         return (address or memory or ub) and check(address=address, memory=memory, ub=ub)
 
-    support.check_sanitizer = check_sanitizer
+    def skip_if_sanitizer(reason=None, *, address=False, memory=False, ub=False, **newer):
+        return unittest.skipIf(check_sanitizer(address=address, memory=memory, ub=ub),
+                               reason or "not working with sanitizers active")
+
+    if "thread" not in inspect.signature(check).parameters:
+        support.check_sanitizer = check_sanitizer
+        support.skip_if_sanitizer = skip_if_sanitizer
+    if not hasattr(support, "Py_GIL_DISABLED"):
+        support.Py_GIL_DISABLED = False
+        support.requires_gil_enabled = lambda msg="needs the GIL enabled": unittest.skipIf(False, msg)
 
 
 def _suite_modules():
@@ -118,12 +155,16 @@ def _swap_contexts(impl):
 
 
 def _process_pool_tests(suite, method):
-    """The tests of `suite` whose class is a ProcessPoolExecutor test on `method`."""
+    """The tests of `suite` whose class is a ProcessPoolExecutor test on `method`,
+    and the loader's placeholders for the modules that failed to import (they
+    fail the run: a module that does not import must not vanish silently)."""
     from concurrent.futures import ProcessPoolExecutor
 
     for test in suite:
         if isinstance(test, unittest.TestSuite):
             yield from _process_pool_tests(test, method)
+        elif isinstance(test, unittest.loader._FailedTest):
+            yield test
         elif (getattr(type(test), "executor_type", None) is ProcessPoolExecutor
               and getattr(type(test), "ctx", None) == method):
             yield test
@@ -139,10 +180,18 @@ class _Result(unittest.TextTestResult):
         self.passed.append(test.id())
 
 
+def _skip_newer_python_only(tests):
+    for test in tests:
+        need, why = NEWER_PYTHON_ONLY.get(getattr(test, "_testMethodName", None), ((0,), ""))
+        if sys.version_info < need:
+            name = test._testMethodName
+            setattr(test, name, unittest.skip("needs Python %s: %s" % (".".join(map(str, need)), why))(
+                getattr(test, name)))
+
+
 def child_main(args):
     if args.suite:
-        root = _wrapper_package(args.suite)
-        atexit.register(shutil.rmtree, root, True)
+        root = _wrapper_package(args.suite, args.workdir)
         sys.path.insert(0, root)
         for name in [n for n in sys.modules if n == "test" or n.startswith("test.")]:
             del sys.modules[name]
@@ -151,7 +200,6 @@ def child_main(args):
 
     if args.suite:
         test.support.load_package_tests = _load_package_tests
-        _accept_newer_sanitizer_checks(test.support)
     test.support.verbose = args.verbose     # (1 by default: timings on stdout)
     loader = unittest.TestLoader()
     try:
@@ -160,7 +208,9 @@ def child_main(args):
         raise SystemExit("run_cf_suite: cannot load %s: %r (give --suite)" % (MODULE, e))
     _swap_contexts(args.impl)
     tests = [t for t in _process_pool_tests(suite, args.method)
-             if not args.k or any(k in t.id() for k in args.k)]
+             if not args.k or any(k in t.id() for k in args.k)
+             or isinstance(t, unittest.loader._FailedTest)]
+    _skip_newer_python_only(tests)
     # the module-level fixtures (setUpModule: threading checks, multiprocessing cleanup)
     run_suite = unittest.TestSuite(tests)
     runner = unittest.TextTestRunner(stream=sys.stderr, verbosity=2 if args.verbose else 1,
@@ -188,7 +238,7 @@ def _kill_session(pid):
 def run_one(args, impl, method, deadline):
     cmd = [sys.executable, os.path.abspath(__file__), "--child", "--impl", impl, "--method", method]
     if args.suite:
-        cmd += ["--suite", args.suite]
+        cmd += ["--suite", args.suite, "--workdir", args.workdir]
     for k in args.k or ():
         cmd += ["-k", k]
     if args.verbose:
@@ -250,6 +300,7 @@ def main():
     p.add_argument("--timeout", type=float, default=900.0, help="seconds for one run (default 900)")
     p.add_argument("--total-timeout", type=float, default=3600.0, help="seconds for all (default 3600)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--workdir", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         args.method = args.method[0]
@@ -259,7 +310,9 @@ def main():
         p.error("no such suite: %s" % args.suite)
     if args.suite:
         args.suite = os.path.abspath(args.suite)
-    return parent_main(args)
+    # the children's copies of the suite: removed here, even if a child was killed
+    with tempfile.TemporaryDirectory(prefix="cf-suite-") as args.workdir:
+        return parent_main(args)
 
 
 if __name__ == "__main__":
