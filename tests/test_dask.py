@@ -793,8 +793,8 @@ def test_ctrl_c_while_awaiting_dask_results(cluster, tmp_path):
     proc = subprocess.Popen([sys.executable, str(path)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env, bufsize=0, start_new_session=True)
     try:
-        assert H.read_line(proc.stdout, 60) == "ready"
-        assert H.wait_until(lambda: cluster.running() == (2, 2), timeout=30)
+        assert read_line(proc.stdout, 60) == "ready"
+        assert wait_until(lambda: cluster.running() == (2, 2), timeout=30)
         t0 = time.monotonic()
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(30)
@@ -807,4 +807,4 @@ def test_ctrl_c_while_awaiting_dask_results(cluster, tmp_path):
     assert proc.returncode == -signal.SIGINT, stderr
     assert stderr.rstrip().splitlines()[-1] == "KeyboardInterrupt", stderr
     assert exited_in < 10
-    assert H.wait_until(lambda: cluster.running() == (0, 0), timeout=10)
+    assert wait_until(lambda: cluster.running() == (0, 0), timeout=10)
