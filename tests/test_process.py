@@ -864,7 +864,9 @@ def test_terminate_and_kill(impl, tmp_path):
         stubborn.start()
         read_json(path)  # SIGTERM is ignored from now on
         stubborn.terminate()
-        wait_blocked(stubborn, wchan="nanosleep")  # sleeps on: a SIGTERM it did not ignore would wake it
+        # still asleep (time.sleep: clock_nanosleep, select() on 3.9): a SIGTERM
+        # it did not ignore would have ended it ("ended instead of blocking")
+        wait_blocked(stubborn)
         assert stubborn.is_alive() and stubborn.exitcode is None
         t0 = time.monotonic()
         stubborn.kill()
