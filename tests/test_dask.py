@@ -633,15 +633,20 @@ def test_without_distributed_the_import_error_says_what_to_install():
     assert out.stdout == 'cproc.dask needs dask.distributed: pip install "cproc[dask]"\n', out.stderr
 
 
-CTRL_C_SCRIPT = """
-    import sys, time
-    import cproc
+# a task that runs for a minute unless its worker is stopped (the Ctrl+C scripts)
+SLOW_TASK = """
+    import time
 
     def slow(i):
         end = time.monotonic() + 60
         while time.monotonic() < end:
             time.sleep(0.01)
         return i
+"""
+
+CTRL_C_SCRIPT = SLOW_TASK + """
+    import sys
+    import cproc
 
     if __name__ == "__main__":
         pool = cproc.Pool()             # no `with`: Ctrl+C itself must cancel
@@ -763,15 +768,9 @@ def test_dask_cancelled_await_loses_no_other_result(dpool):
     _asyncio_run(main(dpool(2)))
 
 
-ASYNC_CTRL_C_SCRIPT = """
-    import asyncio, sys, time
+ASYNC_CTRL_C_SCRIPT = SLOW_TASK + """
+    import asyncio, sys
     import cproc
-
-    def slow(i):
-        end = time.monotonic() + 60
-        while time.monotonic() < end:
-            time.sleep(0.01)
-        return i
 
     async def main(pool):
         results = [pool.apply_async(slow, (i,)) for i in range(4)]
