@@ -659,14 +659,27 @@ CTRL_C_SCRIPT = SLOW_TASK + """
 """
 
 
-@pytest.mark.timeout(90)
-def test_ctrl_c_in_a_script_leaves_no_task_running(cluster, tmp_path):
-    path, env = _script(tmp_path, CTRL_C_SCRIPT, {cproc.dask.ENV_SCHEDULER: cluster.address})
+def _start_busy_script(cluster, tmp_path, body):
+    """Start a Ctrl+C script on the cluster (its own session) and return it
+    once it printed "ready" and both workers run one of its tasks."""
+    path, env = _script(tmp_path, body, {cproc.dask.ENV_SCHEDULER: cluster.address})
     proc = subprocess.Popen([sys.executable, str(path)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env, bufsize=0, start_new_session=True)
     try:
         assert read_line(proc.stdout, 60) == "ready"
         assert wait_until(lambda: cluster.running() == (2, 2), timeout=30)
+    except BaseException:
+        _stop(proc)
+        proc.stdout.close()
+        proc.stderr.close()
+        raise
+    return proc
+
+
+@pytest.mark.timeout(90)
+def test_ctrl_c_in_a_script_leaves_no_task_running(cluster, tmp_path):
+    proc = _start_busy_script(cluster, tmp_path, CTRL_C_SCRIPT)
+    try:
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
         assert read_line(proc.stdout, 10) == "interrupted"
@@ -788,12 +801,8 @@ def test_ctrl_c_while_awaiting_dask_results(cluster, tmp_path):
     """As with the local pool (test_pool_asyncio.py): asyncio's
     KeyboardInterrupt, exit by SIGINT, and nothing of the pool left running
     on the cluster once the script has left its `with`."""
-    path, env = _script(tmp_path, ASYNC_CTRL_C_SCRIPT, {cproc.dask.ENV_SCHEDULER: cluster.address})
-    proc = subprocess.Popen([sys.executable, str(path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env, bufsize=0, start_new_session=True)
+    proc = _start_busy_script(cluster, tmp_path, ASYNC_CTRL_C_SCRIPT)
     try:
-        assert read_line(proc.stdout, 60) == "ready"
-        assert wait_until(lambda: cluster.running() == (2, 2), timeout=30)
         t0 = time.monotonic()
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(30)
