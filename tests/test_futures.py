@@ -184,7 +184,11 @@ def test_shutdown_cancel_futures_cancels_a_pending_map(futures):
     with pytest.raises(concurrent.futures.CancelledError):
         for x in it:
             got.append(x)
-    assert got in ([], [5])         # the standard executor may have started the first item
+    # Items already handed to a worker run. The standard executor hands out up to
+    # max_workers + 1 calls ahead (its call queue), so it may deliver 5, then 4;
+    # cproc's skips every chunk no worker has taken (the one worker is busy).
+    ahead = [[], [5], [5, 4]] if futures is concurrent.futures else [[], [5]]
+    assert got in ahead
     assert first.result() == "first"
 
 
