@@ -28,7 +28,17 @@ typedef struct {
     PyObject *weakreflist;
 } QueueObject;
 
-static PyObject *Empty, *Full;          /* queue.Empty, queue.Full */
+static PyObject *Empty, *Full;          /* queue.Empty, queue.Full (imported on first use) */
+
+/* Raise queue.Empty or queue.Full (which), importing the queue module the first
+ * time: a process that never times out a get or fills a queue never imports it. */
+static void raise_empty_or_full(PyObject **which)
+{
+    static const cproc_import_name names[] = {
+        {"queue", "Empty", &Empty}, {"queue", "Full", &Full}, {NULL}};
+    if (cproc_import_names(names) == 0)
+        PyErr_SetNone(*which);
+}
 
 /* ---- the checks ---------------------------------------------------------- */
 
@@ -59,7 +69,7 @@ static int put_messages(QueueObject *q, cproc_message *msgs, Py_ssize_t n, int b
     if (r < 0)
         return -1;
     if (r > 0) {
-        PyErr_SetNone(Full);
+        raise_empty_or_full(&Full);
         return -1;
     }
     q->put_pid = cproc_pid;
@@ -192,7 +202,7 @@ static PyObject *take(QueueObject *q, Py_ssize_t max, int blocking, int64_t dead
     Py_ssize_t n;
     int r = cproc_channel_take(&q->ch, max, blocking, deadline, NULL, NULL, NULL, &out, &n);
     if (r > 0)
-        PyErr_SetNone(Empty);
+        raise_empty_or_full(&Empty);
     return r == 0 ? decode_all(q, out, n, want_list) : NULL;
 }
 
@@ -773,13 +783,7 @@ static int kind_of_type(PyTypeObject *type)
 /* The objects queue.c needs from the standard library. */
 int cproc_queue_init(PyObject *module)
 {
-    PyObject *queue_mod = PyImport_ImportModule("queue");
-    if (queue_mod == NULL)
-        return -1;
-    Empty = PyObject_GetAttrString(queue_mod, "Empty");
-    Full = PyObject_GetAttrString(queue_mod, "Full");
-    Py_DECREF(queue_mod);
-    if (Empty == NULL || Full == NULL || cproc_record_init() < 0)
+    if (cproc_record_init() < 0)
         return -1;
     (void)module;
     return 0;

@@ -1113,6 +1113,48 @@ def test_atexit_handlers_in_child(impl, tmp_path):
 
 
 # ==========================================================================
+# the collector in a child: as multiprocessing's (cproc's spawn child turns it
+# off while it imports cproc, and back on before any of the program runs)
+
+
+GC_SCRIPT = r'''
+import gc
+
+def state(where):
+    print(where, gc.isenabled(), gc.get_threshold(), flush=True)
+
+if __name__ == "__mp_main__":          # a spawn child re-running this module
+    state("child's __main__")
+
+def target(disable):
+    state("child's target")
+    if disable:
+        gc.disable()
+        state("child after gc.disable()")
+
+if __name__ == "__main__":
+    for disable in (False, True):
+        p = P(target=target, args=(disable,))
+        p.start()
+        p.join()
+        print("exit", p.exitcode, flush=True)
+'''
+
+
+def test_collector_state_in_child(impl, tmp_path):
+    result, ref = run_with_reference(tmp_path, "gc_child", GC_SCRIPT, impl)
+    for res in (ref, result):
+        check_ran_cleanly(res)
+    assert "child's target True" in result.stdout, describe(result)
+    assert "child after gc.disable() False" in result.stdout, describe(result)
+    # cproc's forkserver runs __main__ once, in the server (README: Differences)
+    main_lines = [sorted(set(ln for ln in r.stdout.splitlines() if "__main__" in ln)) for r in (result, ref)]
+    assert main_lines[0] == main_lines[1], describe(result) + describe(ref)
+    rest = [[ln for ln in r.stdout.splitlines() if "__main__" not in ln] for r in (result, ref)]
+    assert rest[0] == rest[1], describe(result) + describe(ref)
+
+
+# ==========================================================================
 # Ctrl+C while the main process waits in join()
 
 
