@@ -20,9 +20,11 @@
  * record tagged STOP_TAG holding its pid, so that the collector replaces it
  * at once (pool_collect hands these pids to the caller).
  *
- * Limits (optional; none set = none of this runs): a task record may carry
- * a fifth item (soft, hard) in seconds. When it starts such a task the
- * worker writes into its TIMING_WORDS words of `timing` (ns of
+ * Limits (optional; none set = none of this runs): the pool's (soft, hard),
+ * in seconds, are given to each worker when it starts; a task record carries
+ * a fifth item (soft, hard) only when its call named its own, so a record
+ * under the pool's limits costs no more than one without. When it starts a
+ * task with a limit the worker writes into its TIMING_WORDS words of `timing` (ns of
  * CLOCK_MONOTONIC): [0] the hard deadline, [1] the hard limit, [2] the soft
  * deadline, [3] the task id while the soft limit runs. The collector
  * (pool_timeouts) waits until the earliest deadline. Hard: it claims the
@@ -231,14 +233,11 @@ static int announce_retirement(PyObject *results)
 
 /* ==== limits ============================================================= */
 
-/* A task record's limits in ns (0: none): its fifth item, (soft, hard) in
- * seconds, each a positive number or None. */
-static int task_limits(PyObject *task, int64_t *soft, int64_t *hard)
+/* Limits in ns (0: none) from a (soft, hard) pair of seconds, each a positive
+ * number or None. */
+static int limits_ns(PyObject *limits, int64_t ns_out[2])
 {
-    *soft = *hard = 0;
-    if (!PyTuple_Check(task) || PyTuple_GET_SIZE(task) != 5)
-        return 0;
-    PyObject *limits = PyTuple_GET_ITEM(task, 4);
+    ns_out[0] = ns_out[1] = 0;
     if (!PyTuple_Check(limits) || PyTuple_GET_SIZE(limits) != 2) {
         PyErr_SetString(PyExc_RuntimeError, "cproc pool: malformed task limits");
         return -1;
@@ -255,9 +254,22 @@ static int task_limits(PyObject *task, int64_t *soft, int64_t *hard)
             return -1;
         }
         int64_t ns = (int64_t)(seconds * 1e9);
-        *(i == 0 ? soft : hard) = ns > 0 ? ns : 1;
+        ns_out[i] = ns > 0 ? ns : 1;
     }
     return 0;
+}
+
+/* A task's limits in ns, soft then hard: its record's fifth item if it has
+ * one (a call that named its own), else the pool's (pool_defaults, given to
+ * the worker at its start: a record then carries no limits at all). */
+static int task_limits(PyObject *task, const int64_t pool_defaults[2], int64_t ns_out[2])
+{
+    if (!PyTuple_Check(task) || PyTuple_GET_SIZE(task) != 5) {
+        ns_out[0] = pool_defaults[0];
+        ns_out[1] = pool_defaults[1];
+        return 0;
+    }
+    return limits_ns(PyTuple_GET_ITEM(task, 4), ns_out);
 }
 
 static _Atomic int64_t *soft_word;      /* this worker process's timing word [3] (pool_soft_fired) */
@@ -278,11 +290,13 @@ static int install_soft_handler(void)
 
 /* run_task under the task's limits, if it has any; timing: this worker's
  * TIMING_WORDS words, or NULL. */
-static PyObject *run_limited(PyObject *fcache, PyObject *task, uint64_t tag, _Atomic int64_t *timing)
+static PyObject *run_limited(PyObject *fcache, PyObject *task, uint64_t tag, _Atomic int64_t *timing,
+                             const int64_t pool_defaults[2])
 {
-    int64_t soft, hard;
-    if (task_limits(task, &soft, &hard) < 0)
+    int64_t ns[2];
+    if (task_limits(task, pool_defaults, ns) < 0)
         return NULL;
+    int64_t soft = ns[0], hard = ns[1];
     if (soft == 0 && hard == 0)
         return run_task(fcache, task);
     if (timing == NULL) {
@@ -350,17 +364,25 @@ static void *word_buffer(PyObject *obj, Py_buffer *view, Py_ssize_t words, const
     return view->buf;
 }
 
-/* pool_worker(tasks, results, slots, index, maxtasks, owner_pid, init_error[, timing, max_memory]) */
+/* pool_worker(tasks, results, slots, index, maxtasks, owner_pid, init_error[, timing, max_memory,
+ *             limits]): limits, None or (soft, hard), are the pool's, for the records that carry none */
 static PyObject *pool_worker(PyObject *Py_UNUSED(module), PyObject *args)
 {
-    PyObject *tasks, *results, *slots, *init_error, *timing_obj = Py_None;
+    PyObject *tasks, *results, *slots, *init_error, *timing_obj = Py_None, *limits_obj = Py_None;
     Py_ssize_t index, maxtasks;
     long long max_memory = 0;
     int owner;
-    if (!PyArg_ParseTuple(args, "OOOnniO|OL:pool_worker", &tasks, &results, &slots, &index, &maxtasks,
-                          &owner, &init_error, &timing_obj, &max_memory) ||
+    int64_t pool_limits[2] = {0, 0};
+    if (!PyArg_ParseTuple(args, "OOOnniO|OLO:pool_worker", &tasks, &results, &slots, &index, &maxtasks,
+                          &owner, &init_error, &timing_obj, &max_memory, &limits_obj) ||
         import_pool_names() < 0)
         return NULL;
+    if (limits_obj != Py_None && limits_ns(limits_obj, pool_limits) < 0)
+        return NULL;
+    if ((pool_limits[0] || pool_limits[1]) && timing_obj == Py_None) {
+        PyErr_SetString(PyExc_ValueError, "pool_worker: time limits need a timing area");
+        return NULL;
+    }
     if (init_error != Py_None && !PyExceptionInstance_Check(init_error)) {
         PyErr_SetString(PyExc_TypeError, "init_error must be an exception or None");
         return NULL;
@@ -415,7 +437,7 @@ static PyObject *pool_worker(PyObject *Py_UNUSED(module), PyObject *args)
                 PyErr_SetString(PyExc_RuntimeError, "cproc pool: a task record did not decode");
             value = NULL;
         } else
-            value = run_limited(fcache, task, tag, timing);
+            value = run_limited(fcache, task, tag, timing, pool_limits);
         Py_DECREF(task);
         if (value != NULL)
             ok = 1;

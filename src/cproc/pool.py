@@ -16,8 +16,8 @@ Limits (cproc's, beyond multiprocessing): task_timeout (hard: the worker
 is killed and replaced, the task fails with TaskTimeoutError),
 soft_task_timeout (the collector sends SIGALRM: SoftTimeLimitExceeded is
 raised in the task) and max_memory_per_child (a worker past it retires
-after its task, as after maxtasksperchild). Each task's limits travel in its
-record, its worker writes its deadlines in shared memory, and the collector
+after its task, as after maxtasksperchild). The pool's limits go to each
+worker when it starts; a call's own travel in its task records. The worker writes its deadlines in shared memory, and the collector
 waits until the earliest (csrc/pool.c, pool_timeouts). With no limits set
 none of this runs.
 
@@ -110,7 +110,7 @@ def _workers_import_main(ctx):
 
 
 def _worker(tasks, results, slots, index, owner, initializer, initargs, maxtasks,
-            timing=None, max_memory=None):
+            timing=None, max_memory=None, limits=None):
     """A pool worker process: run the initializer, then the C task loop."""
     # Ctrl+C goes to the whole foreground process group: the parent raises
     # KeyboardInterrupt and terminates the pool; workers must not die of it
@@ -124,7 +124,8 @@ def _worker(tasks, results, slots, index, owner, initializer, initargs, maxtasks
             init_error = e
     _cproc.pool_worker(tasks, results, memoryview(slots).cast("B"), index,
                        maxtasks or 0, owner, init_error,
-                       None if timing is None else memoryview(timing).cast("B"), max_memory or 0)
+                       None if timing is None else memoryview(timing).cast("B"), max_memory or 0,
+                       limits)
 
 
 def _soft_limit(signum, frame):
@@ -175,6 +176,7 @@ class _Engine:
         from .sharedctypes import RawArray
         self.slots = RawArray("Q", processes)
         self.max_memory = max_memory
+        self.default_limits = None          # the pool's (soft, hard), set by Pool before the workers start
         self.timing = RawArray("q", _TIMING_WORDS * processes)   # per worker: deadlines, csrc/pool.c
         self.scan_at = float("inf")         # when the collector looks at the deadlines next (0: at once)
         self.timed_out = {}                 # worker index -> (limit, pid) of the task killed for its limit
@@ -210,7 +212,7 @@ class _Engine:
         w = self.new_process(target=_worker,
                              args=(self.tasks, self.results, self.slots, index, self.owner,
                                    self.initializer, self.initargs, self.maxtasks,
-                                   self.timing, self.max_memory))
+                                   self.timing, self.max_memory, self.default_limits))
         w.name = w.name.replace("Process", "PoolWorker")
         w.daemon = True
         w.start()
@@ -529,7 +531,9 @@ class Pool(_PoolLifecycle):
         self._cache = engine.cache
         self._last_func = self._last_fbytes = None
         self._last_limits = (None, None, None)  # task_timeout, soft_task_timeout of a call, its limits
-        self._default_limits = engine.limits(self._soft_task_timeout, self._task_timeout)
+        # the pool's limits go to each worker when it starts; a task record
+        # carries limits only when its call names its own (csrc/pool.c)
+        engine.default_limits = engine.limits(self._soft_task_timeout, self._task_timeout)
         try:
             for i in range(processes):
                 engine.start_worker(i)
@@ -557,8 +561,12 @@ class Pool(_PoolLifecycle):
         return len(self._pool)
 
     def _limits(self, task_timeout, soft_task_timeout):
-        """The limits of a call's tasks (the pool's where the call names none):
-        the last call's record item again when they are the same."""
+        """The limits item of a call's task records: None for the pool's own
+        (its workers have them), else the call's (the pool's where the call
+        names none; (None, None) for none at all in a pool that has some),
+        the last call's item again when they are the same."""
+        if task_timeout is _DEFAULT and soft_task_timeout is _DEFAULT:
+            return None
         last = self._last_limits
         if task_timeout is last[0] and soft_task_timeout is last[1]:
             return last[2]
@@ -566,6 +574,8 @@ class Pool(_PoolLifecycle):
         soft = (self._soft_task_timeout if soft_task_timeout is _DEFAULT
                 else _check_limit("soft_task_timeout", soft_task_timeout))
         limits = self._engine.limits(soft, hard)
+        if limits is None and self._engine.default_limits is not None:
+            limits = (None, None)
         self._last_limits = (task_timeout, soft_task_timeout, limits)
         return limits
 
@@ -591,8 +601,7 @@ class Pool(_PoolLifecycle):
         """Asynchronous version of `apply()` method."""
         self._check_running()
         engine = self._engine
-        limits = (self._default_limits if task_timeout is _DEFAULT and soft_task_timeout is _DEFAULT
-                  else self._limits(task_timeout, soft_task_timeout))
+        limits = self._limits(task_timeout, soft_task_timeout)
         result = ApplyResult(self, callback, error_callback)
         try:
             fbytes = self._fbytes(func)
@@ -632,8 +641,7 @@ class Pool(_PoolLifecycle):
     def _map_async(self, func, iterable, mode, chunksize=None, callback=None, error_callback=None,
                    task_timeout=_DEFAULT, soft_task_timeout=_DEFAULT):
         self._check_running()
-        limits = (self._default_limits if task_timeout is _DEFAULT and soft_task_timeout is _DEFAULT
-                  else self._limits(task_timeout, soft_task_timeout))
+        limits = self._limits(task_timeout, soft_task_timeout)
         if not hasattr(iterable, "__len__"):
             iterable = list(iterable)
         if chunksize is None:
@@ -671,8 +679,7 @@ class Pool(_PoolLifecycle):
         self._check_running()
         if chunksize < 1:
             raise ValueError("Chunksize must be 1+, not {0:n}".format(chunksize))
-        limits = (self._default_limits if task_timeout is _DEFAULT and soft_task_timeout is _DEFAULT
-                  else self._limits(task_timeout, soft_task_timeout))
+        limits = self._limits(task_timeout, soft_task_timeout)
         result = cls(self)
         result._start(func, iterable, chunksize, limits)
         if chunksize == 1:
