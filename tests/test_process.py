@@ -1113,8 +1113,8 @@ def test_atexit_handlers_in_child(impl, tmp_path):
 
 
 # ==========================================================================
-# the collector in a child: as multiprocessing's (cproc's spawn child turns it
-# off while it imports cproc, and back on before any of the program runs)
+# the collector in a child: as multiprocessing's (on in a spawn child's
+# __main__ and target; a child's gc.disable() is its own)
 
 
 GC_SCRIPT = r'''

@@ -30,12 +30,7 @@ def get_executable():
 
 def get_command_line(pipe_handle):
     """The argv of a spawned child that reads its process object from pipe_handle."""
-    # The collector is off while the child imports cproc and reads its
-    # preparation data (~20 collections of objects that all survive, ~1.5 ms
-    # of a ~15 ms start-up); spawn_main turns it back on, if it was on, before
-    # any of the program's code runs (its __main__, its Process).
-    prog = ("import gc; _gc = gc.isenabled(); gc.disable(); "
-            "from cproc.spawn import spawn_main; spawn_main(%d, _gc)" % pipe_handle)
+    prog = "from cproc.spawn import spawn_main; spawn_main(%d)" % pipe_handle
     opts = _mp_util._args_from_interpreter_flags()
     return [_executable] + opts + ["-c", prog, "--multiprocessing-fork"]
 
@@ -87,19 +82,13 @@ def main_importable(prep_data):
     return "init_main_from_path" in prep_data or "init_main_from_name" in prep_data
 
 
-def spawn_main(pipe_handle, gc_enabled=False):
-    """Run in the spawned child: prepare, unpickle the Process, bootstrap it.
-    gc_enabled: the collector was on before the command line turned it off."""
+def spawn_main(pipe_handle):
+    """Run in the spawned child: prepare, unpickle the Process, bootstrap it."""
     from . import _cproc
     with os.fdopen(pipe_handle, "rb", closefd=True) as from_parent:
         _mp_process.current_process()._inheriting = True
         try:
-            try:
-                preparation_data = _mp_reduction.pickle.load(from_parent)
-            finally:
-                if gc_enabled:
-                    import gc
-                    gc.enable()
+            preparation_data = _mp_reduction.pickle.load(from_parent)
             start_method = preparation_data.pop("cproc_start_method", None)
             tracker = preparation_data.pop("cproc_tracker_fd", None)
             if tracker is not None:
