@@ -184,3 +184,17 @@ int cproc_parse_block_timeout(const char *fname, PyObject *const *args, Py_ssize
         return -1;
     return cproc_block_timeout(val[0], val[1], 0, blocking, deadline);
 }
+
+/* A writable buffer of at least `words` aligned 64-bit words, or NULL (error set). */
+void *cproc_word_buffer(PyObject *obj, Py_buffer *view, Py_ssize_t words, const char *what)
+{
+    if (PyObject_GetBuffer(obj, view, PyBUF_WRITABLE) < 0)
+        return NULL;
+    if (words < 0 || (size_t)view->len < (size_t)words * sizeof(uint64_t) ||
+        (uintptr_t)view->buf % sizeof(uint64_t) != 0) {
+        PyBuffer_Release(view);
+        PyErr_Format(PyExc_ValueError, "%s: out of range or misaligned", what);
+        return NULL;
+    }
+    return view->buf;
+}

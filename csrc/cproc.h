@@ -4,7 +4,7 @@
  * shared-memory blocks (shm.c), the synchronisation primitives (semlock.c,
  * event.c, condition.c, barrier.c), processes, connections, the queue's
  * layers (ring.c, spill.c, record.c, channel.c, qlock.c, queue.c), the Pool
- * (pool.c, pool_result.c), plain data, sharedctypes, and the lazy imports
+ * (pool.c, pool_result.c, pool_limits.c), plain data, sharedctypes, and the lazy imports
  * (module.c).
  *
  * Naming: cproc_* is visible across files, static helpers are file-local.
@@ -133,6 +133,10 @@ static inline int cproc_check_init(PyObject *self, int initialised)
 }
 /* The name of self's type without its module, for reprs ("Lock"). */
 const char *cproc_short_type_name(PyObject *self);
+/* A writable buffer of at least `words` aligned 64-bit words (ValueError
+ * "<what>: out of range or misaligned" otherwise, words < 0 included), or
+ * NULL with the error set; release `view` after use. */
+void *cproc_word_buffer(PyObject *obj, Py_buffer *view, Py_ssize_t words, const char *what);
 
 /* The exception being raised as an instance (its traceback attached), the
  * error indicator cleared; NULL when none is set. */
@@ -605,9 +609,25 @@ int cproc_queue_init(PyObject *module);
  * the queue's own methods otherwise). */
 cproc_channel *cproc_queue_channel(PyObject *queue);
 
-/* ---- pool.c, pool_result.c ----------------------------------------------- */
+/* ---- pool.c, pool_result.c, pool_limits.c ------------------------------- */
 int cproc_pool_init(PyObject *module);
 int cproc_pool_result_init(PyObject *module);
+int cproc_pool_limits_init(PyObject *module);
+#define CPROC_POOL_KILL_BIT ((uint64_t)1 << 62)  /* in a worker's slot: killed for its task's hard limit
+                                                  * (cproc.pool reads 62 as _cproc.POOL_KILL_BIT) */
+#define CPROC_POOL_TIMING_WORDS 4                /* per worker: hard deadline, hard limit, soft deadline, soft task */
+/* (soft, hard) seconds, each a positive number or None, as ns (0: none). */
+int cproc_pool_limits_ns(PyObject *limits, int64_t ns[2]);
+/* This worker process's timing words (NULL: none), for pool_soft_fired. */
+void cproc_pool_limits_attach(_Atomic int64_t *timing);
+/* Around one task: its limits (the record's, else pool_limits) into ns and
+ * its deadlines into timing; _end clears them. -1 with an error set: the
+ * task must not run. */
+int cproc_pool_limits_begin(PyObject *task, const int64_t pool_limits[2], uint64_t tag,
+                            _Atomic int64_t *timing, int64_t ns[2]);
+void cproc_pool_limits_end(_Atomic int64_t *timing, const int64_t ns[2]);
+/* This process's resident set size in bytes, or -1 (OSError set). */
+int64_t cproc_pool_rss_bytes(void);
 /* Deliver task tid's outcome to `target` (an ApplyResult, a MapResult, or
  * an object with a _deliver(tid, ok, value) method). */
 int cproc_pool_result_deliver(PyObject *target, uint64_t tid, int ok, PyObject *value);

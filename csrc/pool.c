@@ -20,23 +20,8 @@
  * record tagged STOP_TAG holding its pid, so that the collector replaces it
  * at once (pool_collect hands these pids to the caller).
  *
- * Limits (optional; none set = none of this runs): the pool's (soft, hard),
- * in seconds, are given to each worker when it starts; a task record carries
- * a fifth item (soft, hard) only when its call named its own, so a record
- * under the pool's limits costs no more than one without. When it starts a
- * task with a limit the worker writes into its TIMING_WORDS words of `timing` (ns of
- * CLOCK_MONOTONIC): [0] the hard deadline, [1] the hard limit, [2] the soft
- * deadline, [3] the task id while the soft limit runs. The collector
- * (pool_timeouts) waits until the earliest deadline. Hard: it claims the
- * task by setting KILL_BIT in the worker's slot with a compare-and-swap,
- * then kills the worker; a worker that clears a slot holding KILL_BIT (it
- * finished just as it was claimed) leaves instead of taking another task,
- * so the kill never takes a second task with it. Soft: it sets FIRED_BIT in
- * word [3] the same way and sends SIGALRM; the worker's handler (cproc.pool's)
- * raises SoftTimeLimitExceeded only if word [3] still holds the bit, so a
- * signal that lands after the task ended is ignored. No syscall per task.
- * max_memory: the worker's RSS, read from /proc/self/statm after each task;
- * past it, the worker retires as after maxtasksperchild.
+ * Limits (task_timeout, soft_task_timeout, max_memory_per_child) are
+ * pool_limits.c's: the worker loop brackets each task with its calls.
  */
 #include "cproc.h"
 
@@ -47,9 +32,6 @@
 
 #define STOP_TAG_BIT 63                 /* cproc.pool reads it as _cproc.POOL_STOP_TAG_BIT */
 #define STOP_TAG ((uint64_t)1 << STOP_TAG_BIT)  /* a task record's: leave; a result record's: left (RETIRED) */
-#define KILL_BIT ((uint64_t)1 << 62)    /* in a slot: the collector kills this worker for its task's hard limit */
-#define FIRED_BIT ((int64_t)1 << 62)    /* in timing word [3]: the soft limit's SIGALRM is sent */
-#define TIMING_WORDS 4                  /* per worker: hard deadline, hard limit, soft deadline, soft task */
 #define BATCH 256                      /* records per lock round trip */
 #define FLUSH_ITEMS 1024                /* items per batch, at most */
 #define RANGE_CHUNK 256                 /* a range chunk this long travels as a range */
@@ -61,7 +43,6 @@ static PyObject *ExceptionWithTraceback;   /* multiprocessing.pool's */
 static PyObject *MaybeEncodingError;
 static PyObject *pickle_loads;
 static PyObject *apply_unpacking;          /* cproc.pool._apply: func(*args, **kwds) in Python */
-static PyObject *install_soft_limit;       /* cproc.pool._install_soft_limit: the SIGALRM handler */
 
 static int import_pool_names(void)
 {
@@ -69,7 +50,6 @@ static int import_pool_names(void)
         {"multiprocessing.pool", "MaybeEncodingError", &MaybeEncodingError},
         {"pickle", "loads", &pickle_loads},
         {"cproc.pool", "_apply", &apply_unpacking},
-        {"cproc.pool", "_install_soft_limit", &install_soft_limit},
         {"multiprocessing.pool", "ExceptionWithTraceback", &ExceptionWithTraceback},
         {NULL}};
     return cproc_import_names(names);
@@ -231,139 +211,6 @@ static int announce_retirement(PyObject *results)
     return r;
 }
 
-/* ==== limits ============================================================= */
-
-/* Limits in ns (0: none) from a (soft, hard) pair of seconds, each a positive
- * number or None. */
-static int limits_ns(PyObject *limits, int64_t ns_out[2])
-{
-    ns_out[0] = ns_out[1] = 0;
-    if (!PyTuple_Check(limits) || PyTuple_GET_SIZE(limits) != 2) {
-        PyErr_SetString(PyExc_RuntimeError, "cproc pool: malformed task limits");
-        return -1;
-    }
-    for (int i = 0; i < 2; i++) {
-        PyObject *x = PyTuple_GET_ITEM(limits, i);
-        if (x == Py_None)
-            continue;
-        double seconds = PyFloat_AsDouble(x);
-        if (seconds == -1.0 && PyErr_Occurred())
-            return -1;
-        if (!(seconds > 0 && seconds < 1e9)) {
-            PyErr_SetString(PyExc_ValueError, "cproc pool: a time limit must be positive");
-            return -1;
-        }
-        int64_t ns = (int64_t)(seconds * 1e9);
-        ns_out[i] = ns > 0 ? ns : 1;
-    }
-    return 0;
-}
-
-/* A task's limits in ns, soft then hard: its record's fifth item if it has
- * one (a call that named its own), else the pool's (pool_defaults, given to
- * the worker at its start: a record then carries no limits at all). */
-static int task_limits(PyObject *task, const int64_t pool_defaults[2], int64_t ns_out[2])
-{
-    if (!PyTuple_Check(task) || PyTuple_GET_SIZE(task) != 5) {
-        ns_out[0] = pool_defaults[0];
-        ns_out[1] = pool_defaults[1];
-        return 0;
-    }
-    return limits_ns(PyTuple_GET_ITEM(task, 4), ns_out);
-}
-
-static _Atomic int64_t *soft_word;      /* this worker process's timing word [3] (pool_soft_fired) */
-
-/* Before this process's first task with a soft limit: its SIGALRM handler. */
-static int install_soft_handler(void)
-{
-    static int installed;
-    if (installed)
-        return 0;
-    PyObject *r = PyObject_CallNoArgs(install_soft_limit);
-    if (r == NULL)
-        return -1;
-    Py_DECREF(r);
-    installed = 1;
-    return 0;
-}
-
-/* run_task under the task's limits, if it has any; timing: this worker's
- * TIMING_WORDS words, or NULL. */
-static PyObject *run_limited(PyObject *fcache, PyObject *task, uint64_t tag, _Atomic int64_t *timing,
-                             const int64_t pool_defaults[2])
-{
-    int64_t ns[2];
-    if (task_limits(task, pool_defaults, ns) < 0)
-        return NULL;
-    int64_t soft = ns[0], hard = ns[1];
-    if (soft == 0 && hard == 0)
-        return run_task(fcache, task);
-    if (timing == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "cproc pool: a time limit without a timing area");
-        return NULL;
-    }
-    if (soft > 0 && install_soft_handler() < 0)
-        return NULL;
-    int64_t now = cproc_monotonic_ns();
-    if (hard > 0) {
-        atomic_store(&timing[1], hard);
-        atomic_store(&timing[0], now + hard);
-    }
-    if (soft > 0) {                     /* the task, then its deadline; cleared in the other order */
-        atomic_store(&timing[3], (int64_t)tag);
-        atomic_store(&timing[2], now + soft);
-    }
-    PyObject *value = run_task(fcache, task);
-    if (hard > 0)
-        atomic_store(&timing[0], 0);
-    if (soft > 0) {
-        atomic_store(&timing[2], 0);
-        atomic_store(&timing[3], 0);    /* a SIGALRM still on its way finds no task: ignored */
-    }
-    return value;
-}
-
-/* pool_soft_fired() -> whether this worker's task is past its soft limit
- * (what a SIGALRM means here). */
-static PyObject *pool_soft_fired(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
-{
-    return PyBool_FromLong(soft_word != NULL && (atomic_load(soft_word) & FIRED_BIT) != 0);
-}
-
-/* This process's resident set size in bytes, or -1 (OSError set). */
-static int64_t rss_bytes(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (f == NULL) {
-        PyErr_SetFromErrnoWithFilename(PyExc_OSError, "/proc/self/statm");
-        return -1;
-    }
-    long size, resident;
-    int n = fscanf(f, "%ld %ld", &size, &resident);
-    fclose(f);
-    long page = sysconf(_SC_PAGESIZE);
-    if (n != 2 || resident < 0 || page <= 0) {
-        PyErr_SetString(PyExc_OSError, "cproc pool: cannot read /proc/self/statm");
-        return -1;
-    }
-    return (int64_t)resident * page;
-}
-
-/* A writable buffer of at least `words` aligned 64-bit words, or NULL (error set). */
-static void *word_buffer(PyObject *obj, Py_buffer *view, Py_ssize_t words, const char *what)
-{
-    if (PyObject_GetBuffer(obj, view, PyBUF_WRITABLE) < 0)
-        return NULL;
-    if (words < 0 || (size_t)view->len < (size_t)words * sizeof(uint64_t) ||
-        (uintptr_t)view->buf % sizeof(uint64_t) != 0) {
-        PyBuffer_Release(view);
-        PyErr_Format(PyExc_ValueError, "%s: out of range or misaligned", what);
-        return NULL;
-    }
-    return view->buf;
-}
-
 /* pool_worker(tasks, results, slots, index, maxtasks, owner_pid, init_error[, timing, max_memory,
  *             limits]): limits, None or (soft, hard), are the pool's, for the records that carry none */
 static PyObject *pool_worker(PyObject *Py_UNUSED(module), PyObject *args)
@@ -377,7 +224,7 @@ static PyObject *pool_worker(PyObject *Py_UNUSED(module), PyObject *args)
                           &owner, &init_error, &timing_obj, &max_memory, &limits_obj) ||
         import_pool_names() < 0)
         return NULL;
-    if (limits_obj != Py_None && limits_ns(limits_obj, pool_limits) < 0)
+    if (limits_obj != Py_None && cproc_pool_limits_ns(limits_obj, pool_limits) < 0)
         return NULL;
     if ((pool_limits[0] || pool_limits[1]) && timing_obj == Py_None) {
         PyErr_SetString(PyExc_ValueError, "pool_worker: time limits need a timing area");
@@ -388,25 +235,21 @@ static PyObject *pool_worker(PyObject *Py_UNUSED(module), PyObject *args)
         return NULL;
     }
     Py_buffer view;
-    if (PyObject_GetBuffer(slots, &view, PyBUF_WRITABLE) < 0)
+    _Atomic uint64_t *slot = cproc_word_buffer(slots, &view, index < 0 ? -1 : index + 1, "worker slot");
+    if (slot == NULL)
         return NULL;
-    if (index < 0 || (size_t)(index + 1) * sizeof(uint64_t) > (size_t)view.len ||
-        (uintptr_t)view.buf % sizeof(uint64_t) != 0) {
-        PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_ValueError, "worker slot out of range");
-        return NULL;
-    }
-    _Atomic uint64_t *slot = (_Atomic uint64_t *)view.buf + index;
+    slot += index;
     Py_buffer tview = {0};
     _Atomic int64_t *timing = NULL;
     if (timing_obj != Py_None) {
-        timing = word_buffer(timing_obj, &tview, TIMING_WORDS * (index + 1), "worker timing");
+        timing = cproc_word_buffer(timing_obj, &tview, CPROC_POOL_TIMING_WORDS * (index + 1),
+                                   "worker timing");
         if (timing == NULL) {
             PyBuffer_Release(&view);
             return NULL;
         }
-        timing += TIMING_WORDS * index;
-        soft_word = &timing[3];
+        timing += CPROC_POOL_TIMING_WORDS * index;
+        cproc_pool_limits_attach(timing);
     }
     PyObject *fcache = PyDict_New();
     stop_ctx stop = {(pid_t)owner};
@@ -436,8 +279,14 @@ static PyObject *pool_worker(PyObject *Py_UNUSED(module), PyObject *args)
             else
                 PyErr_SetString(PyExc_RuntimeError, "cproc pool: a task record did not decode");
             value = NULL;
-        } else
-            value = run_limited(fcache, task, tag, timing, pool_limits);
+        } else {
+            int64_t ns[2];
+            value = NULL;
+            if (cproc_pool_limits_begin(task, pool_limits, tag, timing, ns) == 0) {
+                value = run_task(fcache, task);
+                cproc_pool_limits_end(timing, ns);
+            }
+        }
         Py_DECREF(task);
         if (value != NULL)
             ok = 1;
@@ -445,11 +294,11 @@ static PyObject *pool_worker(PyObject *Py_UNUSED(module), PyObject *args)
             value = wrap_current_exception();
         failed = put_result(results, tag, ok, value) < 0;
         Py_DECREF(value);
-        if (atomic_exchange(slot, 0) & KILL_BIT)
+        if (atomic_exchange(slot, 0) & CPROC_POOL_KILL_BIT)
             break;                          /* claimed for its hard limit as it ended: the kill is coming */
         int retire = maxtasks > 0 && done + 1 == maxtasks;
         if (!failed && !retire && max_memory > 0) {
-            int64_t rss = rss_bytes();
+            int64_t rss = cproc_pool_rss_bytes();
             failed = rss < 0;
             retire = rss > max_memory;
         }
@@ -461,7 +310,7 @@ static PyObject *pool_worker(PyObject *Py_UNUSED(module), PyObject *args)
     Py_XDECREF(fcache);
     PyBuffer_Release(&view);
     if (timing != NULL) {
-        soft_word = NULL;
+        cproc_pool_limits_attach(NULL);
         PyBuffer_Release(&tview);
     }
     if (failed)
@@ -523,74 +372,6 @@ static PyObject *pool_collect(PyObject *Py_UNUSED(module), PyObject *args)
     if (failed)
         return NULL;
     return PyLong_FromSsize_t(n);
-}
-
-/* pool_timeouts(slots, timing) -> (claimed, soft, wait). claimed: the tasks
- * past their hard deadline, each claimed (KILL_BIT set in its worker's slot,
- * so the worker cannot take another) as (worker index, task id, limit in
- * seconds); soft: the indexes of the workers whose task is past its soft
- * deadline, marked FIRED_BIT (each once), to be sent SIGALRM; wait: the
- * seconds until the next deadline, or None. A worker writes the word that
- * names its task before the deadline and clears the deadline first: a
- * deadline read again unchanged after that word belongs to its task. */
-static PyObject *pool_timeouts(PyObject *Py_UNUSED(module), PyObject *args)
-{
-    PyObject *slots_obj, *timing_obj;
-    if (!PyArg_ParseTuple(args, "OO:pool_timeouts", &slots_obj, &timing_obj))
-        return NULL;
-    Py_buffer sview, tview;
-    _Atomic uint64_t *slots = word_buffer(slots_obj, &sview, 0, "slots");
-    if (slots == NULL)
-        return NULL;
-    Py_ssize_t n = sview.len / (Py_ssize_t)sizeof(uint64_t);
-    _Atomic int64_t *timing = word_buffer(timing_obj, &tview, TIMING_WORDS * n, "timing");
-    if (timing == NULL) {
-        PyBuffer_Release(&sview);
-        return NULL;
-    }
-    PyObject *claimed = PyList_New(0), *soft = PyList_New(0);
-    int64_t now = cproc_monotonic_ns(), next = INT64_MAX;
-    int failed = claimed == NULL || soft == NULL;
-    for (Py_ssize_t i = 0; !failed && i < n; i++) {
-        _Atomic int64_t *t = &timing[TIMING_WORDS * i];
-        int64_t deadline = atomic_load(&t[0]);
-        if (deadline > now)
-            next = deadline < next ? deadline : next;
-        else if (deadline != 0) {
-            uint64_t tag = atomic_load(&slots[i]);
-            int64_t limit = atomic_load(&t[1]);
-            if (tag != 0 && tag < KILL_BIT && atomic_load(&t[0]) == deadline &&
-                atomic_compare_exchange_strong(&slots[i], &tag, tag | KILL_BIT)) {
-                PyObject *item = Py_BuildValue("(nKd)", i, (unsigned long long)tag, (double)limit / 1e9);
-                failed = item == NULL || PyList_Append(claimed, item) < 0;
-                Py_XDECREF(item);
-                continue;               /* (on failure the claim stands: the worker leaves after its task) */
-            }
-        }
-        int64_t soft_deadline = atomic_load(&t[2]);
-        if (soft_deadline > now)
-            next = soft_deadline < next ? soft_deadline : next;
-        else if (soft_deadline != 0) {
-            int64_t task = atomic_load(&t[3]);
-            if (task != 0 && !(task & FIRED_BIT) && atomic_load(&t[2]) == soft_deadline &&
-                atomic_compare_exchange_strong(&t[3], &task, task | FIRED_BIT)) {
-                PyObject *index = PyLong_FromSsize_t(i);
-                failed = index == NULL || PyList_Append(soft, index) < 0;
-                Py_XDECREF(index);
-            }
-        }
-    }
-    PyBuffer_Release(&sview);
-    PyBuffer_Release(&tview);
-    PyObject *wait = NULL, *r = NULL;
-    if (!failed)
-        wait = next == INT64_MAX ? Py_NewRef(Py_None) : PyFloat_FromDouble((double)(next - now) / 1e9);
-    if (wait != NULL)
-        r = PyTuple_Pack(3, claimed, soft, wait);
-    Py_XDECREF(claimed);
-    Py_XDECREF(soft);
-    Py_XDECREF(wait);
-    return r;
 }
 
 /* Submit n tasks: tags[i] = first_tid + i, cache[tid] = result; a task that
@@ -789,12 +570,8 @@ static PyObject *pool_submit(PyObject *Py_UNUSED(module), PyObject *const *args,
 
 static PyMethodDef pool_functions[] = {
     {"pool_worker", pool_worker, METH_VARARGS,
-     "pool_worker(tasks, results, slots, index, maxtasks, owner_pid, init_error[, timing, max_memory]): "
-     "a Pool worker's loop."},
-    {"pool_timeouts", pool_timeouts, METH_VARARGS,
-     "pool_timeouts(slots, timing) -> (claimed, soft, wait): claim the tasks past their time limits."},
-    {"pool_soft_fired", pool_soft_fired, METH_NOARGS,
-     "pool_soft_fired() -> whether this worker's task is past its soft time limit."},
+     "pool_worker(tasks, results, slots, index, maxtasks, owner_pid, init_error[, timing, max_memory, "
+     "limits]): a Pool worker's loop."},
     {"pool_collect", pool_collect, METH_VARARGS,
      "pool_collect(results, cache, timeout, retired): deliver the results that arrive within timeout "
      "(retiring workers' pids go to the list retired); their number."},
@@ -806,7 +583,8 @@ static PyMethodDef pool_functions[] = {
 
 int cproc_pool_init(PyObject *module)
 {
-    if (cproc_pool_result_init(module) < 0 || PyModule_AddFunctions(module, pool_functions) < 0 ||
+    if (cproc_pool_result_init(module) < 0 || cproc_pool_limits_init(module) < 0 ||
+        PyModule_AddFunctions(module, pool_functions) < 0 ||
         PyModule_AddIntConstant(module, "POOL_STOP_TAG_BIT", STOP_TAG_BIT) < 0 ||
         PyModule_AddIntConstant(module, "POOL_MODE_APPLY", MODE_APPLY) < 0 ||
         PyModule_AddIntConstant(module, "POOL_MODE_MAP", MODE_MAP) < 0 ||

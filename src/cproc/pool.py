@@ -18,7 +18,7 @@ soft_task_timeout (the collector sends SIGALRM: SoftTimeLimitExceeded is
 raised in the task) and max_memory_per_child (a worker past it retires
 after its task, as after maxtasksperchild). The pool's limits go to each
 worker when it starts; a call's own travel in its task records. The worker writes its deadlines in shared memory, and the collector
-waits until the earliest (csrc/pool.c, pool_timeouts). With no limits set
+waits until the earliest (csrc/pool_limits.c, pool_timeouts). With no limits set
 none of this runs.
 
 asyncio: ApplyResult and MapResult are awaitable, imap's iterators support
@@ -69,9 +69,9 @@ AsyncResult = ApplyResult
 MapResult = _cproc.MapResult
 
 _STOP_TAG = 1 << _cproc.POOL_STOP_TAG_BIT
-_KILL_BIT = _STOP_TAG >> 1          # in a slot: the collector kills the worker for its task's hard limit
+_KILL_BIT = 1 << _cproc.POOL_KILL_BIT   # in a slot: the collector kills the worker for its task's hard limit
 _DEFAULT = object()                 # a call's limit: the pool's
-_TIMING_WORDS = 4                   # csrc/pool.c's: hard deadline, hard limit, soft deadline, soft task
+_TIMING_WORDS = _cproc.POOL_TIMING_WORDS    # per worker (csrc/pool_limits.c): deadlines, limit, soft task
 _MODE_APPLY, _MODE_MAP, _MODE_STARMAP = _cproc.POOL_MODE_APPLY, _cproc.POOL_MODE_MAP, _cproc.POOL_MODE_STARMAP
 _RETRY_MAX = 2.0                    # s between attempts to start a worker that could not be started
 _CHECK_EVERY = 0.1          # seconds between looks at the workers
@@ -177,7 +177,7 @@ class _Engine:
         self.slots = RawArray("Q", processes)
         self.max_memory = max_memory
         self.default_limits = None          # the pool's (soft, hard), set by Pool before the workers start
-        self.timing = RawArray("q", _TIMING_WORDS * processes)   # per worker: deadlines, csrc/pool.c
+        self.timing = RawArray("q", _TIMING_WORDS * processes)   # per worker: deadlines, csrc/pool_limits.c
         self.scan_at = float("inf")         # when the collector looks at the deadlines next (0: at once)
         self.timed_out = {}                 # worker index -> (limit, pid) of the task killed for its limit
         self.cache = {}
@@ -532,7 +532,7 @@ class Pool(_PoolLifecycle):
         self._last_func = self._last_fbytes = None
         self._last_limits = (None, None, None)  # task_timeout, soft_task_timeout of a call, its limits
         # the pool's limits go to each worker when it starts; a task record
-        # carries limits only when its call names its own (csrc/pool.c)
+        # carries limits only when its call names its own (csrc/pool_limits.c)
         engine.default_limits = engine.limits(self._soft_task_timeout, self._task_timeout)
         try:
             for i in range(processes):
@@ -818,7 +818,7 @@ async def _await_result(result):
 
 
 def _result_await(result):
-    """`await result` (ApplyResult, MapResult: csrc/pool.c's am_await)."""
+    """`await result` (ApplyResult, MapResult: csrc/pool_result.c's am_await)."""
     return _await_result(result).__await__()
 
 
