@@ -152,7 +152,7 @@ static void barrier_dealloc(BarrierObject *self)
 static int barrier_sleep(cproc_barrier_t *b, uint32_t mygen, int64_t deadline)
 {
     barrier_wait_ctx ctx = {b, mygen};
-    int r = cproc_wait(&b->gen, &b->sleepers, barrier_gen_try, NULL, &ctx, deadline);
+    int r = cproc_wait(&b->gen, &b->sleepers, barrier_gen_try, NULL, &ctx, deadline, 0);
     return r == CPROC_WAIT_OK ? 0 : r == CPROC_WAIT_TIMEOUT ? 1 : -1;
 }
 

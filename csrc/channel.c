@@ -305,7 +305,7 @@ int cproc_channel_put(cproc_channel *ch, cproc_message *msgs, Py_ssize_t n, int 
     else if (!blocking)
         r = CPROC_WAIT_TIMEOUT;
     else
-        r = cproc_wait(&h->get_seq, &h->put_waiters, try_put, NULL, &c, deadline);
+        r = cproc_wait(&h->get_seq, &h->put_waiters, try_put, NULL, &c, deadline, 0);
     for (Py_ssize_t i = 0; i < n; i++)
         cproc_message_unspill(&msgs[i], h->spill, ch->mem.fd);
     if (r == CPROC_WAIT_ERROR || c.error)
@@ -434,7 +434,7 @@ int cproc_channel_take(cproc_channel *ch, Py_ssize_t max, int blocking, int64_t 
         r = CPROC_WAIT_TIMEOUT;
     else
         r = cproc_wait(&ch->hdr->put_seq, &ch->hdr->get_waiters, try_get, stop_fn ? get_stop : NULL, &c,
-                       deadline);
+                       deadline, 0);
     if (r == CPROC_WAIT_ERROR || c.error)
         return -1;
     if (c.stopped)

@@ -324,7 +324,7 @@ static PyObject *condition_wait(ConditionObject *self, PyObject *const *args, Py
         return NULL;
     }
     for (;;) {
-        int r = cproc_wait(&c->seq, &c->sleepers, cond_peek, NULL, &ctx, deadline);
+        int r = cproc_wait(&c->seq, &c->sleepers, cond_peek, NULL, &ctx, deadline, 0);
         internal_lock(&c->m);     /* keeps a KeyboardInterrupt pending */
         moved = 0;
         notified = cond_settle(c, ctx.gen, r != CPROC_WAIT_OK, &moved);

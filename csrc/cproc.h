@@ -52,12 +52,14 @@ typedef int (*cproc_try_fn)(void *ctx, uint32_t *seen);
 typedef int (*cproc_poll_fn)(void *ctx);
 
 /* The one wait loop of the C core: spin briefly, then sleep on `word`
- * counting ourselves in `waiters`, with the GIL released. Returns
+ * counting ourselves in `waiters`, with the GIL released. `flags`:
+ * CPROC_SPIN_LOCK when `word` is a lock's (spin.c: a holder that runs
+ * gives it back within microseconds), else 0. Returns
  * CPROC_WAIT_OK, CPROC_WAIT_TIMEOUT, or CPROC_WAIT_ERROR with an exception
  * set (a signal handler raised, e.g. KeyboardInterrupt). GIL held on entry. */
 int cproc_wait(_Atomic uint32_t *word, _Atomic uint32_t *waiters,
                cproc_try_fn try_fn, cproc_poll_fn poll_fn, void *ctx,
-               int64_t deadline);
+               int64_t deadline, int flags);
 void cproc_futex_wake(_Atomic uint32_t *word, int n);
 
 /* The fd counterpart of cproc_wait: poll(pfds) until one is ready or the
@@ -181,23 +183,46 @@ int cproc_blocking_arg(PyObject *block);
 
 /* Whether and how long a waiter re-checks before sleeping (see spin.c):
  *     cproc_spinner sp;
- *     cproc_spin_begin(&sp, object_address, allow_yields);
+ *     cproc_spin_begin(&sp, object_address, flags);
  *     while (!ready()) if (!cproc_spin_again(&sp)) { sleep until ready(); break; }
  *     cproc_spin_end(&sp);    // once the wait is over (however it ended)
  * Safe without the GIL (the state is process-local atomics). */
 typedef struct {
     _Atomic uint64_t *slot;
     uint32_t tag, est, yield_skip, epoch;
-    int rounds, yields, phase, exploring, preempted;   /* phase: 0 spinning, 1 yielding, 2 sleeping */
-    int64_t start, spin_until, last_clock;
+    int rounds, next_clock, yields, phase, exploring, preempted, lock;   /* phase: 0 spinning, 1 yielding, 2 sleeping */
+    int64_t start, spin_until, last_clock, budget_ns;   /* start: 0 until the first clock read */
 } cproc_spinner;
 
 void cproc_spin_init(void);             /* at module load: the usable CPUs */
 PyObject *cproc_usable_cpus(PyObject *module, PyObject *unused);   /* _usable_cpus() */
-/* 0 when the policy says sleep at once (no check needed before sleeping). */
-int cproc_spin_begin(cproc_spinner *s, const void *key, int allow_yields);
-/* After a failed check: 1 check again (after a pause or a yield), 0 sleep now. */
-int cproc_spin_again(cproc_spinner *s);
+/* flags: CPROC_SPIN_YIELD (yield before sleeping), CPROC_SPIN_LOCK (a
+ * lock's wait: the fixed short spin, see spin.c). 0 when the policy says
+ * sleep at once (no check needed before sleeping). */
+enum { CPROC_SPIN_YIELD = 1, CPROC_SPIN_LOCK = 2 };
+int cproc_spin_begin(cproc_spinner *s, const void *key, int flags);
+/* The rounds between two clock reads, the yields, the end of the spin. */
+int cproc_spin_step(cproc_spinner *s);
+
+static inline void cproc_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+/* After a failed check: 1 check again (after a pause or a yield), 0 sleep
+ * now. A round of the busy spin is a pause, inline: the sooner a waiter
+ * checks again, the sooner a lock passed to it is taken. */
+static inline int cproc_spin_again(cproc_spinner *s)
+{
+    if (s->phase == 0 && ++s->rounds < s->next_clock) {
+        cproc_cpu_relax();
+        return 1;
+    }
+    return cproc_spin_step(s);
+}
 void cproc_spin_end(cproc_spinner *s);
 
 /* ---- shared memory (shm.c) ---------------------------------------------- */

@@ -108,7 +108,7 @@ static PyObject *event_wait(EventObject *self, PyObject *const *args, Py_ssize_t
     int64_t deadline;
     if (cproc_deadline_from_timeout(timeout, &deadline) < 0)
         return NULL;
-    int r = cproc_wait(&self->e->word, &self->e->waiters, event_try, NULL, &ctx, deadline);
+    int r = cproc_wait(&self->e->word, &self->e->waiters, event_try, NULL, &ctx, deadline, 0);
     if (r == CPROC_WAIT_ERROR)
         return NULL;
     return PyBool_FromLong((atomic_load(&self->e->word) & EVENT_FLAG) != 0);

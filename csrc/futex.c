@@ -100,11 +100,11 @@ void cproc_futex_wake(_Atomic uint32_t *word, int n)
 
 int cproc_wait(_Atomic uint32_t *word, _Atomic uint32_t *waiters,
                cproc_try_fn try_fn, cproc_poll_fn poll_fn, void *ctx,
-               int64_t deadline)
+               int64_t deadline, int flags)
 {
     uint32_t seen;
     cproc_spinner spin;
-    cproc_spin_begin(&spin, word, 1);
+    cproc_spin_begin(&spin, word, CPROC_SPIN_YIELD | (flags & CPROC_SPIN_LOCK));
     do {
         if (try_fn(ctx, &seen)) {
             cproc_spin_end(&spin);

@@ -70,7 +70,7 @@ int cproc_mutex_wait(cproc_mutex_t *m, int64_t deadline, pid_t *dead)
     if (deadline == CPROC_NOWAIT)
         return CPROC_MUTEX_TIMEOUT;
     lock_ctx ctx = {m, 0};
-    int r = cproc_wait(&m->holder, &m->waiters, mutex_try, mutex_take_over, &ctx, deadline);
+    int r = cproc_wait(&m->holder, &m->waiters, mutex_try, mutex_take_over, &ctx, deadline, CPROC_SPIN_LOCK);
     if (r == CPROC_WAIT_ERROR)
         return CPROC_MUTEX_ERROR;
     if (r == CPROC_WAIT_TIMEOUT)

@@ -272,7 +272,7 @@ static int result_wait_until(ResultObject *self, PyObject *timeout)
     int64_t deadline;
     if (cproc_deadline_from_timeout(timeout, &deadline) < 0)
         return -1;
-    int r = cproc_wait(&self->ready, &self->waiters, try_ready, NULL, self, deadline);
+    int r = cproc_wait(&self->ready, &self->waiters, try_ready, NULL, self, deadline, 0);
     return r == CPROC_WAIT_ERROR ? -1 : r == CPROC_WAIT_TIMEOUT;
 }
 

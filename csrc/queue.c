@@ -522,7 +522,7 @@ static PyObject *queue_join(QueueObject *self, PyObject *unused)
     uint32_t seen;
     if (!try_join(&ctx, &seen) &&
         cproc_wait(&self->ch.hdr->zeros, &self->ch.hdr->join_waiters, try_join, NULL, &ctx,
-                   CPROC_FOREVER) != CPROC_WAIT_OK)
+                   CPROC_FOREVER, 0) != CPROC_WAIT_OK)
         return NULL;
     Py_RETURN_NONE;
 }

@@ -56,7 +56,7 @@ int cproc_semlock_acquire(SemLockObject *self, int blocking, int64_t deadline)
             return 1;
         if (!blocking)
             return 0;
-        int r = cproc_wait(&s->sem.value, &s->sem.waiters, semaphore_try, NULL, s, deadline);
+        int r = cproc_wait(&s->sem.value, &s->sem.waiters, semaphore_try, NULL, s, deadline, 0);
         return r == CPROC_WAIT_ERROR ? -1 : r == CPROC_WAIT_OK;
     }
     if (s->kind == CPROC_RLOCK && cproc_semlock_is_mine(s)) {

@@ -26,12 +26,26 @@
  *    counts as a failure: on a shared CPU spinning does not pay. We see
  *    that we were preempted as a gap of more than GAP_NS between two clock
  *    reads of the spin (they are CLOCK_EVERY rounds, well under 2 µs, apart).
+ *    The clock is first read CLOCK_FIRST rounds in (a wait that ends sooner
+ *    reads no clock and counts as needing no spin); those rounds are
+ *    inline (cproc.h), a pause each: a lock passed to a spinning waiter
+ *    is taken the sooner for it.
  * 3. Callers that allow it (the futex loop) then yield the CPU a few times
  *    before sleeping: a peer sharing our CPU runs at once, without the
  *    sleep/wake-up system calls. A yield that takes longer than YIELD_SLOW
  *    means something else holds the CPU for whole time slices (a busy
  *    process): this wait sleeps at once, and the object's next
  *    YIELD_SKIP_WAITS waits do not yield.
+ * 4. A lock's wait (CPROC_SPIN_LOCK: the pid-word mutex) is not adaptive:
+ *    a holder that runs gives the lock back within microseconds, while one
+ *    preempted holding it makes a wait of a whole time slice, and an
+ *    estimate mixing the two ends up sleeping on every hand-off. With
+ *    several usable CPUs it spins CLOCK_FIRST rounds plus LOCK_SPIN_NS,
+ *    then yields YIELD_COUNT times (however long they take: the yield lets
+ *    a holder sharing our CPU run), then sleeps. (A/B on 2 processes
+ *    incrementing a RawValue under one Lock: 0.53 -> 0.45 of
+ *    multiprocessing with the two on different CPUs, 0.56 -> 0.40 beside
+ *    two busy processes, benchmarks/RESULTS.md.)
  */
 #include "cproc.h"
 
@@ -53,6 +67,8 @@
 #define YIELD_COUNT 10
 #define YIELD_SLOW_NS (100 * 1000)
 #define YIELD_SKIP_WAITS 16
+#define LOCK_SPIN_NS 1000             /* a lock's spin after its first CLOCK_FIRST rounds */
+#define CLOCK_FIRST 32                /* spin rounds before the first clock read */
 #define CLOCK_EVERY 8                 /* spin rounds between two clock reads */
 #define GAP_NS 5000                   /* clock reads this far apart: we were preempted */
 
@@ -161,15 +177,6 @@ PyObject *cproc_usable_cpus(PyObject *module, PyObject *unused)
     return PyLong_FromLong(usable_cpus);
 }
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
 static inline uint32_t key_tag(const void *key)
 {
     uint64_t k = (uint64_t)(uintptr_t)key;
@@ -179,56 +186,72 @@ static inline uint32_t key_tag(const void *key)
     return (uint32_t)k | 1;     /* never 0: an empty slot */
 }
 
-int cproc_spin_begin(cproc_spinner *s, const void *key, int yields)
+int cproc_spin_begin(cproc_spinner *s, const void *key, int flags)
 {
-    uint32_t tag = key_tag(key);
-    s->slot = &slots[tag & (SLOTS - 1)];
-    s->tag = tag;
-    uint64_t v = atomic_load_explicit(s->slot, memory_order_relaxed);
-    uint32_t est = SPIN_START, skip = 0, epoch = 0;
-    if ((uint32_t)(v >> 32) == tag) {
-        est = (uint32_t)(v & 0xffff);
-        skip = (uint32_t)(v >> 16) & 0xff;
-        epoch = (uint32_t)(v >> 24) & 0xff;
-    }
-    s->est = est;
-    s->yield_skip = skip;
-    s->start = cproc_monotonic_ns();
-    s->epoch = (uint32_t)(s->start >> EPOCH_SHIFT) & 0xff;
+    int64_t budget = 0;         /* in UNIT_NS */
+    s->lock = (flags & CPROC_SPIN_LOCK) != 0;
     s->exploring = 0;
-    int64_t budget = 0;
-    if (usable_cpus > 1) {
-        budget = 2 * (int64_t)est + SPIN_MIN;
-        if (budget > SPIN_MAX) {
-            budget = 0;
-            if (epoch != s->epoch) {
-                budget = SPIN_MAX / 2;
-                s->exploring = 1;
+    s->start = 0;               /* the clock is first read CLOCK_FIRST rounds in */
+    s->yield_skip = 0;
+    if (s->lock) {              /* 4. above: a fixed spin, then every yield */
+        s->slot = NULL;
+        if (usable_cpus > 1)
+            budget = LOCK_SPIN_NS / UNIT_NS;
+        s->yields = YIELD_COUNT;
+    } else {
+        uint32_t tag = key_tag(key);
+        s->slot = &slots[tag & (SLOTS - 1)];
+        s->tag = tag;
+        uint64_t v = atomic_load_explicit(s->slot, memory_order_relaxed);
+        uint32_t est = SPIN_START, epoch = 0;
+        if ((uint32_t)(v >> 32) == tag) {
+            est = (uint32_t)(v & 0xffff);
+            s->yield_skip = (uint32_t)(v >> 16) & 0xff;
+            epoch = (uint32_t)(v >> 24) & 0xff;
+        }
+        s->est = est;
+        s->epoch = epoch;
+        if (usable_cpus > 1) {
+            budget = 2 * (int64_t)est + SPIN_MIN;
+            if (budget > SPIN_MAX) {
+                budget = 0;
+                int64_t now = cproc_monotonic_ns();
+                uint32_t current = (uint32_t)(now >> EPOCH_SHIFT) & 0xff;
+                if (epoch != current) {
+                    budget = SPIN_MAX / 2;
+                    s->exploring = 1;
+                    s->epoch = current;
+                    s->start = now;
+                }
             }
         }
+        s->yields = (flags & CPROC_SPIN_YIELD) && s->yield_skip == 0 ? YIELD_COUNT : 0;
     }
-    s->spin_until = s->start + budget * UNIT_NS;
+    s->budget_ns = budget * UNIT_NS;
+    s->spin_until = s->start + s->budget_ns;
     s->last_clock = s->start;
     s->preempted = 0;
     s->rounds = 0;
-    s->yields = yields && skip == 0 ? YIELD_COUNT : 0;
+    s->next_clock = CLOCK_FIRST;
     s->phase = budget > 0 ? 0 : 1;
     return budget > 0 || s->yields > 0;
 }
 
-int cproc_spin_again(cproc_spinner *s)
+int cproc_spin_step(cproc_spinner *s)
 {
     if (s->phase == 0) {
-        if (++s->rounds % CLOCK_EVERY != 0) {
-            cpu_relax();
-            return 1;
-        }
         int64_t now = cproc_monotonic_ns();
-        if (now - s->last_clock > GAP_NS)
+        if (s->start == 0) {
+            /* the first read: the spin so far (CLOCK_FIRST pauses) counts as 0 */
+            s->start = now;
+            s->spin_until = now + s->budget_ns;
+        } else if (now - s->last_clock > GAP_NS) {
             s->preempted = 1;
+        }
         s->last_clock = now;
         if (now < s->spin_until) {
-            cpu_relax();
+            s->next_clock = s->rounds + CLOCK_EVERY;
+            cproc_cpu_relax();
             return 1;
         }
         s->phase = 1;
@@ -237,7 +260,7 @@ int cproc_spin_again(cproc_spinner *s)
         s->yields--;
         int64_t t0 = cproc_monotonic_ns();
         sched_yield();
-        if (cproc_monotonic_ns() - t0 <= YIELD_SLOW_NS)
+        if (s->lock || cproc_monotonic_ns() - t0 <= YIELD_SLOW_NS)
             return 1;
         s->yield_skip = YIELD_SKIP_WAITS + 1;   /* this wait counts one */
     }
@@ -247,9 +270,14 @@ int cproc_spin_again(cproc_spinner *s)
 
 void cproc_spin_end(cproc_spinner *s)
 {
+    if (s->lock)
+        return;
     int64_t needed = SPIN_CAP;
     int spin_paid = 0;
-    if (s->phase == 0) {
+    if (s->phase == 0 && s->start == 0) {
+        spin_paid = 1;                      /* ended before the first clock read */
+        needed = 0;
+    } else if (s->phase == 0) {
         int64_t now = cproc_monotonic_ns();
         if (!s->preempted && now - s->last_clock <= GAP_NS) {
             spin_paid = 1;
