@@ -197,7 +197,7 @@ typedef struct {
 void cproc_spin_init(void);             /* at module load: the usable CPUs */
 PyObject *cproc_usable_cpus(PyObject *module, PyObject *unused);   /* _usable_cpus() */
 /* flags: CPROC_SPIN_YIELD (yield before sleeping), CPROC_SPIN_LOCK (a
- * lock's wait: the fixed short spin, see spin.c). 0 when the policy says
+ * lock's wait: a floor under the spin, every yield; see spin.c). 0 when the policy says
  * sleep at once (no check needed before sleeping). */
 enum { CPROC_SPIN_YIELD = 1, CPROC_SPIN_LOCK = 2 };
 int cproc_spin_begin(cproc_spinner *s, const void *key, int flags);

@@ -36,16 +36,15 @@
  *    means something else holds the CPU for whole time slices (a busy
  *    process): this wait sleeps at once, and the object's next
  *    YIELD_SKIP_WAITS waits do not yield.
- * 4. A lock's wait (CPROC_SPIN_LOCK: the pid-word mutex) is not adaptive:
- *    a holder that runs gives the lock back within microseconds, while one
- *    preempted holding it makes a wait of a whole time slice, and an
- *    estimate mixing the two ends up sleeping on every hand-off. With
- *    several usable CPUs it spins CLOCK_FIRST rounds plus LOCK_SPIN_NS,
- *    then yields YIELD_COUNT times (however long they take: the yield lets
- *    a holder sharing our CPU run), then sleeps. (A/B on 2 processes
- *    incrementing a RawValue under one Lock: 0.53 -> 0.45 of
- *    multiprocessing with the two on different CPUs, 0.56 -> 0.40 beside
- *    two busy processes, benchmarks/RESULTS.md.)
+ * 4. A lock's wait (CPROC_SPIN_LOCK: the pid-word mutex) keeps its own
+ *    estimate too (a queue's lock is held for a whole batch), but spins at
+ *    least CLOCK_FIRST rounds plus LOCK_SPIN with several usable CPUs, and
+ *    yields YIELD_COUNT times however long the yields take. A holder that
+ *    runs gives a lock back within about a microsecond, while one preempted
+ *    holding it makes a wait of a whole time slice: an estimate mixing the
+ *    two would otherwise sleep on every hand-off, and a slow yield is the
+ *    holder (or a busy process) running on our CPU, where yielding is what
+ *    lets the holder finish.
  */
 #include "cproc.h"
 
@@ -67,7 +66,7 @@
 #define YIELD_COUNT 10
 #define YIELD_SLOW_NS (100 * 1000)
 #define YIELD_SKIP_WAITS 16
-#define LOCK_SPIN_NS 1000             /* a lock's spin after its first CLOCK_FIRST rounds */
+#define LOCK_SPIN (1000 / UNIT_NS)    /* a lock's shortest budget (after CLOCK_FIRST rounds): 1 µs */
 #define CLOCK_FIRST 32                /* spin rounds before the first clock read */
 #define CLOCK_EVERY 8                 /* spin rounds between two clock reads */
 #define GAP_NS 5000                   /* clock reads this far apart: we were preempted */
@@ -188,44 +187,38 @@ static inline uint32_t key_tag(const void *key)
 
 int cproc_spin_begin(cproc_spinner *s, const void *key, int flags)
 {
-    int64_t budget = 0;         /* in UNIT_NS */
+    uint32_t tag = key_tag(key);
+    s->slot = &slots[tag & (SLOTS - 1)];
+    s->tag = tag;
     s->lock = (flags & CPROC_SPIN_LOCK) != 0;
+    uint64_t v = atomic_load_explicit(s->slot, memory_order_relaxed);
+    uint32_t est = SPIN_START, skip = 0, epoch = 0;
+    if ((uint32_t)(v >> 32) == tag) {
+        est = (uint32_t)(v & 0xffff);
+        skip = (uint32_t)(v >> 16) & 0xff;
+        epoch = (uint32_t)(v >> 24) & 0xff;
+    }
+    s->est = est;
+    s->yield_skip = s->lock ? 0 : skip;
+    s->epoch = epoch;
     s->exploring = 0;
     s->start = 0;               /* the clock is first read CLOCK_FIRST rounds in */
-    s->yield_skip = 0;
-    if (s->lock) {              /* 4. above: a fixed spin, then every yield */
-        s->slot = NULL;
-        if (usable_cpus > 1)
-            budget = LOCK_SPIN_NS / UNIT_NS;
-        s->yields = YIELD_COUNT;
-    } else {
-        uint32_t tag = key_tag(key);
-        s->slot = &slots[tag & (SLOTS - 1)];
-        s->tag = tag;
-        uint64_t v = atomic_load_explicit(s->slot, memory_order_relaxed);
-        uint32_t est = SPIN_START, epoch = 0;
-        if ((uint32_t)(v >> 32) == tag) {
-            est = (uint32_t)(v & 0xffff);
-            s->yield_skip = (uint32_t)(v >> 16) & 0xff;
-            epoch = (uint32_t)(v >> 24) & 0xff;
-        }
-        s->est = est;
-        s->epoch = epoch;
-        if (usable_cpus > 1) {
-            budget = 2 * (int64_t)est + SPIN_MIN;
-            if (budget > SPIN_MAX) {
-                budget = 0;
-                int64_t now = cproc_monotonic_ns();
-                uint32_t current = (uint32_t)(now >> EPOCH_SHIFT) & 0xff;
-                if (epoch != current) {
-                    budget = SPIN_MAX / 2;
-                    s->exploring = 1;
-                    s->epoch = current;
-                    s->start = now;
-                }
+    int64_t budget = 0;
+    if (usable_cpus > 1) {
+        budget = 2 * (int64_t)est + SPIN_MIN;
+        if (budget > SPIN_MAX) {
+            budget = 0;
+            int64_t now = cproc_monotonic_ns();
+            uint32_t current = (uint32_t)(now >> EPOCH_SHIFT) & 0xff;
+            if (epoch != current) {
+                budget = SPIN_MAX / 2;
+                s->exploring = 1;
+                s->epoch = current;
+                s->start = now;
             }
         }
-        s->yields = (flags & CPROC_SPIN_YIELD) && s->yield_skip == 0 ? YIELD_COUNT : 0;
+        if (s->lock && budget < LOCK_SPIN)
+            budget = LOCK_SPIN;
     }
     s->budget_ns = budget * UNIT_NS;
     s->spin_until = s->start + s->budget_ns;
@@ -233,6 +226,7 @@ int cproc_spin_begin(cproc_spinner *s, const void *key, int flags)
     s->preempted = 0;
     s->rounds = 0;
     s->next_clock = CLOCK_FIRST;
+    s->yields = (flags & CPROC_SPIN_YIELD) && s->yield_skip == 0 ? YIELD_COUNT : 0;
     s->phase = budget > 0 ? 0 : 1;
     return budget > 0 || s->yields > 0;
 }
@@ -270,8 +264,6 @@ int cproc_spin_step(cproc_spinner *s)
 
 void cproc_spin_end(cproc_spinner *s)
 {
-    if (s->lock)
-        return;
     int64_t needed = SPIN_CAP;
     int spin_paid = 0;
     if (s->phase == 0 && s->start == 0) {
