@@ -871,6 +871,15 @@ def _imap_feed(ref, feed, engine, it, fbytes, chunksize, limits):
             owner._set_length(position)
 
 
+def _imap_feed_main(*args):
+    """The feeder thread: _imap_feed, and what escapes it reported as a
+    threading.Thread's would be."""
+    try:
+        _imap_feed(*args)
+    except BaseException:
+        sys.excepthook(*sys.exc_info())
+
+
 class IMapIterator:
     """The iterator imap() returns: results in order, submitted lazily.
 
@@ -900,9 +909,12 @@ class IMapIterator:
                 self._store(0, False, e)
                 self._set_length(1)
             return
-        threading.Thread(target=_imap_feed, name="cproc-imap-feeder", daemon=True,
-                         args=(weakref.ref(self), self._feed, self._pool._engine, it,
-                               fbytes, chunksize, limits)).start()
+        # _thread directly, as the collector: threading.Thread.start() waits
+        # until the new thread runs, and a Ctrl+C that lands in that wait can
+        # break threading's Condition ("release unlocked lock" instead of the
+        # KeyboardInterrupt); multiprocessing's imap starts no thread.
+        _thread.start_new_thread(_imap_feed_main, (weakref.ref(self), self._feed, self._pool._engine, it,
+                                                   fbytes, chunksize, limits))
 
     def _set_length(self, length):
         self._length = length
