@@ -15,6 +15,8 @@ goes on with the other cases.
 
 import functools
 import os
+import subprocess
+import sys
 from time import perf_counter
 
 from harness import Case, Peer, register
@@ -105,6 +107,18 @@ METHODS = [
     ("forkserver", 0.8, 20, 8),
 ]
 
+SMALL_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "spawn_script.py")
+
+
+def start_join_small_script(mod, n, method):
+    """start+join timed inside spawn_script.py, a program of its own that
+    imports only os, sys and time: what a spawn child of a small script pays
+    (the case above re-runs this benchmark's main module in every child)."""
+    out = subprocess.run([sys.executable, SMALL_SCRIPT, mod.__name__, method, str(n)],
+                         stdout=subprocess.PIPE, check=True, text=True)
+    return float(out.stdout)
+
+
 for _method, _target, _size, _quick in METHODS:
     _floor, _note = FLOORS.get(_method, (None, ""))
     register(Case(
@@ -115,3 +129,12 @@ for _method, _target, _size, _quick in METHODS:
         peers=[Peer("C floor", "multiprocessing", run=_floor, floor=True)] if _floor else [],
         note=_note or ("Target os.getpid; one untimed start+join first in each run, "
                        "so starting the fork server is not measured.")))
+
+register(Case(
+    name="Process start+join, empty target, spawn, from a small script",
+    run=functools.partial(start_join_small_script, method="spawn"),
+    target=0.8, size=10, quick=4,
+    work="{size:,} × start+join",
+    note=("Timed inside benchmarks/spawn_script.py, a script that imports only os, sys and "
+          "time, so each child re-runs only those; the row above re-runs this benchmark's "
+          "main module (argparse, json, dataclasses, typing...) in every child.")))

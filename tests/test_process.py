@@ -1208,3 +1208,58 @@ def test_ctrl_c_during_join(impl, tmp_path):
         proc.stdout.close()
         proc.stderr.close()
         kill_session(proc.pid)
+
+
+# ==========================================================================
+# the main script in a spawned child: run again as __mp_main__, as
+# multiprocessing runs it (cproc runs a plain script without runpy.run_path,
+# which would import pkgutil and typing: spawn.import_main_path)
+
+
+MAIN_MODULE_SCRIPT = r'''
+GREETING = "h\u00e9llo"
+
+def show(where, module):
+    g = vars(module)
+    print(where, g["__name__"], os.path.basename(g["__file__"]), g["__cached__"], repr(g["__package__"]),
+          g["__spec__"], g["__loader__"], g["__doc__"], g.get("GREETING"), flush=True)
+
+if __name__ == "__mp_main__":          # a spawn child running this script again
+    show("running:", sys.modules[__name__])
+    print("argv[0] while running:", os.path.basename(sys.argv[0]), flush=True)
+    print("__main__ while running:", sys.modules["__main__"].__name__, flush=True)
+
+def target():
+    import __main__
+    show("target:", __main__)
+    print("same module:", sys.modules["__mp_main__"] is __main__, target.__module__,
+          os.path.basename(sys.argv[0]), sys.argv[1:], flush=True)
+
+if __name__ == "__main__":
+    p = P(target=target)
+    p.start()
+    p.join()
+    print("exit", p.exitcode, flush=True)
+'''
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["source", "compiled"])
+def test_spawn_child_runs_main_script_as_mp_main(compiled, tmp_path):
+    """The __mp_main__ a spawn child makes of the parent's script (its source,
+    or a compiled .pyc run as `python main.pyc`): the same globals, sys.argv
+    and sys.modules as multiprocessing's child, while it runs and after."""
+    results = {}
+    for name in ("multiprocessing", "cproc"):
+        directory = tmp_path / name
+        directory.mkdir()
+        results[name] = run_impl_script(directory, "main_module", MAIN_MODULE_SCRIPT, name, "spawn",
+                                        compiled=compiled)
+        check_ran_cleanly(results[name])
+        assert stderr_outline(results[name].stderr) == [], describe(results[name])
+    ref, result = results["multiprocessing"], results["cproc"]
+    assert result.stdout == ref.stdout, describe(result) + describe(ref)
+    suffix = "pyc" if compiled else "py"
+    assert ref.stdout.splitlines()[:2] == [
+        "running: __mp_main__ main_module.%s None '' None None None héllo" % suffix,
+        "argv[0] while running: main_module.%s" % suffix], describe(ref)
+    assert "exit 0" in ref.stdout, describe(ref)

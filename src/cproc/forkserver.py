@@ -32,7 +32,6 @@ import sys
 import threading
 
 from multiprocessing import context as _mp_context
-from multiprocessing import spawn as _mp_spawn
 from multiprocessing import util as _mp_util
 
 from . import _cproc
@@ -305,7 +304,7 @@ def main(sock_fd, preload, main_path=None, sys_path=None, on_error="ignore"):
         from multiprocessing import process as _mp_process
         _mp_process.current_process()._inheriting = True
         try:
-            _mp_spawn.import_main_path(main_path)   # as __mp_main__, guarded code does not run
+            spawn.import_main_path(main_path)   # as __mp_main__, guarded code does not run
         except Exception as e:
             # 'ignore': each child will import it itself, and report what fails
             _preload_failed(on_error, f"__main__ from {main_path!r}", e)

@@ -5,8 +5,13 @@ module run as __mp_main__) is multiprocessing's own (multiprocessing.spawn),
 so scripts behave the same under both.
 """
 
+import importlib.util
+import io
+import marshal
 import os
+import runpy
 import sys
+import types
 
 from multiprocessing import process as _mp_process
 from multiprocessing import reduction as _mp_reduction
@@ -14,7 +19,7 @@ from multiprocessing import spawn as _mp_spawn
 from multiprocessing import util as _mp_util
 
 __all__ = ["get_executable", "set_executable", "get_command_line", "get_preparation_data",
-           "dumps_process_obj", "spawn_main"]
+           "dumps_process_obj", "prepare", "import_main_path", "spawn_main"]
 
 _executable = sys.executable
 
@@ -82,6 +87,81 @@ def main_importable(prep_data):
     return "init_main_from_path" in prep_data or "init_main_from_name" in prep_data
 
 
+def prepare(data):
+    """multiprocessing.spawn.prepare(data): the same steps in the same order,
+    but a main script is run by import_main_path (below)."""
+    if "init_main_from_path" in data and "init_main_from_name" not in data:
+        data = dict(data)
+        main_path = data.pop("init_main_from_path")
+        _mp_spawn.prepare(data)
+        import_main_path(main_path)
+    else:
+        _mp_spawn.prepare(data)
+
+
+def import_main_path(main_path):
+    """multiprocessing.spawn.import_main_path: run the parent's main script as
+    __mp_main__ (multiprocessing.spawn._fixup_main_from_path, step by step).
+
+    The one change: a plain script file is run without runpy.run_path, which
+    imports pkgutil, and pkgutil imports typing: ~2 ms of every spawned
+    child's start on 3.11-3.13 (RESULTS.md). For such a file run_path reads
+    the code (a compiled .pyc or the source) and runs it in a temporary
+    __mp_main__ module with sys.argv[0] set to the path (runpy's
+    _run_module_code); so does this. A zip file, a directory, or a path
+    that some path hook claims goes to runpy.run_path itself."""
+    current_main = sys.modules["__main__"]
+    main_name = os.path.splitext(os.path.basename(main_path))[0]
+    if main_name == "ipython":      # IPython's launch script has no __main__ guard
+        return
+    if getattr(current_main, "__file__", None) == main_path:
+        return                      # already this script (a forked process)
+    _mp_spawn.old_main_modules.append(current_main)
+    main_module = types.ModuleType("__mp_main__")
+    main_module.__dict__.update(_run_path(main_path, "__mp_main__"))
+    sys.modules["__main__"] = sys.modules["__mp_main__"] = main_module
+
+
+def _run_path(path, run_name):
+    """runpy.run_path(path, run_name=run_name) (run_name has no package)."""
+    run_module_code = getattr(runpy, "_run_module_code", None)
+    if run_module_code is None or _path_importer(path) is not None:
+        return runpy.run_path(path, run_name=run_name)
+    code_path = os.path.abspath(os.fsdecode(path))
+    with io.open_code(code_path) as f:
+        code = _read_code(f)
+    if code is None:
+        with io.open_code(code_path) as f:
+            code = compile(f.read(), path, "exec")
+    return run_module_code(code, None, run_name, pkg_name="", script_name=path)
+
+
+def _path_importer(path):
+    """pkgutil.get_importer(path): the finder a path hook gives the path (and
+    caches), or None for a path no hook takes, such as a plain file."""
+    path = os.fsdecode(path)
+    try:
+        return sys.path_importer_cache[path]
+    except KeyError:
+        pass
+    for hook in sys.path_hooks:
+        try:
+            importer = hook(path)
+        except ImportError:
+            continue
+        sys.path_importer_cache.setdefault(path, importer)
+        return importer
+    return None
+
+
+def _read_code(stream):
+    """pkgutil.read_code(stream): the code of a compiled (.pyc) file, or None."""
+    if stream.read(4) != importlib.util.MAGIC_NUMBER:
+        return None
+    stream.read(12)                 # the rest of the header
+    return marshal.load(stream)
+
+
 def spawn_main(pipe_handle):
     """Run in the spawned child: prepare, unpickle the Process, bootstrap it."""
     from . import _cproc
@@ -94,7 +174,7 @@ def spawn_main(pipe_handle):
             if tracker is not None:
                 from multiprocessing import resource_tracker
                 resource_tracker._resource_tracker._fd = tracker.detach()
-            _mp_spawn.prepare(preparation_data)
+            prepare(preparation_data)
             process_obj = _mp_reduction.pickle.load(from_parent)
         finally:
             del _mp_process.current_process()._inheriting

@@ -222,8 +222,9 @@ def kill_session(sid):
 
 
 def run_impl_script(directory, name, body, impl, method, timeout=30.0, prelude=SCRIPT_PRELUDE,
-                    leftover_grace=2.0):
-    """Write prelude + body to directory/name.py and run it in `directory`.
+                    leftover_grace=2.0, compiled=False):
+    """Write prelude + body to directory/name.py and run it in `directory`
+    (compiled: compile it to directory/name.pyc, remove the .py, run the .pyc).
 
     TEST_IMPL/TEST_METHOD are set; the script runs in its own session with
     stdout/stderr going to files (so that a child that outlives the main
@@ -232,6 +233,10 @@ def run_impl_script(directory, name, body, impl, method, timeout=30.0, prelude=S
     Raises subprocess.TimeoutExpired (after killing the session) on timeout.
     """
     path = _write_script(directory, name, body, prelude)
+    if compiled:
+        import py_compile
+        source, path = path, py_compile.compile(path, cfile=path + "c", doraise=True)
+        os.remove(source)
     out_path, err_path = path + ".stdout", path + ".stderr"
     t0 = time.monotonic()
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
