@@ -124,10 +124,11 @@ def import_main_path(main_path):
 
 def _run_path(path, run_name):
     """runpy.run_path(path, run_name=run_name) (run_name has no package)."""
+    path = os.fsdecode(path)
     run_module_code = getattr(runpy, "_run_module_code", None)
     if run_module_code is None or _path_importer(path) is not None:
         return runpy.run_path(path, run_name=run_name)
-    code_path = os.path.abspath(os.fsdecode(path))
+    code_path = os.path.abspath(path)
     with io.open_code(code_path) as f:
         code = _read_code(f)
     if code is None:
@@ -137,9 +138,8 @@ def _run_path(path, run_name):
 
 
 def _path_importer(path):
-    """pkgutil.get_importer(path): the finder a path hook gives the path (and
-    caches), or None for a path no hook takes, such as a plain file."""
-    path = os.fsdecode(path)
+    """pkgutil.get_importer(path) for a str path: the finder a path hook gives
+    the path (and caches), or None for a path no hook takes, such as a plain file."""
     try:
         return sys.path_importer_cache[path]
     except KeyError:
