@@ -1113,6 +1113,60 @@ def test_atexit_handlers_in_child(impl, tmp_path):
 
 
 # ==========================================================================
+# the parent's after-fork callbacks and finalizers in a child (a fork child
+# drops the finalizers and runs the callbacks; cproc skips either step when
+# there is nothing to drop or run, and must not skip one when there is)
+
+
+AFTER_FORK_SCRIPT = r'''
+from multiprocessing import util
+
+class Holder:
+    pass
+
+def after_fork(holder):
+    print("after-fork callback ran in", "the parent" if os.getpid() == PARENT else "a child", flush=True)
+
+def target(label):
+    print(label, "finalizers", sorted(f._callback.__name__ for f in util._finalizer_registry.values()),
+          "start method", m.get_start_method(), flush=True)
+
+PARENT = os.getpid()
+
+def run(label):
+    p = P(target=target, args=(label,))
+    p.start()
+    p.join()
+    print(label, "exit", p.exitcode, flush=True)
+
+if __name__ == "__main__":
+    m.set_start_method(METHOD)
+    run("none registered:")
+    holder = Holder()
+    util.register_after_fork(holder, after_fork)
+    util.Finalize(holder, print, args=("parent's finalizer",), kwargs={"flush": True}, exitpriority=5)
+    run("both registered:")
+'''
+
+
+def test_parents_after_fork_callbacks_and_finalizers_in_child(impl, tmp_path):
+    """A fork child runs the callbacks of util.register_after_fork() and none
+    of its parent's finalizers; a spawn or forkserver child inherits neither.
+    The same with nothing registered, and with one of each."""
+    result, ref = run_with_reference(tmp_path, "after_fork", AFTER_FORK_SCRIPT, impl)
+    forked = impl.method == "fork"
+    expected = ["none registered: finalizers [] start method " + impl.method,
+                "none registered: exit 0"]
+    expected += ["after-fork callback ran in a child"] if forked else []
+    expected += ["both registered: finalizers [] start method " + impl.method,
+                 "both registered: exit 0", "parent's finalizer"]
+    for res in (ref, result):
+        check_ran_cleanly(res)
+        assert res.stdout.splitlines() == expected, describe(res)
+        assert stderr_outline(res.stderr) == [], describe(res)
+
+
+# ==========================================================================
 # the collector in a child: as multiprocessing's (on in a spawn child's
 # __main__ and target; a child's gc.disable() is its own)
 

@@ -352,8 +352,12 @@ class DefaultContext(BaseContext):
 
 
 def _force_start_method(method):
-    """In a child: its start method becomes the default, as in multiprocessing."""
-    _default_context._actual_context = _concrete_contexts[method]
+    """In a child: its start method becomes the default, as in multiprocessing.
+    A fork child inherits it set already: then nothing is written (a write
+    would copy the page the context lives on)."""
+    context = _concrete_contexts[method]
+    if _default_context._actual_context is not context:
+        _default_context._actual_context = context
 
 
 def _set_child_start_method(process_obj, parent_method=None):
@@ -379,7 +383,7 @@ class ForkProcess(process.BaseProcess):
     @staticmethod
     def _after_fork():
         _force_start_method("fork")
-        process.BaseProcess._after_fork()
+        process._after_fork_in_fork_child()
 
 
 class SpawnProcess(process.BaseProcess):

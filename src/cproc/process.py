@@ -19,3 +19,16 @@ __all__ = ["BaseProcess", "current_process", "parent_process", "active_children"
 
 def _current_pid():
     return os.getpid()
+
+
+def _after_fork_in_fork_child():
+    """multiprocessing's BaseProcess._after_fork(), which a fork child runs:
+    the parent's finalizers are dropped and the after-fork callbacks run. Each
+    step is taken only when there is something to drop or run: in a fork
+    child every write to an object inherited from the parent copies its page,
+    and a child with neither then writes to none (RESULTS.md, fork start+join)."""
+    from multiprocessing import util
+    if util._finalizer_registry:
+        util._finalizer_registry.clear()
+    if util._afterfork_registry:
+        util._run_after_forkers()
