@@ -1166,6 +1166,45 @@ def test_parents_after_fork_callbacks_and_finalizers_in_child(impl, tmp_path):
         assert stderr_outline(res.stderr) == [], describe(res)
 
 
+MAIN_AFTER_FORK_SCRIPT = r'''
+from multiprocessing import util
+
+class Holder:
+    pass
+
+def after_fork(holder):
+    print("after-fork callback ran in", "the parent" if os.getpid() == PARENT else "a child", flush=True)
+
+# At import: in the parent, and again wherever a child imports this module
+# (a spawn child; a forkserver child, or cproc's fork server, which forks it).
+PARENT = int(os.environ.setdefault("AFTER_FORK_PARENT", str(os.getpid())))
+HOLDER = Holder()
+util.register_after_fork(HOLDER, after_fork)
+
+def target():
+    print("target ran", flush=True)
+
+if __name__ == "__main__":
+    p = P(target=target)
+    p.start()
+    p.join()
+    print("exit", p.exitcode, flush=True)
+'''
+
+
+def test_after_fork_callbacks_registered_by_the_main_module(impl, tmp_path):
+    """A callback the main module registers at import runs in a fork child
+    (inherited) and in a forkserver child (it imported the main module, or was
+    forked from a server that did), never in a spawn child, which runs none."""
+    result, ref = run_with_reference(tmp_path, "main_after_fork", MAIN_AFTER_FORK_SCRIPT, impl)
+    expected = [] if impl.method == "spawn" else ["after-fork callback ran in a child"]
+    expected += ["target ran", "exit 0"]
+    for res in (ref, result):
+        check_ran_cleanly(res)
+        assert res.stdout.splitlines() == expected, describe(res)
+        assert stderr_outline(res.stderr) == [], describe(res)
+
+
 # ==========================================================================
 # the collector in a child: as multiprocessing's (on in a spawn child's
 # __main__ and target; a child's gc.disable() is its own)

@@ -412,7 +412,9 @@ class ForkServerProcess(process.BaseProcess):
 
     @staticmethod
     def _after_fork():
+        # forked from the server: its inherited registries, as a fork child's
         _force_start_method("forkserver")
+        process._after_fork_in_fork_child()
 
 
 class ForkContext(BaseContext):

@@ -22,7 +22,8 @@ def _current_pid():
 
 
 def _after_fork_in_fork_child():
-    """multiprocessing's BaseProcess._after_fork(), which a fork child runs:
+    """multiprocessing's BaseProcess._after_fork(), which a fork or forkserver
+    child runs (one forked from the server: the server's registries):
     the parent's finalizers are dropped and the after-fork callbacks run. Each
     step is taken only when there is something to drop or run: in a fork
     child every write to an object inherited from the parent copies its page,
