@@ -107,6 +107,15 @@ def check_ran_cleanly(result, returncode=0):
     assert not result.leftover, "processes still running after the main process ended: " + describe(result)
 
 
+def check_both_print(ref, result, lines):
+    """multiprocessing's run (ref) and the implementation's both ran cleanly,
+    printed exactly `lines` and nothing to stderr."""
+    for res in (ref, result):
+        check_ran_cleanly(res)
+        assert res.stdout.splitlines() == lines, describe(res)
+        assert stderr_outline(res.stderr) == [], describe(res)
+
+
 # ==========================================================================
 # life cycle, attributes, start method actually used
 
@@ -1106,10 +1115,7 @@ def test_atexit_handlers_in_child(impl, tmp_path):
     else:                             # they run at the end of _bootstrap()
         child = ["child's finalizer"] + (["child's handler"] if impl.method == "spawn" else [])
     expected = child + ["exit 0", "parent's handler in the parent"]
-    for res in (ref, result):
-        check_ran_cleanly(res)
-        assert res.stdout.splitlines() == expected, describe(res)
-        assert stderr_outline(res.stderr) == [], describe(res)
+    check_both_print(ref, result, expected)
 
 
 # ==========================================================================
@@ -1118,7 +1124,7 @@ def test_atexit_handlers_in_child(impl, tmp_path):
 # there is nothing to drop or run, and must not skip one when there is)
 
 
-AFTER_FORK_SCRIPT = r'''
+AFTER_FORK_CALLBACK = r'''
 from multiprocessing import util
 
 class Holder:
@@ -1126,7 +1132,9 @@ class Holder:
 
 def after_fork(holder):
     print("after-fork callback ran in", "the parent" if os.getpid() == PARENT else "a child", flush=True)
+'''
 
+AFTER_FORK_SCRIPT = AFTER_FORK_CALLBACK + r'''
 def target(label):
     print(label, "finalizers", sorted(f._callback.__name__ for f in util._finalizer_registry.values()),
           "start method", m.get_start_method(), flush=True)
@@ -1160,21 +1168,10 @@ def test_parents_after_fork_callbacks_and_finalizers_in_child(impl, tmp_path):
     expected += ["after-fork callback ran in a child"] if forked else []
     expected += ["both registered: finalizers [] start method " + impl.method,
                  "both registered: exit 0", "parent's finalizer"]
-    for res in (ref, result):
-        check_ran_cleanly(res)
-        assert res.stdout.splitlines() == expected, describe(res)
-        assert stderr_outline(res.stderr) == [], describe(res)
+    check_both_print(ref, result, expected)
 
 
-MAIN_AFTER_FORK_SCRIPT = r'''
-from multiprocessing import util
-
-class Holder:
-    pass
-
-def after_fork(holder):
-    print("after-fork callback ran in", "the parent" if os.getpid() == PARENT else "a child", flush=True)
-
+MAIN_AFTER_FORK_SCRIPT = AFTER_FORK_CALLBACK + r'''
 # At import: in the parent, and again wherever a child imports this module
 # (a spawn child; a forkserver child, or cproc's fork server, which forks it).
 PARENT = int(os.environ.setdefault("AFTER_FORK_PARENT", str(os.getpid())))
@@ -1201,10 +1198,7 @@ def test_after_fork_callbacks_registered_by_the_main_module(impl, tmp_path):
     runs = impl.method != "spawn" or sys.version_info < (3, 10)
     expected = ["after-fork callback ran in a child"] if runs else []
     expected += ["target ran", "exit 0"]
-    for res in (ref, result):
-        check_ran_cleanly(res)
-        assert res.stdout.splitlines() == expected, describe(res)
-        assert stderr_outline(res.stderr) == [], describe(res)
+    check_both_print(ref, result, expected)
 
 
 # ==========================================================================
