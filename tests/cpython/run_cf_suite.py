@@ -190,6 +190,10 @@ def _skip_newer_python_only(tests):
 
 
 def child_main(args):
+    import faulthandler
+    # A run that hangs: every thread's stack on stderr (which the parent
+    # prints) just before the parent's --timeout would kill the run.
+    faulthandler.dump_traceback_later(max(1.0, args.timeout - 10), exit=True)
     if args.suite:
         root = _wrapper_package(args.suite, args.workdir)
         sys.path.insert(0, root)
@@ -236,7 +240,8 @@ def _kill_session(pid):
 
 
 def run_one(args, impl, method, deadline):
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", "--impl", impl, "--method", method]
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", "--impl", impl, "--method", method,
+           "--timeout", str(args.timeout)]
     if args.suite:
         cmd += ["--suite", args.suite, "--workdir", args.workdir]
     for k in args.k or ():
@@ -244,8 +249,8 @@ def run_one(args, impl, method, deadline):
     if args.verbose:
         cmd.append("-v")
     t0 = time.monotonic()
-    with tempfile.TemporaryFile() as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=None if args.verbose else subprocess.DEVNULL,
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=None if args.verbose else err,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         timed_out = False
         try:
@@ -257,13 +262,16 @@ def run_one(args, impl, method, deadline):
             proc.wait()
         out.seek(0)
         text = out.read().decode("utf-8", "replace")
+        err.seek(0)
+        err_text = err.read().decode("utf-8", "replace")
     summary = None
     for line in text.splitlines():
         if line.startswith("CF-SUITE-RESULT "):
             summary = json.loads(line[len("CF-SUITE-RESULT "):])
     if summary is None:
         why = "timed out" if timed_out else "exit status %s" % proc.returncode
-        summary = {"passed": 0, "failed": ["<run %s: %s>" % (impl, why)], "skipped": 0}
+        summary = {"passed": 0, "failed": ["<run %s: %s>" % (impl, why)], "skipped": 0,
+                   "stderr": err_text[-20000:]}   # the stacks faulthandler dumped
     summary["seconds"] = time.monotonic() - t0
     return summary
 
@@ -280,6 +288,8 @@ def parent_main(args):
                   % (impl, method, s["passed"], len(s["failed"]), s["skipped"], s["seconds"]), flush=True)
             for name in s["failed"]:
                 print("    FAILED " + name)
+            if s.get("stderr"):
+                print("    the run's stderr (its end):\n" + s["stderr"], flush=True)
             if impl == args.impl:
                 totals["passed"] += s["passed"]
                 totals["failed"] += len(s["failed"])
