@@ -23,7 +23,8 @@
  * Sleepers wait on sequence words (cproc_wait, futex.c); a put or get wakes
  * only when someone sleeps. A process may also watch a queue with select()
  * (SimpleQueue._reader, for concurrent.futures): it registers a pipe in the
- * header (queue.c), and every put then writes a byte to that pipe.
+ * header (queue.c), which then is readable exactly when the queue holds a
+ * record ("the watcher's pipe" below).
  */
 #include "cproc.h"
 
@@ -49,7 +50,7 @@ void cproc_channel_zero(cproc_channel *ch)
 {
     memset(ch, 0, sizeof *ch);
     ch->mem.fd = -1;
-    ch->watch_wfd = -1;
+    ch->watch_wfd = ch->watch_rfd = -1;
     ch->notify_fd = -1;
 }
 
@@ -108,8 +109,18 @@ int cproc_channel_attach(cproc_channel *ch, const cproc_memfd_ref *ref, uint32_t
 
 /* ---- the watcher's pipe ------------------------------------------------- */
 
+/* The watcher (SimpleQueue._reader) waits for the queue with select() on a
+ * pipe of its own, so the pipe must be readable exactly when the queue holds
+ * a record (models/watch.pml): under the queue's lock, a put that makes the
+ * count leave 0 writes a byte to it and a get by the watcher's process that
+ * makes the count 0 drains it; registering it, and the repair after a
+ * holder's death, set it from the count. (A get in another process cannot
+ * drain it and may leave a byte: the watcher's next recv() then waits for a
+ * record, as on a multiprocessing pipe another reader emptied.) */
+
 /* Open the watcher's pipe through /proc/<pid>/fd/<fd>, for writing without
- * blocking; -1 if that process no longer has it. */
+ * blocking: the descriptor, -1 if that process no longer has that pipe, -2
+ * if it could not be opened for now (out of descriptors or memory). */
 static int watch_pipe_open(pid_t pid, int fd, uint64_t ino)
 {
     char path[64], target[64], expect[64];
@@ -117,13 +128,16 @@ static int watch_pipe_open(pid_t pid, int fd, uint64_t ino)
     snprintf(expect, sizeof expect, "pipe:[%llu]", (unsigned long long)ino);
     ssize_t n = readlink(path, target, sizeof target - 1);
     if (n < 0)
-        return -1;
+        return errno == ENOMEM ? -2 : -1;
     target[n] = '\0';
     if (strcmp(target, expect) != 0)    /* a recycled fd number: never open it */
         return -1;
-    int myfd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    int myfd;
+    do
+        myfd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    while (myfd < 0 && errno == EINTR);
     if (myfd < 0)
-        return -1;
+        return errno == EMFILE || errno == ENFILE || errno == ENOMEM ? -2 : -1;
     struct stat st;
     if (fstat(myfd, &st) != 0 || !S_ISFIFO(st.st_mode) || (uint64_t)st.st_ino != ino) {
         close(myfd);
@@ -132,26 +146,84 @@ static int watch_pipe_open(pid_t pid, int fd, uint64_t ino)
     return myfd;
 }
 
-int cproc_channel_watch(cproc_channel *ch, int fd)
+/* One byte to the watcher's pipe, if there is a watcher. Lock held. A full
+ * pipe is readable already; a watcher gone is forgotten until the next one
+ * registers; a pipe we could not open for now is tried again next time. */
+static void watch_notify(cproc_channel *ch)
 {
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
+    cproc_queue_header *h = ch->hdr;
+    if (h->watch_pid == 0)
+        return;
+    if (ch->notify_gen != h->watch_gen || ch->notify_fd == -2) {
+        if (ch->notify_fd >= 0)
+            close(ch->notify_fd);
+        ch->notify_fd = watch_pipe_open((pid_t)h->watch_pid, h->watch_fd, h->watch_ino);
+        ch->notify_gen = h->watch_gen;
+    }
+    if (ch->notify_fd < 0)
+        return;
+    ssize_t r;
+    do
+        r = write(ch->notify_fd, "", 1);
+    while (r < 0 && errno == EINTR);
+    if (r < 0 && errno != EAGAIN) {     /* EPIPE: the watcher closed it */
+        close(ch->notify_fd);
+        ch->notify_fd = -1;
+    }
+}
+
+/* Empty our pipe, if we are the registered watcher. Lock held. */
+static void watch_drain(cproc_channel *ch)
+{
+    cproc_queue_header *h = ch->hdr;
+    if (ch->watch_rfd < 0 || h->watch_pid != (uint32_t)cproc_pid || h->watch_fd != ch->watch_wfd)
+        return;
+    char buf[64];
+    ssize_t r;
+    do
+        r = read(ch->watch_rfd, buf, sizeof buf);
+    while (r > 0 || (r < 0 && errno == EINTR));
+}
+
+void cproc_channel_watch_sync(cproc_channel *ch)
+{
+    if (atomic_load(&ch->hdr->count) > 0)
+        watch_notify(ch);
+    else
+        watch_drain(ch);
+}
+
+int cproc_channel_watch(cproc_channel *ch, int wfd, int rfd)
+{
+    struct stat st, rst;
+    if (fstat(wfd, &st) != 0 || fstat(rfd, &rst) != 0) {
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
-    if (!S_ISFIFO(st.st_mode)) {
-        PyErr_SetString(PyExc_ValueError, "the watch descriptor must be a pipe's write end");
+    if (!S_ISFIFO(st.st_mode) || !S_ISFIFO(rst.st_mode) || st.st_ino != rst.st_ino || st.st_dev != rst.st_dev) {
+        PyErr_SetString(PyExc_ValueError, "the watch descriptors must be the two ends of one pipe");
+        return -1;
+    }
+    int flags = fcntl(rfd, F_GETFL);
+    if (flags < 0 || !(flags & O_NONBLOCK)) {
+        if (flags < 0)
+            PyErr_SetFromErrno(PyExc_OSError);
+        else
+            PyErr_SetString(PyExc_ValueError, "the watch pipe's read end must be non-blocking");
         return -1;
     }
     cproc_queue_header *h = ch->hdr;
     if (cproc_qlock_acquire(ch, CPROC_FOREVER) < 0)
         return -1;
     h->watch_pid = (uint32_t)cproc_pid;
-    h->watch_fd = fd;
+    h->watch_fd = wfd;
     h->watch_ino = (uint64_t)st.st_ino;
     h->watch_gen++;
+    ch->watch_wfd = wfd;
+    ch->watch_rfd = rfd;
+    watch_drain(ch);
+    cproc_channel_watch_sync(ch);
     cproc_qlock_release(ch);
-    ch->watch_wfd = fd;
     return 0;
 }
 
@@ -167,33 +239,17 @@ int cproc_channel_unwatch(cproc_channel *ch)
         h->watch_gen++;
     }
     cproc_qlock_release(ch);
-    ch->watch_wfd = -1;
+    ch->watch_wfd = ch->watch_rfd = -1;
     return 0;
 }
 
-/* After a put: one byte to the watcher's pipe (read under the lock into
- * pid/fd/ino/gen). A full pipe is readable already; a watcher gone is
- * forgotten until the next one registers. */
-static void watch_notify(cproc_channel *ch, uint32_t pid, int32_t fd, uint64_t ino, uint32_t gen)
+int cproc_channel_watch_poll_sync(cproc_channel *ch)
 {
-    if (pid == 0)
-        return;
-    if (ch->notify_gen != gen || ch->notify_fd < 0) {
-        if (ch->notify_fd >= 0)
-            close(ch->notify_fd);
-        ch->notify_fd = ch->notify_gen == gen ? -1 : watch_pipe_open((pid_t)pid, fd, ino);
-        ch->notify_gen = gen;
-    }
-    if (ch->notify_fd < 0)
-        return;
-    ssize_t r;
-    do
-        r = write(ch->notify_fd, "", 1);
-    while (r < 0 && errno == EINTR);
-    if (r < 0 && errno != EAGAIN) {     /* EPIPE: the watcher closed it */
-        close(ch->notify_fd);
-        ch->notify_fd = -1;
-    }
+    if (cproc_qlock_acquire(ch, CPROC_FOREVER) < 0)
+        return -1;
+    cproc_channel_watch_sync(ch);
+    cproc_qlock_release(ch);
+    return 0;
 }
 
 /* ---- put ------------------------------------------------------------------ */
@@ -274,14 +330,12 @@ static int try_put(void *ctx, uint32_t *seen)
     cproc_ring_note_used(&ch->ring);
     if (h->kind == CPROC_Q_JOINABLE)
         atomic_fetch_add(&h->unfinished, (uint32_t)n);
-    atomic_fetch_add(&h->count, n);
+    uint64_t before = atomic_fetch_add(&h->count, n);
     atomic_fetch_add(&h->put_seq, (uint32_t)n);
-    uint32_t watch_pid = h->watch_pid, watch_gen = h->watch_gen;
-    int32_t watch_fd = h->watch_fd;
-    uint64_t watch_ino = h->watch_ino;
+    if (before == 0)
+        watch_notify(ch);
     cproc_qlock_release(ch);
     cproc_wake_waiters(&h->put_seq, &h->get_waiters, n > INT_MAX ? INT_MAX : (int)n);
-    watch_notify(ch, watch_pid, watch_fd, watch_ino, watch_gen);
     return 1;
 }
 
@@ -379,7 +433,8 @@ static int try_get(void *ctx, uint32_t *seen)
     cproc_crash_point(CPROC_DIE_GET_BEFORE_HEAD);
     r->head = head;
     cproc_crash_point(CPROC_DIE_GET_BEFORE_COUNT);
-    atomic_fetch_sub(&h->count, (uint64_t)n);
+    if (atomic_fetch_sub(&h->count, (uint64_t)n) == (uint64_t)n)
+        watch_drain(ch);
     atomic_fetch_add(&h->get_seq, (uint32_t)n);
     for (uint64_t pos = old_head; huge && pos < head;) {
         uint64_t size = cproc_record_size(&ch->ring, pos);

@@ -550,7 +550,7 @@ typedef struct {
     cproc_ring_shared ring;
     uint32_t spilled_recently;          /* a block was claimed in the ring's shrink window */
     uint32_t needs_repair;              /* a holder died: repair before anything else */
-    /* the watcher (SimpleQueue._reader): a pipe every put writes a byte to */
+    /* the watcher (SimpleQueue._reader): a pipe readable while count > 0 */
     uint32_t watch_pid;                 /* the process holding its write end; 0: none */
     int32_t watch_fd;                   /* the write end's number there */
     uint64_t watch_ino;                 /* the pipe's inode */
@@ -564,7 +564,8 @@ typedef struct {
     cproc_queue_header *hdr;            /* NULL until initialised */
     cproc_ring ring;                    /* this process's view of the ring */
     int watch_wfd;                      /* the watch pipe's write end we registered, -1: none */
-    int notify_fd;                      /* our descriptor of the watcher's pipe, -1: none */
+    int watch_rfd;                      /* and its read end (ours, non-blocking) */
+    int notify_fd;                      /* our descriptor of the watcher's pipe, -1: none, -2: retry */
     uint32_t notify_gen;                /* the watch_gen notify_fd was opened for */
 } cproc_channel;
 
@@ -575,10 +576,16 @@ int cproc_channel_create(cproc_channel *ch, int32_t maxsize, uint32_t kind);
  * of `kind`. */
 int cproc_channel_attach(cproc_channel *ch, const cproc_memfd_ref *ref, uint32_t kind);
 void cproc_channel_release(cproc_channel *ch);
-/* Every put then writes a byte to the pipe whose write end is fd (ours);
- * unwatch stops that if our pipe is still the registered one. */
-int cproc_channel_watch(cproc_channel *ch, int fd);
+/* Register our pipe (wfd, rfd: its ends, rfd non-blocking) as the queue's
+ * watcher: from then on it is readable exactly while the queue holds a
+ * record (channel.c, "the watcher's pipe"); unwatch stops that if our pipe
+ * is still the registered one. watch_sync: set the pipe from the count,
+ * lock held (qlock.c's repair); watch_poll_sync: the same, taking the lock
+ * (a byte a get in another process left is drained). */
+int cproc_channel_watch(cproc_channel *ch, int wfd, int rfd);
 int cproc_channel_unwatch(cproc_channel *ch);
+void cproc_channel_watch_sync(cproc_channel *ch);
+int cproc_channel_watch_poll_sync(cproc_channel *ch);
 /* Put n messages, all or none, waiting for room until `deadline` when
  * blocking: 0 done, 1 no room in time (no exception), -1 error. */
 int cproc_channel_put(cproc_channel *ch, cproc_message *msgs, Py_ssize_t n, int blocking, int64_t deadline);

@@ -36,6 +36,7 @@ static void queue_repair(cproc_channel *ch)
     cproc_crash_point(CPROC_DIE_REPAIR);
     cproc_spill_repair(h->spill, ch->mem.fd, in_ring);
     cproc_ring_release_others(&ch->ring);
+    cproc_channel_watch_sync(ch);     /* the watcher's pipe, from the new count */
     atomic_fetch_add(&h->put_seq, 1);
     atomic_fetch_add(&h->get_seq, 1);
     cproc_wake_waiters(&h->put_seq, &h->get_waiters, INT_MAX);

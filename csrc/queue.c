@@ -391,18 +391,26 @@ static int queue_unwatch(QueueObject *q)
     return q->ch.hdr == NULL ? 0 : cproc_channel_unwatch(&q->ch);
 }
 
-static PyObject *queue_watch(QueueObject *self, PyObject *arg)
+static PyObject *queue_watch(QueueObject *self, PyObject *args)
 {
+    PyObject *wobj, *robj;
+    int wfd, rfd;
+    if (!PyArg_ParseTuple(args, "OO:_watch", &wobj, &robj))
+        return NULL;
+    if (check_open(self) < 0 || (wfd = PyObject_AsFileDescriptor(wobj)) < 0 ||
+        (rfd = PyObject_AsFileDescriptor(robj)) < 0)
+        return NULL;
+    if (cproc_channel_watch(&self->ch, wfd, rfd) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *queue_watch_sync(QueueObject *self, PyObject *unused)
+{
+    (void)unused;
     if (check_open(self) < 0)
         return NULL;
-    long v = PyLong_AsLong(arg);
-    if (v == -1 && PyErr_Occurred())
-        return NULL;
-    if (v < 0 || v > INT_MAX) {
-        PyErr_SetString(PyExc_ValueError, "invalid file descriptor");
-        return NULL;
-    }
-    if (cproc_channel_watch(&self->ch, (int)v) < 0)
+    if (cproc_channel_watch_poll_sync(&self->ch) < 0)   /* releases the GIL if it must wait */
         return NULL;
     Py_RETURN_NONE;
 }
@@ -729,8 +737,10 @@ static PyMethodDef simple_methods[] = {
     {"get", (PyCFunction)simplequeue_get, METH_NOARGS, "get($self, /)\n--\n\nRemove and return the oldest item."},
     {"put", (PyCFunction)(void (*)(void))simplequeue_put, FASTKW, "put(obj)\n--\n\nAdd obj; never blocks."},
     {"__class_getitem__", Py_GenericAlias, METH_O | METH_CLASS, NULL},
-    {"_watch", (PyCFunction)queue_watch, METH_O,
-     "_watch(fd)\n--\n\nEvery put writes a byte to the pipe whose write end is fd (ours)."},
+    {"_watch", (PyCFunction)queue_watch, METH_VARARGS,
+     "_watch($self, wfd, rfd, /)\n--\n\nMake our pipe (its ends, rfd non-blocking) readable exactly while the queue holds an item."},
+    {"_watch_sync", (PyCFunction)queue_watch_sync, METH_NOARGS,
+     "_watch_sync($self, /)\n--\n\nSet the watch pipe from the queue: drained if it is empty."},
     {"_unwatch", (PyCFunction)queue_unwatch_method, METH_NOARGS,
      "_unwatch($self, /)\n--\n\nStop writing to the pipe _watch registered."},
     COMMON_METHODS,

@@ -126,6 +126,15 @@ check queue_put liveness pass
 # before join slept, ABA). The old code must fail:
 check join liveness fail -DBUG_ABA
 check join liveness pass
+# SimpleQueue._reader's pipe says whether the queue holds a record (a bug
+# CPython's concurrent.futures tests found, fixed: a put's byte came after a
+# get had drained the pipe, and concurrent.futures' manager thread went into
+# a get() on an empty queue). The old protocol, and a byte written after the
+# lock's release when a producer dies between the two, must fail:
+check watch safety pass
+check watch safety pass -DDEATH
+check watch safety fail -DBUG_OLD
+check watch safety fail -DBUG_LATE_BYTE -DDEATH
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

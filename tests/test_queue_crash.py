@@ -200,6 +200,37 @@ def test_get_of_another_process_takes_the_lock_over(new_queue):
     assert drain(q) == []
 
 
+def put_one(q, item):
+    q.put(item)
+    return "put"
+
+
+def test_reader_pipe_is_set_again_by_the_repair(cproc):
+    """SimpleQueue._reader, which concurrent.futures waits on: a producer
+    killed after its record entered the ring, before it was counted and
+    before the reader's pipe was told. The next holder of the lock repairs
+    the count and makes the pipe readable (models/watch.pml -DDEATH); the
+    pipe then says what the queue holds, through to empty."""
+    from multiprocessing.connection import wait
+
+    q = cproc.SimpleQueue()
+    reader = q._reader
+    try:
+        killed_in(q, "put:before-count", put_one, "dead's")
+        with ChildSet() as kids:
+            assert kids.start(put_one, q, "after").result(10) == "put"   # takes the lock over
+        assert wait([reader], timeout=10) == [reader]
+        assert reader.recv() == "dead's"
+        assert wait([reader], timeout=0) == [reader]
+        assert reader.recv() == "after"
+        assert wait([reader], timeout=0) == []
+        q.put("again")
+        assert wait([reader], timeout=0) == [reader]
+        assert reader.recv() == "again"
+    finally:
+        q.close()
+
+
 def test_unknown_crash_point(new_queue):
     q = new_queue()
     with pytest.raises(ValueError, match="no crash point"):

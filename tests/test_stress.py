@@ -35,6 +35,7 @@ PULSES = rounds(100, 3000)      # Event pulses (each waits for every waiter to s
 NOTIFIES = rounds(300, 10000)   # Condition rounds
 STEALS = rounds(100, 3000)      # notify-then-own-wait rounds (each costs a short wait)
 CYCLES = rounds(1000, 20000)    # Barrier cycles
+READER_ROUNDS = rounds(300, 5000)   # SimpleQueue reader rounds (3 producers started each)
 
 
 # --------------------------------------------------------------------------
@@ -349,6 +350,40 @@ def test_queue_two_consumers_race_for_each_record(cproc):
         got = [c.result(LONG) for c in children]
     assert sorted(got[0] + got[1]) == list(range(2 * PINGS))
     assert all(g == sorted(g) for g in got)
+
+
+def _put_range(q, start, n):
+    for i in range(start, start + n):
+        q.put(i)
+    return "done"
+
+
+def test_simple_queue_reader_readable_exactly_while_an_item_waits(cproc):
+    """SimpleQueue._reader as concurrent.futures' manager thread uses it:
+    wait() on its pipe, recv() only when wait() returned it. The pipe must
+    never be readable beside an empty queue (recv() would sleep, deaf to the
+    executor's wake-ups: the hang CPython's test_context_manager_shutdown
+    found) nor empty beside an item (a lost wake-up). Each round has a new
+    queue and new producers, as the executor's workers: each producer's
+    first put opens the watcher's pipe, the window the old protocol lost in
+    (it failed here 1 round in ~30-100). models/watch.pml."""
+    import multiprocessing.connection
+
+    for r in range(READER_ROUNDS):
+        q = cproc.SimpleQueue()
+        reader = q._reader
+        with ChildSet() as cs:
+            children = [cs.start(_put_range, q, 5 * k, 5) for k in range(3)]
+            got = []
+            while len(got) < 15:
+                ready = multiprocessing.connection.wait([reader], timeout=LONG)
+                assert ready == [reader], f"round {r}, after {len(got)} items: the pipe stayed empty"
+                assert not q.empty(), f"round {r}, after {len(got)} items: the pipe was readable, the queue empty"
+                got.append(reader.recv())
+            assert [c.result(LONG) for c in children] == ["done"] * 3
+        assert multiprocessing.connection.wait([reader], timeout=0) == [], f"round {r}: readable once emptied"
+        assert sorted(got) == list(range(15))
+        q.close()
 
 
 def _square(x):

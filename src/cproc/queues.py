@@ -62,11 +62,13 @@ class _QueueReader:
     SimpleQueue has it (a Connection), for code that waits on it with
     multiprocessing.connection.wait() — concurrent.futures.ProcessPoolExecutor.
 
-    Its fileno() is a pipe that every put() writes a byte to (the queue's
-    header names the pipe; csrc/channel.c, "the watcher's pipe"); recv() is the
-    queue's get(). After each recv() the pipe is drained and, if the queue
-    still holds items, made readable again: drained before the queue is
-    looked at, so that a put racing with recv() always leaves it readable.
+    Its fileno() is a pipe that is readable exactly while the queue holds an
+    item (csrc/channel.c, "the watcher's pipe"; models/watch.pml): the queue
+    writes a byte to it when a put makes it non-empty and drains it when a
+    get in this process empties it, both under the queue's lock. recv() is
+    the queue's get(). (A get in another process cannot drain it: recv() then
+    waits for the next item, as on a multiprocessing pipe another process
+    read from.)
     """
 
     def __init__(self, queue, closed=False):
@@ -76,8 +78,7 @@ class _QueueReader:
             return
         self._rfd, self._wfd = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         try:
-            queue._watch(self._wfd)
-            self._rearm(queue)
+            queue._watch(self._wfd, self._rfd)
         except BaseException:
             self._close_fds()
             raise
@@ -89,18 +90,6 @@ class _QueueReader:
         if queue is None:
             raise OSError("handle is closed")
         return queue
-
-    def _rearm(self, queue):
-        try:
-            while os.read(self._rfd, 4096):
-                pass
-        except BlockingIOError:
-            pass
-        if not queue.empty():
-            try:
-                os.write(self._wfd, b"\0")
-            except BlockingIOError:         # full: readable anyway
-                pass
 
     @property
     def closed(self):
@@ -124,11 +113,7 @@ class _QueueReader:
 
     def recv(self):
         """Receive a (picklable) object"""
-        queue = self._check_open()
-        try:
-            return queue.get()
-        finally:
-            self._rearm(queue)
+        return self._check_open().get()
 
     def poll(self, timeout=0.0):
         """Whether there is any input available to be read"""
@@ -138,8 +123,8 @@ class _QueueReader:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return False
+            queue._watch_sync()        # a byte another process's get left: drained
             select.select([self._rfd], [], [], left)
-            self._rearm(queue)
         return True
 
     def _close_fds(self):
