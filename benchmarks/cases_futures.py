@@ -1,5 +1,6 @@
 """Benchmarks for the executor: cproc.futures.ProcessPoolExecutor(2) against
-concurrent.futures.ProcessPoolExecutor(2) (the multiprocessing column) and loky.
+concurrent.futures.ProcessPoolExecutor(2) (the multiprocessing column) and loky;
+and the standard library's executor on each module's context (mp_context=).
 
 The task is cases_pool's ``echo(x) -> x``. multiprocessing's column is the
 standard library's executor (its default context: fork on Linux up to 3.13),
@@ -34,7 +35,16 @@ def _executor_class(mod):
 
 
 def _start(mod):
-    ex = _executor_class(mod)(WORKERS)
+    return _warm(_executor_class(mod)(WORKERS), mod)
+
+
+def _start_on_context(mod):
+    """The standard library's executor on mod's default context: what a
+    script that passes ``mp_context=cproc.get_context()`` runs."""
+    return _warm(concurrent.futures.ProcessPoolExecutor(WORKERS, mp_context=mod.get_context()), mod)
+
+
+def _warm(ex, mod):
     try:
         _check_list(list(ex.map(echo, range(WARM_ITEMS))), WARM_ITEMS, "warm-up map")
     except BaseException:
@@ -94,6 +104,18 @@ def _map(start, stop, chunksize):
            "submitted first, then every result is fetched in order; both are timed.")
 def executor_submit(mod, n):
     return _submit_result(_start, _stop)(mod, n)
+
+
+@case("concurrent.futures.ProcessPoolExecutor(2, mp_context=get_context()) submit × n", target=1.0,
+      size=10_000, quick=2_500,
+      work="{size:,} × submit(echo, i), then result() each",
+      note="The standard library's executor in both columns, on each module's default "
+           "context (fork): its call queue is multiprocessing.queues.Queue on the context's "
+           "Lock and BoundedSemaphore, its result queue the context's SimpleQueue, its "
+           "workers the context's Processes. Most of the time is the executor's own Python "
+           "code, the same in both: parity is the expectation.")
+def executor_on_context_submit(mod, n):
+    return _submit_result(_start_on_context, _stop)(mod, n)
 
 
 @case("ProcessPoolExecutor(2).map, chunksize=1", target=0.1,

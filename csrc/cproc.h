@@ -224,6 +224,12 @@ static inline int cproc_spin_again(cproc_spinner *s)
     return cproc_spin_step(s);
 }
 void cproc_spin_end(cproc_spinner *s);
+/* Still in the first rounds, before the clock was read (short enough to
+ * spend holding the GIL). */
+static inline int cproc_spin_inline(const cproc_spinner *s)
+{
+    return s->phase == 0 && s->start == 0;
+}
 
 /* ---- shared memory (shm.c) ---------------------------------------------- */
 

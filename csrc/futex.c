@@ -98,19 +98,46 @@ void cproc_futex_wake(_Atomic uint32_t *word, int n)
     (void)syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, n, NULL, NULL, 0);
 }
 
+/* Whether this interpreter has Python threads besides ours (GIL held; a
+ * thread starting meanwhile is seen at the next wait). */
+static int other_threads(void)
+{
+    PyThreadState *me = PyThreadState_Get();
+    PyThreadState *t = PyInterpreterState_ThreadHead(PyThreadState_GetInterpreter(me));
+    return t != me || PyThreadState_Next(t) != NULL;
+}
+
 int cproc_wait(_Atomic uint32_t *word, _Atomic uint32_t *waiters,
                cproc_try_fn try_fn, cproc_poll_fn poll_fn, void *ctx,
                int64_t deadline, int flags)
 {
     uint32_t seen;
     cproc_spinner spin;
-    cproc_spin_begin(&spin, word, CPROC_SPIN_YIELD | (flags & CPROC_SPIN_LOCK));
-    do {
+    int more = cproc_spin_begin(&spin, word, CPROC_SPIN_YIELD | (flags & CPROC_SPIN_LOCK));
+    for (;;) {
         if (try_fn(ctx, &seen)) {
             cproc_spin_end(&spin);
             return CPROC_WAIT_OK;
         }
-    } while (cproc_spin_again(&spin));
+        if (!more)
+            break;
+        if (cproc_spin_inline(&spin)) {     /* the first rounds: a pause each */
+            more = cproc_spin_again(&spin);
+            continue;
+        }
+        if (!other_threads()) {
+            more = cproc_spin_again(&spin);
+            continue;
+        }
+        /* The rest of the spin and the yields without the GIL, as the
+         * sleep: the process's other threads run meanwhile (a thread that
+         * spun holding it stalled them all). try_fn needs the GIL: we look
+         * again when the word changes, as a sleeper would be woken. */
+        Py_BEGIN_ALLOW_THREADS
+        while ((more = cproc_spin_again(&spin)) && atomic_load(word) == seen)
+            ;
+        Py_END_ALLOW_THREADS
+    }
     int64_t next_poll = poll_fn ? cproc_monotonic_ns() + POLL_FIRST_NS : CPROC_FOREVER;
     int result;
     for (;;) {

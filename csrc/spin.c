@@ -45,6 +45,11 @@
  *    two would otherwise sleep on every hand-off, and a slow yield is the
  *    holder (or a busy process) running on our CPU, where yielding is what
  *    lets the holder finish.
+ * 5. cproc_wait (futex.c) holds the GIL for the first CLOCK_FIRST rounds
+ *    only: the rest of the spin and the yields run without it, as the sleep
+ *    does, so that the process's other threads are not stalled (the
+ *    standard library's ProcessPoolExecutor on cproc's context: its manager
+ *    and feeder threads wait on cproc's semaphore and locks).
  */
 #include "cproc.h"
 
