@@ -16,7 +16,7 @@ import sys
 import multiprocessing
 import pytest
 
-from helpers.impls import (PROCESS_CLASS, START_METHODS, ProcImpl, cproc_method_works, impl_method_params,
+from helpers.impls import (PROCESS_CLASS, START_METHODS, ProcImpl, impl_method_params,
     warm_up_start_methods)
 from helpers.scripts import child_env, run_impl_script, stderr_outline
 
@@ -61,11 +61,6 @@ def run_with_reference(tmp_path, name, body, impl_name, method, **kwargs):
         refdir.mkdir(exist_ok=True)
         _REFERENCE[key] = run_impl_script(refdir, name, body, "multiprocessing", method, **kwargs)
     return result, _REFERENCE[key]
-
-
-def xfail_if_no_cproc_forkserver(name):
-    if name == "cproc" and not cproc_method_works("forkserver"):
-        pytest.xfail("forkserver not implemented yet")
 
 
 # ==========================================================================
@@ -458,7 +453,6 @@ if __name__ == "__main__":
 
 @pytest.mark.parametrize("name", IMPLS)
 def test_set_forkserver_preload(name, tmp_path):
-    xfail_if_no_cproc_forkserver(name)
     log = tmp_path / "preload.pids"
     (tmp_path / "preloadmod.py").write_text(
         f"import os\nwith open({str(log)!r}, 'a') as f:\n    f.write('%d\\n' % os.getpid())\n")

@@ -11,35 +11,11 @@ START_METHODS = ("fork", "spawn", "forkserver")
 PROCESS_CLASS = {"fork": "ForkProcess", "spawn": "SpawnProcess", "forkserver": "ForkServerProcess"}
 
 
-def cproc_method_works(method):
-    """True if cproc offers `method` (listed and its context can be had)."""
-    try:
-        import cproc
-
-        if method not in cproc.get_all_start_methods():
-            return False
-        cproc.get_context(method)
-        return True
-    except Exception:  # noqa: BLE001 - not there yet
-        return False
-
-
 def impl_method_params(methods=START_METHODS, impls=("multiprocessing", "cproc")):
-    """pytest params (impl name, start method), ids like "cproc-spawn".
-
-    A cproc forkserver that is not available yet is an expected failure
-    (strict=False: the test passes again as soon as it works).
-    """
+    """pytest params (impl name, start method), ids like "cproc-spawn"."""
     import pytest
 
-    params = []
-    for name in impls:
-        for method in methods:
-            marks = []
-            if name == "cproc" and method == "forkserver" and not cproc_method_works(method):
-                marks.append(pytest.mark.xfail(strict=False, reason="forkserver not implemented yet"))
-            params.append(pytest.param((name, method), id=f"{name}-{method}", marks=marks))
-    return params
+    return [pytest.param((name, method), id=f"{name}-{method}") for name in impls for method in methods]
 
 
 class ProcImpl:
