@@ -151,7 +151,8 @@ def _swap_contexts(impl):
         if hasattr(mod, "get_context"):
             mod.get_context = module.get_context
     if not swapped:
-        raise SystemExit("run_cf_suite: no ExecutorMixin.get_context found in " + MODULE)
+        raise SystemExit("run_cf_suite: no ExecutorMixin.get_context found in %s: is it installed? "
+                         "(an interpreter without its test suite needs --suite)" % MODULE)
 
 
 def _process_pool_tests(suite, method):
