@@ -221,7 +221,6 @@ int cproc_channel_watch(cproc_channel *ch, int wfd, int rfd)
     h->watch_gen++;
     ch->watch_wfd = wfd;
     ch->watch_rfd = rfd;
-    watch_drain(ch);
     cproc_channel_watch_sync(ch);
     cproc_qlock_release(ch);
     return 0;

@@ -121,11 +121,7 @@ int cproc_wait(_Atomic uint32_t *word, _Atomic uint32_t *waiters,
         }
         if (!more)
             break;
-        if (cproc_spin_inline(&spin)) {     /* the first rounds: a pause each */
-            more = cproc_spin_again(&spin);
-            continue;
-        }
-        if (!other_threads()) {
+        if (cproc_spin_inline(&spin) || !other_threads()) {   /* the first rounds, or no one to stall */
             more = cproc_spin_again(&spin);
             continue;
         }
