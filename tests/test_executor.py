@@ -131,7 +131,7 @@ def test_worker_exception_carries_remote_traceback(executor):
     cause = info.value.__cause__
     assert type(cause).__name__ == "_RemoteTraceback"
     assert "raise_value_error" in str(cause) and 'raise ValueError("bad value' in str(cause)
-    assert "".join(traceback.format_exception(info.value)).count("ValueError: bad value 7") == 2
+    assert "".join(traceback.format_exception(type(info.value), info.value, info.value.__traceback__)).count("ValueError: bad value 7") == 2
     # the pool goes on working
     assert ex.submit(square, 3).result(timeout=30) == 9
     with pytest.raises(ValueError):
