@@ -191,10 +191,11 @@ typedef struct {
     _Atomic uint64_t *slot;
     uint32_t tag, est, yield_skip, epoch;
     int rounds, next_clock, yields, phase, exploring, preempted, lock;   /* phase: 0 spinning, 1 yielding, 2 sleeping */
+    int pauses;                          /* of the next round (a lock's waiter backs off) */
     int64_t start, spin_until, last_clock, budget_ns;   /* start: 0 until the first clock read */
 } cproc_spinner;
 
-void cproc_spin_init(void);             /* at module load: the usable CPUs */
+void cproc_spin_init(void);             /* at module load: the usable CPUs, a pause's length */
 PyObject *cproc_usable_cpus(PyObject *module, PyObject *unused);   /* _usable_cpus() */
 /* flags: CPROC_SPIN_YIELD (yield before sleeping), CPROC_SPIN_LOCK (a
  * lock's wait: a floor under the spin, every yield; see spin.c). 0 when the policy says
@@ -212,13 +213,26 @@ static inline void cproc_cpu_relax(void)
     __asm__ __volatile__("yield");
 #endif
 }
-/* After a failed check: 1 check again (after a pause or a yield), 0 sleep
- * now. A round of the busy spin is a pause, inline: the sooner a waiter
- * checks again, the sooner a lock passed to it is taken. */
+/* The most pauses in one round of a lock's spin (spin.c, item 4). */
+extern int cproc_lock_pauses;
+/* A round of the busy spin: s->pauses pauses, inline. A lock's waiter
+ * doubles them each round, up to cproc_lock_pauses; every other wait checks
+ * after each pause. Returns the pauses made. */
+static inline int cproc_spin_round(cproc_spinner *s)
+{
+    int n = s->pauses;
+    for (int i = 0; i < n; i++)
+        cproc_cpu_relax();
+    if (s->lock && n < cproc_lock_pauses)
+        s->pauses = 2 * n < cproc_lock_pauses ? 2 * n : cproc_lock_pauses;
+    return n;
+}
+/* After a failed check: 1 check again (after a round of pauses or a
+ * yield), 0 sleep now. */
 static inline int cproc_spin_again(cproc_spinner *s)
 {
-    if (s->phase == 0 && ++s->rounds < s->next_clock) {
-        cproc_cpu_relax();
+    if (s->phase == 0 && s->rounds < s->next_clock) {
+        s->rounds += cproc_spin_round(s);
         return 1;
     }
     return cproc_spin_step(s);

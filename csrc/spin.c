@@ -25,11 +25,11 @@
  *    A spin that succeeded only because the peer ran on our CPU meanwhile
  *    counts as a failure: on a shared CPU spinning does not pay. We see
  *    that we were preempted as a gap of more than GAP_NS between two clock
- *    reads of the spin (they are CLOCK_EVERY rounds, well under 2 µs, apart).
- *    The clock is first read CLOCK_FIRST rounds in (a wait that ends sooner
- *    reads no clock and counts as needing no spin); those rounds are
- *    inline (cproc.h), a pause each: a lock passed to a spinning waiter
- *    is taken the sooner for it.
+ *    reads of the spin (they are CLOCK_EVERY pauses or one round, well
+ *    under 3 µs, apart). The clock is first read CLOCK_FIRST pauses in (a
+ *    wait that ends sooner reads no clock and counts as needing no spin);
+ *    those rounds are inline (cproc.h), a check after each pause (a lock's
+ *    waiter backs off, item 4).
  * 3. Callers that allow it (the futex loop) then yield the CPU a few times
  *    before sleeping: a peer sharing our CPU runs at once, without the
  *    sleep/wake-up system calls. A yield that takes longer than YIELD_SLOW
@@ -38,13 +38,20 @@
  *    YIELD_SKIP_WAITS waits do not yield.
  * 4. A lock's wait (CPROC_SPIN_LOCK: the pid-word mutex) keeps its own
  *    estimate too (a queue's lock is held for a whole batch), but spins at
- *    least CLOCK_FIRST rounds plus LOCK_SPIN with several usable CPUs, and
+ *    least CLOCK_FIRST pauses plus LOCK_SPIN with several usable CPUs, and
  *    yields YIELD_COUNT times however long the yields take. A holder that
  *    runs gives a lock back within about a microsecond, while one preempted
  *    holding it makes a wait of a whole time slice: an estimate mixing the
  *    two would otherwise sleep on every hand-off, and a slow yield is the
  *    holder (or a busy process) running on our CPU, where yielding is what
- *    lets the holder finish.
+ *    lets the holder finish. Its spin backs off: each round doubles the
+ *    pauses before the next check, up to LOCK_BURST_NS worth (a pause's
+ *    length is measured at load). A waiter that checked after every pause
+ *    took the lock back each time its holder let go between two critical
+ *    sections, and both processes paid the cache line's trip on every
+ *    hand-off; backing off lets the holder run a streak of them at cache
+ *    speed (two processes taking one Lock in turn: 2x faster, RESULTS.md).
+ *    multiprocessing's Lock is no fairer: its waiter sleeps in sem_wait().
  * 5. cproc_wait (futex.c) holds the GIL for the first CLOCK_FIRST rounds
  *    only: the rest of the spin and the yields run without it, as the sleep
  *    does, so that the process's other threads are not stalled (the
@@ -71,10 +78,15 @@
 #define YIELD_COUNT 10
 #define YIELD_SLOW_NS (100 * 1000)
 #define YIELD_SKIP_WAITS 16
-#define LOCK_SPIN (1000 / UNIT_NS)    /* a lock's shortest budget (after CLOCK_FIRST rounds): 1 µs */
-#define CLOCK_FIRST 32                /* spin rounds before the first clock read */
-#define CLOCK_EVERY 8                 /* spin rounds between two clock reads */
+#define LOCK_SPIN (1000 / UNIT_NS)    /* a lock's shortest budget (after CLOCK_FIRST pauses): 1 µs */
+#define CLOCK_FIRST 32                /* pauses before the first clock read */
+#define CLOCK_EVERY 8                 /* pauses between two clock reads (at least a round) */
 #define GAP_NS 5000                   /* clock reads this far apart: we were preempted */
+
+#define LOCK_BURST_NS 640             /* a lock's waiter checks at least this often */
+#define LOCK_PAUSES_MAX 256
+#define CALIBRATE_TRIES 5
+#define CALIBRATE_PAUSES 64
 
 #define SLOTS 256                     /* power of two */
 
@@ -82,6 +94,7 @@
  * yield skips (8 bits) << 16 | estimate (16 bits). */
 static _Atomic uint64_t slots[SLOTS];
 static int usable_cpus = 1;           /* set at module load, inherited by fork */
+int cproc_lock_pauses = 1;             /* set at module load (calibrate_lock_pauses) */
 
 static int affinity_cpus(void)
 {
@@ -165,8 +178,30 @@ static int quota_cpus(void)
     return best;
 }
 
+/* How many pauses make LOCK_BURST_NS on this CPU: a pause lasts ~10 cycles
+ * on older x86 cores and ~140 on Skylake and later (as .NET's SpinWait,
+ * measured once; the shortest of a few tries, as a preemption only makes a
+ * try longer). */
+static int calibrate_lock_pauses(void)
+{
+    int64_t best = INT64_MAX;
+    for (int t = 0; t < CALIBRATE_TRIES; t++) {
+        int64_t t0 = cproc_monotonic_ns();
+        for (int i = 0; i < CALIBRATE_PAUSES; i++)
+            cproc_cpu_relax();
+        int64_t d = cproc_monotonic_ns() - t0;
+        if (d < best)
+            best = d;
+    }
+    if (best <= 0)
+        return LOCK_PAUSES_MAX;
+    int64_t n = (int64_t)LOCK_BURST_NS * CALIBRATE_PAUSES / best;
+    return n < 1 ? 1 : n > LOCK_PAUSES_MAX ? LOCK_PAUSES_MAX : (int)n;
+}
+
 void cproc_spin_init(void)
 {
+    cproc_lock_pauses = calibrate_lock_pauses();
     int cpus = affinity_cpus();
     int quota = quota_cpus();
     if (quota > 0 && quota < cpus)
@@ -230,6 +265,7 @@ int cproc_spin_begin(cproc_spinner *s, const void *key, int flags)
     s->last_clock = s->start;
     s->preempted = 0;
     s->rounds = 0;
+    s->pauses = 1;
     s->next_clock = CLOCK_FIRST;
     s->yields = (flags & CPROC_SPIN_YIELD) && s->yield_skip == 0 ? YIELD_COUNT : 0;
     s->phase = budget > 0 ? 0 : 1;
@@ -250,7 +286,7 @@ int cproc_spin_step(cproc_spinner *s)
         s->last_clock = now;
         if (now < s->spin_until) {
             s->next_clock = s->rounds + CLOCK_EVERY;
-            cproc_cpu_relax();
+            s->rounds += cproc_spin_round(s);
             return 1;
         }
         s->phase = 1;
