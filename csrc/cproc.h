@@ -191,7 +191,7 @@ typedef struct {
     _Atomic uint64_t *slot;
     uint32_t tag, est, yield_skip, epoch;
     int rounds, next_clock, yields, phase, exploring, preempted, lock;   /* phase: 0 spinning, 1 yielding, 2 sleeping */
-    int pauses;                          /* of the next round (a lock's waiter backs off) */
+    int pauses, max_pauses;              /* of the next round; its cap (1 but for a lock's waiter) */
     int64_t start, spin_until, last_clock, budget_ns;   /* start: 0 until the first clock read */
 } cproc_spinner;
 
@@ -213,18 +213,16 @@ static inline void cproc_cpu_relax(void)
     __asm__ __volatile__("yield");
 #endif
 }
-/* The most pauses in one round of a lock's spin (spin.c, item 4). */
-extern int cproc_lock_pauses;
-/* A round of the busy spin: s->pauses pauses, inline. A lock's waiter
- * doubles them each round, up to cproc_lock_pauses; every other wait checks
- * after each pause. Returns the pauses made. */
+/* A round of the busy spin: s->pauses pauses, inline, doubled for the next
+ * round up to s->max_pauses (a lock's waiter backs off, spin.c item 4; every
+ * other wait checks after each pause). Returns the pauses made. */
 static inline int cproc_spin_round(cproc_spinner *s)
 {
     int n = s->pauses;
     for (int i = 0; i < n; i++)
         cproc_cpu_relax();
-    if (s->lock && n < cproc_lock_pauses)
-        s->pauses = 2 * n < cproc_lock_pauses ? 2 * n : cproc_lock_pauses;
+    if (n < s->max_pauses)
+        s->pauses = 2 * n < s->max_pauses ? 2 * n : s->max_pauses;
     return n;
 }
 /* After a failed check: 1 check again (after a round of pauses or a

@@ -94,7 +94,7 @@
  * yield skips (8 bits) << 16 | estimate (16 bits). */
 static _Atomic uint64_t slots[SLOTS];
 static int usable_cpus = 1;           /* set at module load, inherited by fork */
-int cproc_lock_pauses = 1;             /* set at module load (calibrate_lock_pauses) */
+static int lock_pauses = 1;           /* a lock's round at most: set at module load */
 
 static int affinity_cpus(void)
 {
@@ -201,7 +201,7 @@ static int calibrate_lock_pauses(void)
 
 void cproc_spin_init(void)
 {
-    cproc_lock_pauses = calibrate_lock_pauses();
+    lock_pauses = calibrate_lock_pauses();
     int cpus = affinity_cpus();
     int quota = quota_cpus();
     if (quota > 0 && quota < cpus)
@@ -266,6 +266,7 @@ int cproc_spin_begin(cproc_spinner *s, const void *key, int flags)
     s->preempted = 0;
     s->rounds = 0;
     s->pauses = 1;
+    s->max_pauses = s->lock ? lock_pauses : 1;
     s->next_clock = CLOCK_FIRST;
     s->yields = (flags & CPROC_SPIN_YIELD) && s->yield_skip == 0 ? YIELD_COUNT : 0;
     s->phase = budget > 0 ? 0 : 1;
